@@ -1,0 +1,105 @@
+import { Server, ServerCredentials, type ServerDuplexStream, type ServiceDefinition } from '@grpc/grpc-js';
+import pino, { type Logger } from 'pino';
+import { DeltaStream } from './delta-stream.js';
+import type { PodLookup } from './node-identity.js';
+import { decodeDeltaRequest, decodeSotwRequest, encodeDeltaRequest, encodeSotwRequest, type DeltaRequest, type MalformedRequest, type SotwRequest } from './requests.js';
+import type { SnapshotCache } from './snapshot-cache.js';
+import { ProxyStatusRegistry } from './status-registry.js';
+import { SotwStream } from './sotw-stream.js';
+
+const SERVICE = '/envoy.service.discovery.v3.AggregatedDiscoveryService';
+
+/**
+ * Responses are written as pre-assembled bytes (see wire.ts), so the response "serializer" is
+ * the identity; requests are decoded into plain objects, or a MalformedRequest the stream
+ * answers with INVALID_ARGUMENT.
+ */
+const identity = (b: Buffer): Buffer => b;
+
+export const ADS_SERVICE: ServiceDefinition = {
+  StreamAggregatedResources: {
+    path: `${SERVICE}/StreamAggregatedResources`,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (r: Record<string, unknown>) => encodeSotwRequest(r),
+    requestDeserialize: decodeSotwRequest,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
+  DeltaAggregatedResources: {
+    path: `${SERVICE}/DeltaAggregatedResources`,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (r: Record<string, unknown>) => encodeDeltaRequest(r),
+    requestDeserialize: decodeDeltaRequest,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
+};
+
+export interface AdsServerOptions {
+  readonly cache: SnapshotCache;
+  readonly status?: ProxyStatusRegistry;
+  readonly podLookup?: PodLookup;
+  readonly logger?: Logger;
+  /** Extra grpc-js server options (message size limits, keepalive, ...). */
+  readonly grpcOptions?: Record<string, unknown>;
+}
+
+/** The ADS gRPC server: owns streams and protocol mechanics, asks the cache what to send. */
+export class AdsServer {
+  readonly status: ProxyStatusRegistry;
+  private readonly server: Server;
+  private readonly log: Logger;
+
+  constructor(private readonly options: AdsServerOptions) {
+    this.status = options.status ?? new ProxyStatusRegistry();
+    this.log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'ads' });
+    this.server = new Server({
+      // Envoy keeps ADS streams open for days; let keepalives detect dead peers.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+      ...options.grpcOptions,
+    });
+    const ctx = { cache: options.cache, status: this.status, podLookup: options.podLookup, log: this.log };
+    this.server.addService(ADS_SERVICE, {
+      StreamAggregatedResources: (call: ServerDuplexStream<SotwRequest | MalformedRequest, Buffer>) => new SotwStream(call, ctx, 'sotw'),
+      DeltaAggregatedResources: (call: ServerDuplexStream<DeltaRequest | MalformedRequest, Buffer>) => new DeltaStream(call, ctx, 'delta'),
+    });
+  }
+
+  /** Binds `host:port` (port 0 picks a free one) and returns the bound port. */
+  listen(address: string, credentials: ServerCredentials = ServerCredentials.createInsecure()): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(address, credentials, (err, port) => {
+        if (err) reject(new Error(`cannot listen for xDS on ${address}: ${err.message}`));
+        else {
+          this.log.info({ address, port }, 'ADS server listening');
+          resolve(port);
+        }
+      });
+    });
+  }
+
+  /** Stops accepting streams; open streams end after `graceMs`, when Envoys reconnect elsewhere. */
+  close(graceMs = 5_000): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      timer.unref();
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Ends every stream now. */
+  forceClose(): void {
+    this.server.forceShutdown();
+  }
+}

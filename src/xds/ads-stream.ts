@@ -1,0 +1,276 @@
+import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { Subscription } from 'rxjs';
+import {
+  NodeIdentityError,
+  nodeReference,
+  resolveReference,
+  type NodeGroup,
+  type NodeInfo,
+  type NodeReference,
+  type PodLookup,
+} from './node-identity.js';
+import { isMalformed, type MalformedRequest } from './requests.js';
+import type { SnapshotCache } from './snapshot-cache.js';
+import type { EncodedResource, Snapshot } from './snapshot.js';
+import type { ProxyInfo, ProxyStatusRegistry } from './status-registry.js';
+import { compareTypesForPush, PUSH_ORDER, shortTypeName } from './type-urls.js';
+
+export interface StreamContext {
+  readonly cache: SnapshotCache;
+  readonly status: ProxyStatusRegistry;
+  readonly podLookup?: PodLookup;
+  readonly log: Logger;
+}
+
+/** Per-type state every ADS stream keeps, whatever the protocol variant. */
+export interface BaseTypeState {
+  readonly typeUrl: string;
+  /** Wildcard subscription (LDS/CDS without names, or "*"). */
+  wildcard: boolean;
+  /** Explicitly subscribed names. */
+  readonly names: Set<string>;
+  /** Nonce of the last response; only a request that echoes it answers that response. */
+  nonce?: string;
+  /** A response is out and not yet ACKed or NACKed; nothing more of this type is sent meanwhile. */
+  awaiting: boolean;
+  /** Resources of the response in flight. */
+  inflight: ReadonlyMap<string, EncodedResource>;
+  /** Resources the proxy runs: those of its last accepted response. */
+  live: ReadonlyMap<string, EncodedResource>;
+}
+
+type Call<Req> = ServerDuplexStream<Req | MalformedRequest, Buffer>;
+
+let nextStreamId = 1;
+
+/**
+ * Protocol mechanics shared by the SotW and delta ADS streams: node identity from the first
+ * request only, waiting for the group's snapshot, make-before-break ordering across types,
+ * and ending the stream with a status that names what went wrong.
+ */
+export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }, State extends BaseTypeState> {
+  readonly proxy: ProxyInfo;
+  protected log: Logger;
+  protected snapshot?: Snapshot;
+  protected readonly types = new Map<string, State>();
+  private nonceCounter = 0;
+  private group?: NodeGroup;
+  private pending: Req[] = [];
+  private resolving?: Subscription;
+  private unwatch?: () => void;
+  private closed = false;
+  private readonly warnedTypes = new Set<string>();
+
+  constructor(
+    protected readonly call: Call<Req>,
+    protected readonly ctx: StreamContext,
+    mode: 'sotw' | 'delta',
+  ) {
+    const streamId = nextStreamId++;
+    this.proxy = { streamId, nodeId: '', mode, peer: call.getPeer(), types: new Map() };
+    this.log = ctx.log.child({ stream: streamId, mode });
+    call.on('data', (req: Req | MalformedRequest) => this.onData(req));
+    call.on('end', () => this.finish());
+    call.on('error', (err) => {
+      this.log.debug({ err: err.message }, 'stream error');
+      this.cleanup();
+    });
+    call.on('cancelled', () => this.cleanup());
+    call.on('close', () => this.cleanup());
+  }
+
+  /** Validate and apply one request of a known type. Returns false when the request is ignored. */
+  protected abstract applyRequest(req: Req, state: State, first: boolean): void;
+  protected abstract newState(typeUrl: string): State;
+  /** Send what this type needs now, if anything. Returns true when a response went out. */
+  protected abstract maybeRespond(state: State, snapshot: Snapshot): boolean;
+  /** True when the type is in step with the snapshot: nothing in flight and nothing to send. */
+  protected abstract settled(state: State, snapshot: Snapshot): boolean;
+
+  protected nextNonce(): string {
+    this.nonceCounter += 1;
+    return this.nonceCounter.toString(36);
+  }
+
+  private onData(req: Req | MalformedRequest): void {
+    if (this.closed) return;
+    try {
+      if (isMalformed(req)) {
+        this.fail(GrpcStatus.INVALID_ARGUMENT, req.malformed);
+        return;
+      }
+      if (!this.group) {
+        const first = this.pending.length === 0 && !this.resolving;
+        this.pending.push(req);
+        if (first) this.identify(req);
+        return;
+      }
+      this.handle(req);
+    } catch (err) {
+      this.log.error({ err }, 'failed to handle request');
+      this.fail(GrpcStatus.INTERNAL, `vsxds failed to handle the request: ${(err as Error).message}`);
+    }
+  }
+
+  private identify(first: Req): void {
+    if (!first.node) {
+      this.fail(GrpcStatus.INVALID_ARGUMENT, 'the first request on an ADS stream must carry node');
+      return;
+    }
+    (this.proxy as { nodeId: string }).nodeId = first.node.id;
+    this.log = this.log.child({ node: first.node.id });
+    this.ctx.status.connected(this.proxy);
+    let ref: NodeReference;
+    try {
+      ref = nodeReference(first.node);
+    } catch (err) {
+      this.fail(GrpcStatus.INVALID_ARGUMENT, (err as Error).message);
+      return;
+    }
+    const attempt = (): boolean => {
+      try {
+        const group = resolveReference(ref, this.ctx.podLookup);
+        if (!group) return false;
+        this.joinGroup(group);
+        return true;
+      } catch (err) {
+        this.fail(err instanceof NodeIdentityError ? GrpcStatus.INVALID_ARGUMENT : GrpcStatus.INTERNAL, (err as Error).message);
+        return true;
+      }
+    };
+    if (attempt()) return;
+    this.log.warn({ ref }, 'waiting for the pod of this proxy to appear in the pod source');
+    this.resolving = this.ctx.podLookup?.changes$.subscribe(() => {
+      if (!this.closed && attempt()) this.resolving?.unsubscribe();
+    });
+  }
+
+  private joinGroup(group: NodeGroup): void {
+    if (this.closed) return;
+    this.resolving?.unsubscribe();
+    this.group = group;
+    this.ctx.status.grouped(this.proxy, group);
+    this.log = this.log.child({ group: group.key });
+    this.log.info('proxy connected');
+    const queued = this.pending;
+    this.pending = [];
+    for (const req of queued) {
+      if (this.closed) return;
+      this.handle(req);
+    }
+    this.unwatch = this.ctx.cache.watch(group, (snapshot) => this.onSnapshot(snapshot));
+  }
+
+  private handle(req: Req): void {
+    if (req.typeUrl === '') {
+      this.fail(GrpcStatus.INVALID_ARGUMENT, 'ADS requests must set type_url');
+      return;
+    }
+    if (!this.serves(req.typeUrl)) {
+      if (!this.warnedTypes.has(req.typeUrl)) {
+        this.warnedTypes.add(req.typeUrl);
+        this.log.warn({ typeUrl: req.typeUrl }, 'ignoring requests for a resource type vsxds does not serve');
+      }
+      return;
+    }
+    let state = this.types.get(req.typeUrl);
+    const first = !state;
+    if (!state) {
+      state = this.newState(req.typeUrl);
+      this.types.set(req.typeUrl, state);
+    }
+    this.applyRequest(req, state, first);
+    this.pump();
+  }
+
+  private serves(typeUrl: string): boolean {
+    return PUSH_ORDER.includes(typeUrl) || (this.snapshot?.typeUrls().includes(typeUrl) ?? false);
+  }
+
+  private onSnapshot(snapshot: Snapshot): void {
+    if (this.closed) return;
+    this.snapshot = snapshot;
+    try {
+      this.pump();
+    } catch (err) {
+      this.log.error({ err }, 'failed to push snapshot');
+      this.fail(GrpcStatus.INTERNAL, `vsxds failed to push the configuration: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Sends what is due, type by type in make-before-break order. A type waits while an earlier
+   * one has a response in flight or is about to get one, so a proxy gets clusters before the
+   * endpoints and listeners that use them.
+   */
+  protected pump(): void {
+    const snapshot = this.snapshot;
+    if (!snapshot || this.closed) return;
+    const ordered = [...this.types.values()].sort((a, b) => compareTypesForPush(a.typeUrl, b.typeUrl));
+    for (const state of ordered) {
+      if (state.awaiting) return;
+      if (this.maybeRespond(state, snapshot)) return;
+      if (!this.settled(state, snapshot)) return;
+    }
+  }
+
+  /**
+   * Resources of `typeUrl` that another type the proxy runs still references but the snapshot
+   * no longer has: they stay until the referring resource lets go (make-before-break).
+   */
+  protected retained(typeUrl: string, snapshot: Snapshot): EncodedResource[] {
+    const current = snapshot.resources(typeUrl);
+    const state = this.types.get(typeUrl);
+    if (!state) return [];
+    const out = new Map<string, EncodedResource>();
+    for (const other of this.types.values()) {
+      if (other === state) continue;
+      for (const holder of [other.live, other.inflight]) {
+        for (const r of holder.values()) {
+          for (const ref of r.references) {
+            if (ref.typeUrl !== typeUrl || current.get(ref.name) || out.has(ref.name)) continue;
+            const old = state.inflight.get(ref.name) ?? state.live.get(ref.name);
+            if (old) out.set(ref.name, old);
+          }
+        }
+      }
+    }
+    return [...out.values()];
+  }
+
+  protected write(bytes: Buffer): void {
+    if (!this.closed) this.call.write(bytes);
+  }
+
+  protected typeLabel(typeUrl: string): string {
+    return shortTypeName(typeUrl);
+  }
+
+  /** Ends the stream with a status naming the problem; other streams are not affected. */
+  protected fail(code: GrpcStatus, details: string): void {
+    if (this.closed) return;
+    this.log.warn({ code: GrpcStatus[code], details }, 'ending ADS stream');
+    this.cleanup();
+    try {
+      this.call.emit('error', { code, details });
+    } catch {
+      // The call may already be gone.
+    }
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    this.cleanup();
+    this.call.end();
+  }
+
+  private cleanup(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.resolving?.unsubscribe();
+    this.unwatch?.();
+    this.ctx.status.disconnected(this.proxy);
+    if (this.group) this.log.info('proxy disconnected');
+  }
+}

@@ -1,0 +1,153 @@
+import type { DeltaRequest } from './requests.js';
+import { AdsStream, type BaseTypeState } from './ads-stream.js';
+import type { EncodedResource, Snapshot } from './snapshot.js';
+import { WILDCARD_TYPES } from './type-urls.js';
+import { stringField } from './wire.js';
+
+/** The proxy was told this name does not exist. */
+const ABSENT = '';
+
+interface DeltaState extends BaseTypeState {
+  /** Name → version the proxy has (or was last sent), ABSENT when told the resource does not exist. */
+  readonly known: Map<string, string>;
+  /** The first response of a subscription is due even when empty, so the proxy can finish initializing. */
+  mustRespond: boolean;
+  /** Names removed by the response in flight. */
+  inflightRemoved: readonly string[];
+  systemVersion?: string;
+}
+
+interface Diff {
+  readonly updated: EncodedResource[];
+  readonly removed: string[];
+}
+
+/**
+ * Incremental ADS: only changed resources are sent, removals are named, and the versions a
+ * reconnecting proxy reports (`initial_resource_versions`) are trusted so unchanged resources
+ * are not sent again.
+ */
+export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
+  protected newState(typeUrl: string): DeltaState {
+    return {
+      typeUrl,
+      wildcard: false,
+      names: new Set(),
+      awaiting: false,
+      inflight: new Map(),
+      live: new Map(),
+      known: new Map(),
+      mustRespond: true,
+      inflightRemoved: [],
+    };
+  }
+
+  protected applyRequest(req: DeltaRequest, state: DeltaState, first: boolean): void {
+    if (req.responseNonce !== '' && req.responseNonce === state.nonce && state.awaiting) {
+      state.awaiting = false;
+      const version = state.systemVersion ?? '';
+      if (req.errorDetail) {
+        // The proxy keeps what it had; `known` still records what was offered, so the same
+        // versions are not offered again until they change.
+        this.log.warn({ type: this.typeLabel(req.typeUrl), version, error: req.errorDetail.message }, 'proxy rejected configuration');
+        this.ctx.status.nack(this.proxy, req.typeUrl, version, req.errorDetail.message);
+      } else {
+        const live = new Map(state.live);
+        for (const [name, r] of state.inflight) live.set(name, r);
+        for (const name of state.inflightRemoved) live.delete(name);
+        state.live = live;
+        this.ctx.status.ack(this.proxy, req.typeUrl, version);
+      }
+      state.inflight = new Map();
+      state.inflightRemoved = [];
+    } else if (req.responseNonce !== '' && req.responseNonce !== state.nonce) {
+      this.log.debug({ type: this.typeLabel(req.typeUrl), nonce: req.responseNonce }, 'stale nonce; applying subscription changes only');
+    }
+
+    if (first) {
+      state.wildcard = WILDCARD_TYPES.has(req.typeUrl) && req.subscribe.length === 0;
+      const initial = Object.entries(req.initialResourceVersions);
+      for (const [name, version] of initial) state.known.set(name, version);
+      // A reconnecting proxy that already holds resources needs no empty "you are up to date".
+      state.mustRespond = initial.length === 0;
+      if (initial.length > 0) this.ctx.status.holds(this.proxy, req.typeUrl, '(initial_resource_versions)');
+    }
+    for (const name of req.subscribe) {
+      if (name === '*') state.wildcard = true;
+      else state.names.add(name);
+    }
+    for (const name of req.unsubscribe) {
+      if (name === '*') {
+        state.wildcard = false;
+        continue;
+      }
+      state.names.delete(name);
+      if (!state.wildcard) state.known.delete(name);
+    }
+  }
+
+  protected settled(state: DeltaState, snapshot: Snapshot): boolean {
+    if (state.awaiting || state.mustRespond) return false;
+    const diff = this.diff(state, snapshot);
+    return diff.updated.length === 0 && diff.removed.length === 0;
+  }
+
+  protected maybeRespond(state: DeltaState, snapshot: Snapshot): boolean {
+    if (state.awaiting) return false;
+    const diff = this.diff(state, snapshot);
+    if (diff.updated.length === 0 && diff.removed.length === 0 && !state.mustRespond) return false;
+    const set = snapshot.resources(state.typeUrl);
+    const nonce = this.nextNonce();
+    this.write(
+      Buffer.concat([
+        stringField(1, set.version),
+        ...diff.updated.map((r) => r.deltaField),
+        stringField(4, state.typeUrl),
+        ...diff.removed.map((name) => stringField(6, name)),
+        stringField(5, nonce),
+      ]),
+    );
+    for (const r of diff.updated) state.known.set(r.name, r.version);
+    for (const name of diff.removed) {
+      if (state.names.has(name)) state.known.set(name, ABSENT);
+      else state.known.delete(name);
+    }
+    state.nonce = nonce;
+    state.awaiting = true;
+    state.mustRespond = false;
+    state.systemVersion = set.version;
+    state.inflight = new Map(diff.updated.map((r) => [r.name, r]));
+    state.inflightRemoved = diff.removed;
+    this.ctx.status.sent(this.proxy, state.typeUrl, set.version);
+    this.log.debug({ type: this.typeLabel(state.typeUrl), updated: diff.updated.length, removed: diff.removed.length }, 'sent');
+    return true;
+  }
+
+  private diff(state: DeltaState, snapshot: Snapshot): Diff {
+    const set = snapshot.resources(state.typeUrl);
+    const available = new Map<string, EncodedResource>();
+    for (const r of this.retained(state.typeUrl, snapshot)) available.set(r.name, r);
+    const updated: EncodedResource[] = [];
+    const removed: string[] = [];
+    const consider = (name: string): void => {
+      const r = set.get(name) ?? available.get(name);
+      if (r) {
+        if (state.known.get(name) !== r.version) updated.push(r);
+      } else if (state.known.get(name) !== ABSENT && (state.known.has(name) || state.names.has(name))) {
+        removed.push(name);
+      }
+    };
+    if (state.wildcard) {
+      for (const name of set.names) consider(name);
+      for (const name of available.keys()) if (!set.get(name)) consider(name);
+      for (const name of state.known.keys()) if (!set.get(name) && !available.has(name)) consider(name);
+    }
+    for (const name of [...state.names].sort()) if (!state.wildcard || !set.get(name)) consider(name);
+    return { updated: dedupe(updated), removed: [...new Set(removed)].sort() };
+  }
+}
+
+function dedupe(resources: EncodedResource[]): EncodedResource[] {
+  const byName = new Map(resources.map((r) => [r.name, r]));
+  return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+}

@@ -1,0 +1,59 @@
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import protobuf from 'protobufjs';
+
+/** The vendored proto tree; two levels above both src/xds and dist/xds. */
+export const PROTO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../protos');
+
+const ENTRY_FILES = [
+  'envoy/service/discovery/v3/discovery.proto',
+  'envoy/config/listener/v3/listener.proto',
+  'envoy/config/cluster/v3/cluster.proto',
+  'envoy/config/endpoint/v3/endpoint.proto',
+  'envoy/extensions/filters/udp/udp_proxy/v3/udp_proxy.proto',
+];
+
+const DESCRIPTOR_PROTO = createRequire(import.meta.url).resolve('protobufjs/google/protobuf/descriptor.proto');
+
+let cachedRoot: protobuf.Root | undefined;
+
+/** One protobufjs Root over the vendored protos, loaded on first use. */
+export function protoRoot(): protobuf.Root {
+  if (cachedRoot) return cachedRoot;
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => {
+    // protobufjs bundles the well-known types except descriptor.proto, which it ships as a file.
+    if (target === 'google/protobuf/descriptor.proto') return DESCRIPTOR_PROTO;
+    if (target.startsWith('google/protobuf/')) return target;
+    return path.isAbsolute(target) ? target : path.join(PROTO_DIR, target);
+  };
+  root.loadSync(ENTRY_FILES, { keepCase: true });
+  root.resolveAll();
+  cachedRoot = root;
+  return root;
+}
+
+export function messageType(fullName: string): protobuf.Type {
+  return protoRoot().lookupType(fullName);
+}
+
+/** The message type that a type URL (type.googleapis.com/<full name>) names, or undefined. */
+export function typeForUrl(typeUrl: string): protobuf.Type | undefined {
+  const slash = typeUrl.lastIndexOf('/');
+  if (slash < 0) return undefined;
+  try {
+    return protoRoot().lookupType(typeUrl.slice(slash + 1));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Options for turning decoded messages into plain objects, shared by everything that inspects protos. */
+export const TO_OBJECT: protobuf.IConversionOptions = {
+  longs: String,
+  enums: String,
+  bytes: Buffer,
+  defaults: false,
+  oneofs: true,
+};

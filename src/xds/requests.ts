@@ -1,0 +1,99 @@
+import { messageType, TO_OBJECT } from './protos.js';
+import { structToJson, type NodeInfo } from './node-identity.js';
+
+export interface RequestError {
+  readonly message: string;
+}
+
+export interface SotwRequest {
+  readonly node?: NodeInfo;
+  readonly versionInfo: string;
+  readonly resourceNames: readonly string[];
+  readonly typeUrl: string;
+  readonly responseNonce: string;
+  readonly errorDetail?: RequestError;
+}
+
+export interface DeltaRequest {
+  readonly node?: NodeInfo;
+  readonly typeUrl: string;
+  readonly subscribe: readonly string[];
+  readonly unsubscribe: readonly string[];
+  readonly initialResourceVersions: Readonly<Record<string, string>>;
+  readonly responseNonce: string;
+  readonly errorDetail?: RequestError;
+}
+
+/** What the deserializer hands the stream when the bytes are not a request: the stream ends with it. */
+export interface MalformedRequest {
+  readonly malformed: string;
+}
+
+export function isMalformed(r: unknown): r is MalformedRequest {
+  return typeof r === 'object' && r !== null && 'malformed' in r;
+}
+
+const OPTIONS = { ...TO_OBJECT, arrays: true, objects: true };
+
+export function decodeSotwRequest(bytes: Buffer): SotwRequest | MalformedRequest {
+  try {
+    const type = messageType('envoy.service.discovery.v3.DiscoveryRequest');
+    const m = type.toObject(type.decode(bytes), OPTIONS) as Record<string, any>;
+    return {
+      node: m['node'] ? nodeInfo(m['node']) : undefined,
+      versionInfo: m['version_info'] ?? '',
+      resourceNames: m['resource_names'] ?? [],
+      typeUrl: m['type_url'] ?? '',
+      responseNonce: m['response_nonce'] ?? '',
+      errorDetail: errorDetail(m['error_detail']),
+    };
+  } catch (err) {
+    return { malformed: `malformed DiscoveryRequest: ${(err as Error).message}` };
+  }
+}
+
+export function decodeDeltaRequest(bytes: Buffer): DeltaRequest | MalformedRequest {
+  try {
+    const type = messageType('envoy.service.discovery.v3.DeltaDiscoveryRequest');
+    const m = type.toObject(type.decode(bytes), OPTIONS) as Record<string, any>;
+    return {
+      node: m['node'] ? nodeInfo(m['node']) : undefined,
+      typeUrl: m['type_url'] ?? '',
+      subscribe: m['resource_names_subscribe'] ?? [],
+      unsubscribe: m['resource_names_unsubscribe'] ?? [],
+      initialResourceVersions: m['initial_resource_versions'] ?? {},
+      responseNonce: m['response_nonce'] ?? '',
+      errorDetail: errorDetail(m['error_detail']),
+    };
+  } catch (err) {
+    return { malformed: `malformed DeltaDiscoveryRequest: ${(err as Error).message}` };
+  }
+}
+
+function nodeInfo(node: Record<string, any>): NodeInfo {
+  return {
+    id: node['id'] ?? '',
+    cluster: node['cluster'] ?? '',
+    metadata: node['metadata'] ? structToJson(node['metadata']) : undefined,
+  };
+}
+
+/** A NACK is a request with `error_detail` set; protobuf cannot tell an empty Status from none, so code 0 and no message is an ACK. */
+function errorDetail(status: Record<string, any> | undefined): RequestError | undefined {
+  if (!status) return undefined;
+  const code = Number(status['code'] ?? 0);
+  const message = String(status['message'] ?? '');
+  if (code === 0 && message === '') return undefined;
+  return { message: message || `error code ${code}` };
+}
+
+/** Requests are only decoded here; tests and tools encode them with this. */
+export function encodeSotwRequest(req: Record<string, unknown>): Buffer {
+  const type = messageType('envoy.service.discovery.v3.DiscoveryRequest');
+  return Buffer.from(type.encode(type.fromObject(req)).finish());
+}
+
+export function encodeDeltaRequest(req: Record<string, unknown>): Buffer {
+  const type = messageType('envoy.service.discovery.v3.DeltaDiscoveryRequest');
+  return Buffer.from(type.encode(type.fromObject(req)).finish());
+}

@@ -1,0 +1,229 @@
+import { encodeResource, decodeResource } from './encode.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, shortTypeName } from './type-urls.js';
+import { resourceVersion, setVersion } from './versions.js';
+import { lengthDelimitedField, stringField, toBuffer } from './wire.js';
+
+export interface ResourceRef {
+  readonly typeUrl: string;
+  readonly name: string;
+}
+
+/** A resource as the builder of a snapshot gives it: proto field names, `Any` as `{ '@type', ... }`. */
+export interface ResourceInput {
+  readonly name: string;
+  readonly resource: object;
+  /** Resources this one needs to work (a listener's clusters): kept on a proxy until this one lets go. */
+  readonly references?: readonly ResourceRef[];
+}
+
+/** Resources per type URL. */
+export type SnapshotInput = Readonly<Record<string, readonly ResourceInput[]>>;
+
+/** One resource encoded once, with the framings every kind of response needs, shared by all streams. */
+export interface EncodedResource {
+  readonly typeUrl: string;
+  readonly name: string;
+  readonly version: string;
+  /** The `google.protobuf.Any` wrapping the resource. */
+  readonly any: Buffer;
+  /** `DiscoveryResponse.resources` entry (field 2). */
+  readonly sotwField: Buffer;
+  /** `DeltaDiscoveryResponse.resources` entry (field 2): a `Resource` with name, version and the Any. */
+  readonly deltaField: Buffer;
+  readonly references: readonly ResourceRef[];
+  readonly source: object;
+}
+
+export class SnapshotConsistencyError extends Error {
+  override name = 'SnapshotConsistencyError';
+  constructor(readonly problems: readonly string[]) {
+    super(`inconsistent snapshot: ${problems.join('; ')}`);
+  }
+}
+
+// Encoding dominates snapshot builds; a builder that hands the same object again skips it.
+const encodedByInput = new WeakMap<object, EncodedResource>();
+
+export function encodeInput(typeUrl: string, input: ResourceInput): EncodedResource {
+  const cached = encodedByInput.get(input.resource);
+  if (cached && cached.typeUrl === typeUrl && cached.name === input.name && sameRefs(cached.references, input.references ?? [])) {
+    return cached;
+  }
+  const value = encodeResource(typeUrl, input.resource);
+  const version = resourceVersion(typeUrl, value);
+  const any = Buffer.concat([stringField(1, typeUrl), lengthDelimitedField(2, value)]);
+  const deltaResource = Buffer.concat([stringField(3, input.name), stringField(1, version), lengthDelimitedField(2, any)]);
+  const encoded: EncodedResource = {
+    typeUrl,
+    name: input.name,
+    version,
+    any,
+    sotwField: lengthDelimitedField(2, any),
+    deltaField: lengthDelimitedField(2, deltaResource),
+    references: input.references ?? [],
+    source: input.resource,
+  };
+  encodedByInput.set(input.resource, encoded);
+  return encoded;
+}
+
+function sameRefs(a: readonly ResourceRef[], b: readonly ResourceRef[]): boolean {
+  return a.length === b.length && a.every((r, i) => r.typeUrl === b[i]?.typeUrl && r.name === b[i]?.name);
+}
+
+/** All resources of one type in a snapshot. */
+export class ResourceSet {
+  readonly version: string;
+  readonly names: readonly string[];
+
+  constructor(
+    readonly typeUrl: string,
+    readonly byName: ReadonlyMap<string, EncodedResource>,
+  ) {
+    this.names = [...byName.keys()].sort();
+    this.version = setVersion(byName.values());
+  }
+
+  get(name: string): EncodedResource | undefined {
+    return this.byName.get(name);
+  }
+}
+
+const EMPTY_SETS = new Map<string, ResourceSet>();
+
+/** An immutable, consistency-checked set of resources for one node group. */
+export class Snapshot {
+  private readonly absent = new Map<string, ResourceSet>();
+
+  private constructor(private readonly sets: ReadonlyMap<string, ResourceSet>) {}
+
+  static empty(): Snapshot {
+    return new Snapshot(EMPTY_SETS);
+  }
+
+  /** Encodes and checks the input. Throws SnapshotConsistencyError naming every problem found. */
+  static build(input: SnapshotInput): Snapshot {
+    const problems: string[] = [];
+    const sets = new Map<string, ResourceSet>();
+    for (const typeUrl of Object.keys(input).sort()) {
+      const byName = new Map<string, EncodedResource>();
+      for (const item of input[typeUrl] ?? []) {
+        if (!item.name) {
+          problems.push(`a ${shortTypeName(typeUrl)} resource has an empty name`);
+          continue;
+        }
+        if (byName.has(item.name)) {
+          problems.push(`duplicate ${shortTypeName(typeUrl)} resource name "${item.name}"`);
+          continue;
+        }
+        try {
+          byName.set(item.name, encodeInput(typeUrl, item));
+        } catch (err) {
+          problems.push(`${shortTypeName(typeUrl)} "${item.name}": ${(err as Error).message}`);
+        }
+      }
+      sets.set(typeUrl, new ResourceSet(typeUrl, byName));
+    }
+    problems.push(...checkNames(sets), ...checkEdsClusters(sets), ...checkReferences(sets));
+    if (problems.length > 0) throw new SnapshotConsistencyError(problems);
+    return new Snapshot(sets);
+  }
+
+  /** The resources of a type; an empty set for a type the snapshot does not mention. */
+  resources(typeUrl: string): ResourceSet {
+    let set = this.sets.get(typeUrl) ?? this.absent.get(typeUrl);
+    if (!set) this.absent.set(typeUrl, (set = new ResourceSet(typeUrl, new Map())));
+    return set;
+  }
+
+  typeUrls(): string[] {
+    return [...this.sets.keys()];
+  }
+
+  /** Type URL → version, for status and debugging. */
+  versions(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [t, s] of this.sets) out[t] = s.version;
+    return out;
+  }
+}
+
+const NAME_FIELD: Readonly<Record<string, string>> = {
+  [LISTENER_TYPE]: 'name',
+  [CLUSTER_TYPE]: 'name',
+  [ENDPOINT_TYPE]: 'cluster_name',
+};
+
+function checkNames(sets: ReadonlyMap<string, ResourceSet>): string[] {
+  const problems: string[] = [];
+  for (const [typeUrl, set] of sets) {
+    const field = NAME_FIELD[typeUrl];
+    if (!field) continue;
+    for (const r of set.byName.values()) {
+      const own = (r.source as Record<string, unknown>)[field];
+      if (own !== r.name) {
+        problems.push(`${shortTypeName(typeUrl)} "${r.name}" has ${field} "${String(own ?? '')}"; the two must match`);
+      }
+    }
+  }
+  return problems;
+}
+
+function checkEdsClusters(sets: ReadonlyMap<string, ResourceSet>): string[] {
+  const clusters = sets.get(CLUSTER_TYPE);
+  if (!clusters) return [];
+  const assignments = sets.get(ENDPOINT_TYPE);
+  const problems: string[] = [];
+  for (const c of clusters.byName.values()) {
+    const value = anyValue(c.any);
+    const decoded = decodeResource(CLUSTER_TYPE, value, { enums: String, defaults: false });
+    if (decoded['type'] !== 'EDS') continue;
+    const edsConfig = decoded['eds_cluster_config'] as { service_name?: string } | undefined;
+    const serviceName = edsConfig?.service_name || c.name;
+    if (!assignments?.get(serviceName)) {
+      problems.push(`EDS cluster "${c.name}" has no ClusterLoadAssignment "${serviceName}" in the snapshot`);
+    }
+  }
+  return problems;
+}
+
+function checkReferences(sets: ReadonlyMap<string, ResourceSet>): string[] {
+  const problems: string[] = [];
+  for (const set of sets.values()) {
+    for (const r of set.byName.values()) {
+      for (const ref of r.references) {
+        if (!sets.get(ref.typeUrl)?.get(ref.name)) {
+          problems.push(
+            `${shortTypeName(set.typeUrl)} "${r.name}" references ${shortTypeName(ref.typeUrl)} "${ref.name}", which is not in the snapshot`,
+          );
+        }
+      }
+    }
+  }
+  return problems;
+}
+
+/** The value bytes inside an encoded Any (field 2). */
+function anyValue(any: Buffer): Uint8Array {
+  // Any is {1: type_url, 2: value}; both length-delimited. Walk the two fields.
+  let offset = 0;
+  while (offset < any.length) {
+    const [tag, afterTag] = readVarint(any, offset);
+    const [len, afterLen] = readVarint(any, afterTag);
+    if (tag >>> 3 === 2) return any.subarray(afterLen, afterLen + len);
+    offset = afterLen + len;
+  }
+  return toBuffer(new Uint8Array(0));
+}
+
+function readVarint(buf: Buffer, offset: number): [number, number] {
+  let result = 0;
+  let shift = 0;
+  let pos = offset;
+  for (;;) {
+    const byte = buf[pos++] ?? 0;
+    result += (byte & 0x7f) * 2 ** shift;
+    if ((byte & 0x80) === 0) return [result, pos];
+    shift += 7;
+  }
+}

@@ -1,0 +1,122 @@
+import { Subject } from 'rxjs';
+import type { NodeGroup } from './node-identity.js';
+
+export interface NackRecord {
+  readonly typeUrl: string;
+  readonly version: string;
+  readonly message: string;
+  /** Node ids of the proxies that rejected this version. */
+  readonly nodeIds: ReadonlySet<string>;
+}
+
+export interface TypeSyncState {
+  /** Version of the last response sent on the stream. */
+  sent?: string;
+  /** Version the proxy last accepted. */
+  acked?: string;
+  /** Set while the last answered response was rejected. */
+  nack?: { version: string; message: string };
+}
+
+export interface ProxyInfo {
+  readonly streamId: number;
+  readonly nodeId: string;
+  readonly mode: 'sotw' | 'delta';
+  readonly peer: string;
+  group?: NodeGroup;
+  readonly types: Map<string, TypeSyncState>;
+}
+
+export type ProxyEvent =
+  | { readonly kind: 'connected' | 'disconnected' | 'grouped'; readonly proxy: ProxyInfo }
+  | { readonly kind: 'ack'; readonly proxy: ProxyInfo; readonly typeUrl: string; readonly version: string }
+  | { readonly kind: 'nack'; readonly proxy: ProxyInfo; readonly typeUrl: string; readonly version: string; readonly message: string };
+
+/**
+ * What every connected proxy was sent, accepted and rejected, per type, and the rejected versions
+ * per node group. This is the surface the rest of vsxds (status writer, metrics, debug endpoints)
+ * reads; it is written only by the ADS streams.
+ */
+export class ProxyStatusRegistry {
+  private readonly proxies = new Map<number, ProxyInfo>();
+  private readonly nacks = new Map<string, Map<string, { version: string; message: string; nodeIds: Set<string> }>>();
+  private readonly subject = new Subject<ProxyEvent>();
+  readonly events$ = this.subject.asObservable();
+
+  connected(proxy: ProxyInfo): void {
+    this.proxies.set(proxy.streamId, proxy);
+    this.subject.next({ kind: 'connected', proxy });
+  }
+
+  grouped(proxy: ProxyInfo, group: NodeGroup): void {
+    proxy.group = group;
+    this.subject.next({ kind: 'grouped', proxy });
+  }
+
+  disconnected(proxy: ProxyInfo): void {
+    if (!this.proxies.delete(proxy.streamId)) return;
+    if (proxy.group) {
+      for (const rec of this.nacks.get(proxy.group.key)?.values() ?? []) rec.nodeIds.delete(proxy.nodeId);
+    }
+    this.subject.next({ kind: 'disconnected', proxy });
+  }
+
+  sent(proxy: ProxyInfo, typeUrl: string, version: string): void {
+    this.typeState(proxy, typeUrl).sent = version;
+  }
+
+  /** The proxy told the version it holds (reconnect), without us sending it on this stream. */
+  holds(proxy: ProxyInfo, typeUrl: string, version: string): void {
+    const st = this.typeState(proxy, typeUrl);
+    st.sent = version;
+    st.acked = version;
+  }
+
+  ack(proxy: ProxyInfo, typeUrl: string, version: string): void {
+    const st = this.typeState(proxy, typeUrl);
+    st.acked = version;
+    delete st.nack;
+    const groupNacks = proxy.group ? this.nacks.get(proxy.group.key) : undefined;
+    const rec = groupNacks?.get(typeUrl);
+    if (groupNacks && rec && rec.version !== version) {
+      // The group has moved past the rejected version.
+      groupNacks.delete(typeUrl);
+    }
+    this.subject.next({ kind: 'ack', proxy, typeUrl, version });
+  }
+
+  nack(proxy: ProxyInfo, typeUrl: string, version: string, message: string): void {
+    this.typeState(proxy, typeUrl).nack = { version, message };
+    if (proxy.group) {
+      let groupNacks = this.nacks.get(proxy.group.key);
+      if (!groupNacks) this.nacks.set(proxy.group.key, (groupNacks = new Map()));
+      const rec = groupNacks.get(typeUrl);
+      if (rec && rec.version === version) {
+        rec.message = message;
+        rec.nodeIds.add(proxy.nodeId);
+      } else {
+        groupNacks.set(typeUrl, { version, message, nodeIds: new Set([proxy.nodeId]) });
+      }
+    }
+    this.subject.next({ kind: 'nack', proxy, typeUrl, version, message });
+  }
+
+  /** The rejected versions of a node group, one per type at most: the latest. */
+  groupNacks(groupKey: string): NackRecord[] {
+    const groupNacks = this.nacks.get(groupKey);
+    if (!groupNacks) return [];
+    return [...groupNacks].map(([typeUrl, r]) => ({ typeUrl, version: r.version, message: r.message, nodeIds: new Set(r.nodeIds) }));
+  }
+
+  /** Connected proxies, optionally only one group's. */
+  list(groupKey?: string): ProxyInfo[] {
+    const all = [...this.proxies.values()];
+    return groupKey === undefined ? all : all.filter((p) => p.group?.key === groupKey);
+  }
+
+  private typeState(proxy: ProxyInfo, typeUrl: string): TypeSyncState {
+    let st = proxy.types.get(typeUrl);
+    if (!st) proxy.types.set(typeUrl, (st = {}));
+    return st;
+  }
+}

@@ -1,0 +1,153 @@
+import { credentials, makeGenericClientConstructor, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { ADS_SERVICE } from '../../src/xds/ads-server.js';
+import { messageType, TO_OBJECT } from '../../src/xds/protos.js';
+import { decodeResource } from '../../src/xds/encode.js';
+
+/** A decoded DiscoveryResponse / DeltaDiscoveryResponse, with resources decoded by type. */
+export interface Response {
+  version_info?: string;
+  system_version_info?: string;
+  type_url: string;
+  nonce: string;
+  resources: Array<{ name: string; version?: string; value: Record<string, any> }>;
+  removed_resources: string[];
+  raw: Buffer;
+}
+
+const AdsClient = makeGenericClientConstructor(ADS_SERVICE, 'AggregatedDiscoveryService');
+
+/**
+ * A bare ADS client for protocol tests: it sends exactly the requests a test writes and records
+ * every response, so tests can check what an xDS client library would hide.
+ */
+export class RawAdsStream {
+  readonly responses: Response[] = [];
+  private waiters: Array<() => void> = [];
+  private readonly call: ClientDuplexStream<Record<string, unknown>, Buffer>;
+  private readonly client: InstanceType<typeof AdsClient>;
+  ended?: { code: number; details: string };
+
+  constructor(address: string, readonly mode: 'sotw' | 'delta') {
+    this.client = new AdsClient(address, credentials.createInsecure());
+    const method = mode === 'sotw' ? 'StreamAggregatedResources' : 'DeltaAggregatedResources';
+    this.call = (this.client as any)[method]();
+    this.call.on('data', (bytes: Buffer) => {
+      this.responses.push(decodeResponse(bytes, mode));
+      this.wake();
+    });
+    this.call.on('error', (err: ServiceError) => {
+      this.ended = { code: err.code, details: err.details };
+      this.wake();
+    });
+    this.call.on('status', (s) => {
+      this.ended ??= { code: s.code, details: s.details };
+      this.wake();
+    });
+  }
+
+  send(request: Record<string, unknown>): void {
+    this.call.write(request);
+  }
+
+  /** Writes bytes that are not a valid request. */
+  sendRaw(bytes: Buffer): void {
+    (this.call as any).call.sendMessageWithContext({ callback: () => {} }, bytes);
+  }
+
+  /** The n-th response (0-based), waiting for it up to `timeoutMs`. */
+  async response(n: number, timeoutMs = 5_000): Promise<Response> {
+    await this.until(() => this.responses.length > n, timeoutMs, `response #${n}`);
+    return this.responses[n] as Response;
+  }
+
+  /** The next response after those already seen. */
+  next(timeoutMs = 5_000): Promise<Response> {
+    return this.response(this.responses.length, timeoutMs);
+  }
+
+  async end(timeoutMs = 5_000): Promise<{ code: number; details: string }> {
+    await this.until(() => this.ended !== undefined, timeoutMs, 'stream end');
+    return this.ended as { code: number; details: string };
+  }
+
+  async until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!cond()) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what} (${this.responses.length} responses so far, ended: ${JSON.stringify(this.ended)})`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 20));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** ACK the response (SotW: version and nonce; delta: nonce). */
+  ack(r: Response, extra: Record<string, unknown> = {}): void {
+    if (this.mode === 'sotw') {
+      this.send({ type_url: r.type_url, version_info: r.version_info, response_nonce: r.nonce, ...extra });
+    } else {
+      this.send({ type_url: r.type_url, response_nonce: r.nonce, ...extra });
+    }
+  }
+
+  nack(r: Response, message: string, previousVersion = '', extra: Record<string, unknown> = {}): void {
+    const error_detail = { code: 3, message };
+    if (this.mode === 'sotw') {
+      this.send({ type_url: r.type_url, version_info: previousVersion, response_nonce: r.nonce, error_detail, ...extra });
+    } else {
+      this.send({ type_url: r.type_url, response_nonce: r.nonce, error_detail, ...extra });
+    }
+  }
+
+  close(): void {
+    this.call.cancel();
+    this.client.close();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
+
+export function decodeResponse(bytes: Buffer, mode: 'sotw' | 'delta'): Response {
+  const typeName = mode === 'sotw' ? 'envoy.service.discovery.v3.DiscoveryResponse' : 'envoy.service.discovery.v3.DeltaDiscoveryResponse';
+  const type = messageType(typeName);
+  const m = type.toObject(type.decode(bytes), { ...TO_OBJECT, arrays: true }) as Record<string, any>;
+  const typeUrl: string = m['type_url'];
+  const resources =
+    mode === 'sotw'
+      ? (m['resources'] as any[]).map((any) => {
+          const value = decodeResource(any.type_url, any.value, TO_OBJECT);
+          return { name: String(value['name'] ?? value['cluster_name']), value };
+        })
+      : (m['resources'] as any[]).map((r) => ({
+          name: r.name as string,
+          version: r.version as string,
+          value: decodeResource(r.resource.type_url, r.resource.value, TO_OBJECT),
+        }));
+  return {
+    version_info: m['version_info'],
+    system_version_info: m['system_version_info'],
+    type_url: typeUrl,
+    nonce: m['nonce'],
+    resources,
+    removed_resources: m['removed_resources'] ?? [],
+    raw: bytes,
+  };
+}
+
+export function nodeFor(namespace: string, labels: Record<string, string>, id = `${namespace}/proxy`): Record<string, unknown> {
+  const fields: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(labels)) fields[k] = { stringValue: v };
+  return {
+    id,
+    cluster: 'test',
+    metadata: { fields: { namespace: { stringValue: namespace }, labels: { structValue: { fields } } } },
+  };
+}
