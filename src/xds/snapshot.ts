@@ -1,7 +1,7 @@
 import { encodeResource, decodeResource } from './encode.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, shortTypeName } from './type-urls.js';
 import { resourceVersion, setVersion } from './versions.js';
-import { lengthDelimitedField, stringField, toBuffer } from './wire.js';
+import { lengthDelimitedField, stringField } from './wire.js';
 
 export interface ResourceRef {
   readonly typeUrl: string;
@@ -31,6 +31,7 @@ export interface EncodedResource {
   /** `DeltaDiscoveryResponse.resources` entry (field 2): a `Resource` with name, version and the Any. */
   readonly deltaField: Buffer;
   readonly references: readonly ResourceRef[];
+  readonly explicitReferences: readonly ResourceRef[];
   readonly source: object;
 }
 
@@ -46,11 +47,12 @@ const encodedByInput = new WeakMap<object, EncodedResource>();
 
 export function encodeInput(typeUrl: string, input: ResourceInput): EncodedResource {
   const cached = encodedByInput.get(input.resource);
-  if (cached && cached.typeUrl === typeUrl && cached.name === input.name && sameRefs(cached.references, input.references ?? [])) {
+  if (cached && cached.typeUrl === typeUrl && cached.name === input.name && sameRefs(cached.explicitReferences, input.references ?? [])) {
     return cached;
   }
   const value = encodeResource(typeUrl, input.resource);
   const version = resourceVersion(typeUrl, value);
+  const references = [...(input.references ?? []), ...implicitReferences(typeUrl, input.name, value)];
   const any = Buffer.concat([stringField(1, typeUrl), lengthDelimitedField(2, value)]);
   const deltaResource = Buffer.concat([stringField(3, input.name), stringField(1, version), lengthDelimitedField(2, any)]);
   const encoded: EncodedResource = {
@@ -60,11 +62,21 @@ export function encodeInput(typeUrl: string, input: ResourceInput): EncodedResou
     any,
     sotwField: lengthDelimitedField(2, any),
     deltaField: lengthDelimitedField(2, deltaResource),
-    references: input.references ?? [],
+    references,
+    explicitReferences: input.references ?? [],
     source: input.resource,
   };
   encodedByInput.set(input.resource, encoded);
   return encoded;
+}
+
+/** An EDS cluster needs its ClusterLoadAssignment: recorded so it is checked and kept while the cluster is. */
+function implicitReferences(typeUrl: string, name: string, value: Uint8Array): ResourceRef[] {
+  if (typeUrl !== CLUSTER_TYPE) return [];
+  const decoded = decodeResource(CLUSTER_TYPE, value, { enums: String, defaults: false });
+  if (decoded['type'] !== 'EDS') return [];
+  const edsConfig = decoded['eds_cluster_config'] as { service_name?: string } | undefined;
+  return [{ typeUrl: ENDPOINT_TYPE, name: edsConfig?.service_name || name }];
 }
 
 function sameRefs(a: readonly ResourceRef[], b: readonly ResourceRef[]): boolean {
@@ -175,11 +187,8 @@ function checkEdsClusters(sets: ReadonlyMap<string, ResourceSet>): string[] {
   const assignments = sets.get(ENDPOINT_TYPE);
   const problems: string[] = [];
   for (const c of clusters.byName.values()) {
-    const value = anyValue(c.any);
-    const decoded = decodeResource(CLUSTER_TYPE, value, { enums: String, defaults: false });
-    if (decoded['type'] !== 'EDS') continue;
-    const edsConfig = decoded['eds_cluster_config'] as { service_name?: string } | undefined;
-    const serviceName = edsConfig?.service_name || c.name;
+    const serviceName = c.references.find((r) => r.typeUrl === ENDPOINT_TYPE)?.name;
+    if (serviceName === undefined) continue;
     if (!assignments?.get(serviceName)) {
       problems.push(`EDS cluster "${c.name}" has no ClusterLoadAssignment "${serviceName}" in the snapshot`);
     }
@@ -201,29 +210,4 @@ function checkReferences(sets: ReadonlyMap<string, ResourceSet>): string[] {
     }
   }
   return problems;
-}
-
-/** The value bytes inside an encoded Any (field 2). */
-function anyValue(any: Buffer): Uint8Array {
-  // Any is {1: type_url, 2: value}; both length-delimited. Walk the two fields.
-  let offset = 0;
-  while (offset < any.length) {
-    const [tag, afterTag] = readVarint(any, offset);
-    const [len, afterLen] = readVarint(any, afterTag);
-    if (tag >>> 3 === 2) return any.subarray(afterLen, afterLen + len);
-    offset = afterLen + len;
-  }
-  return toBuffer(new Uint8Array(0));
-}
-
-function readVarint(buf: Buffer, offset: number): [number, number] {
-  let result = 0;
-  let shift = 0;
-  let pos = offset;
-  for (;;) {
-    const byte = buf[pos++] ?? 0;
-    result += (byte & 0x7f) * 2 ** shift;
-    if ((byte & 0x80) === 0) return [result, pos];
-    shift += 7;
-  }
 }

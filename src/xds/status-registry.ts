@@ -12,6 +12,8 @@ export interface NackRecord {
 export interface TypeSyncState {
   /** Version of the last response sent on the stream. */
   sent?: string;
+  /** Responses of this type sent on the stream. */
+  responses: number;
   /** Version the proxy last accepted. */
   acked?: string;
   /** Set while the last answered response was rejected. */
@@ -62,7 +64,9 @@ export class ProxyStatusRegistry {
   }
 
   sent(proxy: ProxyInfo, typeUrl: string, version: string): void {
-    this.typeState(proxy, typeUrl).sent = version;
+    const st = this.typeState(proxy, typeUrl);
+    st.sent = version;
+    st.responses += 1;
   }
 
   /** The proxy told the version it holds (reconnect), without us sending it on this stream. */
@@ -116,7 +120,7 @@ export class ProxyStatusRegistry {
 
   private typeState(proxy: ProxyInfo, typeUrl: string): TypeSyncState {
     let st = proxy.types.get(typeUrl);
-    if (!st) proxy.types.set(typeUrl, (st = {}));
+    if (!st) proxy.types.set(typeUrl, (st = { responses: 0 }));
     return st;
   }
 }

@@ -14,7 +14,14 @@ export interface Response {
   raw: Buffer;
 }
 
-const AdsClient = makeGenericClientConstructor(ADS_SERVICE, 'AggregatedDiscoveryService');
+// Same service, but a Buffer passes through unencoded so tests can send bytes that are not a request.
+const passBuffers = (encode: (r: any) => Buffer) => (r: any) => (Buffer.isBuffer(r) ? r : encode(r));
+const AdsClient = makeGenericClientConstructor(
+  Object.fromEntries(
+    Object.entries(ADS_SERVICE).map(([k, m]) => [k, { ...m, requestSerialize: passBuffers(m.requestSerialize) }]),
+  ),
+  'AggregatedDiscoveryService',
+);
 
 /**
  * A bare ADS client for protocol tests: it sends exactly the requests a test writes and records
@@ -51,7 +58,7 @@ export class RawAdsStream {
 
   /** Writes bytes that are not a valid request. */
   sendRaw(bytes: Buffer): void {
-    (this.call as any).call.sendMessageWithContext({ callback: () => {} }, bytes);
+    this.call.write(bytes as unknown as Record<string, unknown>);
   }
 
   /** The n-th response (0-based), waiting for it up to `timeoutMs`. */

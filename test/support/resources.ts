@@ -40,6 +40,7 @@ export function endpoints(cluster: string, addresses: string[], port = 1234): Re
       cluster_name: cluster,
       endpoints: [
         {
+          locality: {},
           lb_endpoints: addresses.map((a) => ({ endpoint: { address: { socket_address: { address: a, port_value: port } } } })),
         },
       ],
