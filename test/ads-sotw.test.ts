@@ -292,7 +292,8 @@ describe('ADS with bad clients', () => {
     bystander.send({ node: NODE, type_url: CLUSTER_TYPE });
     await bystander.next();
     const s = open(mode);
-    s.sendRaw(Buffer.from([0x12, 0x05, 0x61])); // field 2, 5 bytes long, 1 byte present
+    // A length-delimited field that claims 5 bytes and has 1: resource_names (SotW) or node (delta).
+    s.sendRaw(Buffer.from(mode === 'sotw' ? [0x12, 0x05, 0x61] : [0x0a, 0x05, 0x61]));
     const end = await s.end();
     expect(end.code).toBe(3);
     expect(end.details).toMatch(/malformed (Delta)?DiscoveryRequest/);
