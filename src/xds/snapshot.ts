@@ -201,6 +201,8 @@ function checkReferences(sets: ReadonlyMap<string, ResourceSet>): string[] {
   for (const set of sets.values()) {
     for (const r of set.byName.values()) {
       for (const ref of r.references) {
+        // An EDS cluster's own assignment has its own message (checkEdsClusters).
+        if (set.typeUrl === CLUSTER_TYPE && ref.typeUrl === ENDPOINT_TYPE) continue;
         if (!sets.get(ref.typeUrl)?.get(ref.name)) {
           problems.push(
             `${shortTypeName(set.typeUrl)} "${r.name}" references ${shortTypeName(ref.typeUrl)} "${ref.name}", which is not in the snapshot`,
