@@ -1,0 +1,125 @@
+/**
+ * The VirtualService custom resource (servicemesh.l7mp.io/v1), with the field names of the
+ * original operator. These are the shapes after parsing; validation (validate.ts) decides
+ * whether a parsed object is usable.
+ */
+
+export const GROUP = 'servicemesh.l7mp.io';
+export const VERSION = 'v1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const KIND = 'VirtualService';
+export const PLURAL = 'virtualservices';
+
+export type Labels = Readonly<Record<string, string>>;
+
+export interface ObjectMeta {
+  readonly name: string;
+  readonly namespace: string;
+  readonly uid?: string;
+  readonly generation?: number;
+  readonly resourceVersion?: string;
+  /** RFC 3339; the oldest VirtualService wins a conflict. */
+  readonly creationTimestamp?: string;
+  readonly labels?: Labels;
+}
+
+export interface HealthCheckSpec {
+  /** Milliseconds between checks. */
+  readonly interval: number;
+  readonly protocol: 'TCP';
+}
+
+export interface EndpointHost {
+  /** Pod labels (all must match): the ready pods' IPs, kept live through EDS. */
+  readonly selector?: Labels;
+  /** An IP address or a DNS name. */
+  readonly address?: string;
+}
+
+export interface EndpointSpec {
+  readonly name?: string;
+  readonly host: EndpointHost;
+  readonly port: number;
+  /** TCP port for the health check; defaults to `port`. */
+  readonly health_check_port?: number;
+}
+
+export interface ClusterSpec {
+  readonly name: string;
+  readonly service_discovery: 'strictdns' | 'eds';
+  readonly health_check?: HealthCheckSpec;
+  readonly hash_key?: string;
+  readonly endpoints: readonly EndpointSpec[];
+}
+
+export interface ListenerSpec {
+  readonly name: string;
+  readonly udp: {
+    readonly port: number;
+    readonly cluster: ClusterSpec;
+  };
+}
+
+export interface VirtualServiceSpec {
+  /** Labels of the proxies' pods; all must match (Kubernetes matchLabels). */
+  readonly selector: Labels;
+  readonly listeners: readonly ListenerSpec[];
+}
+
+export interface Condition {
+  readonly type: string;
+  readonly status: 'True' | 'False' | 'Unknown';
+  readonly reason: string;
+  readonly message: string;
+  readonly observedGeneration?: number;
+  readonly lastTransitionTime?: string;
+}
+
+export interface ProxyCounts {
+  /** Connected proxies this VirtualService selects. */
+  readonly matched: number;
+  /** Of those, the ones that accepted the current configuration. */
+  readonly synced: number;
+  /** Of those, the ones that rejected it. */
+  readonly nacked: number;
+}
+
+export interface VirtualServiceStatus {
+  readonly observedGeneration?: number;
+  readonly conditions?: readonly Condition[];
+  readonly listeners?: number;
+  readonly proxies?: ProxyCounts & { readonly summary?: string };
+  /** The latest rejection message, when a proxy NACKed this VirtualService's configuration. */
+  readonly nackMessage?: string;
+}
+
+export interface VirtualService {
+  readonly apiVersion: typeof API_VERSION;
+  readonly kind: typeof KIND;
+  readonly metadata: ObjectMeta;
+  readonly spec: VirtualServiceSpec;
+  readonly status?: VirtualServiceStatus;
+}
+
+/** A pod as endpoints and node identity need it. */
+export interface Pod {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid?: string;
+  readonly labels: Labels;
+  readonly ip?: string;
+  readonly ready: boolean;
+  /** deletionTimestamp is set: kept as DRAINING until it is gone. */
+  readonly terminating: boolean;
+}
+
+/** `namespace/name`, the key of a VirtualService everywhere in vsxds. */
+export function vsKey(vs: { readonly metadata: Pick<ObjectMeta, 'namespace' | 'name'> }): string {
+  return `${vs.metadata.namespace}/${vs.metadata.name}`;
+}
+
+/** Kubernetes matchLabels: every selector label must be present with the same value. */
+export function selectorMatches(selector: Labels, labels: Labels): boolean {
+  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
+  return true;
+}

@@ -1,0 +1,37 @@
+import type { Observable } from 'rxjs';
+import type { PodLookup } from '../xds/node-identity.js';
+import type { Pod, VirtualService, VirtualServiceStatus } from '../model/types.js';
+
+/** A problem with an input (a file, an object) that does not stop the rest from being served. */
+export interface SourceProblem {
+  /** What it is about: a file path, or `namespace/name` of an object. */
+  readonly subject: string;
+  readonly message: string;
+}
+
+/** Everything a source knows at one moment. Arrays are sorted by namespace/name. */
+export interface SourceState {
+  readonly virtualServices: readonly VirtualService[];
+  readonly pods: readonly Pod[];
+  /** False until the initial list is complete: nothing is served before it is true. */
+  readonly synced: boolean;
+  readonly problems: readonly SourceProblem[];
+}
+
+/** Writes a VirtualService's status; implemented by the Kubernetes source only. */
+export interface StatusWriter {
+  /** Writes when the status differs from what was last written; errors are retried inside. */
+  write(key: string, generation: number | undefined, status: VirtualServiceStatus): void;
+  /** Forget a VirtualService that is gone. */
+  forget(key: string): void;
+}
+
+export interface Source {
+  readonly name: string;
+  readonly state$: Observable<SourceState>;
+  /** Resolves proxies that identify by pod name or UID; absent when the source has no pods of its own. */
+  readonly podLookup?: PodLookup;
+  readonly statusWriter?: StatusWriter;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
