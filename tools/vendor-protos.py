@@ -15,6 +15,7 @@ ROOTS = [
     "envoy/config/endpoint/v3/endpoint.proto",
     "envoy/config/core/v3/health_check.proto",
     "envoy/extensions/filters/udp/udp_proxy/v3/udp_proxy.proto",
+    "envoy/extensions/filters/udp/udp_proxy/v3/route.proto",
     "envoy/config/bootstrap/v3/bootstrap.proto",
     "envoy/admin/v3/config_dump.proto",
 ]

@@ -12,6 +12,7 @@ const ENTRY_FILES = [
   'envoy/config/cluster/v3/cluster.proto',
   'envoy/config/endpoint/v3/endpoint.proto',
   'envoy/extensions/filters/udp/udp_proxy/v3/udp_proxy.proto',
+  'envoy/extensions/filters/udp/udp_proxy/v3/route.proto',
 ];
 
 const DESCRIPTOR_PROTO = createRequire(import.meta.url).resolve('protobufjs/google/protobuf/descriptor.proto');
