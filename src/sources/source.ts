@@ -1,6 +1,14 @@
 import type { Observable } from 'rxjs';
 import type { PodLookup } from '../xds/node-identity.js';
-import type { Pod, VirtualService, VirtualServiceStatus } from '../model/types.js';
+import type { Pod, VirtualServiceStatus } from '../model/types.js';
+
+/** A Kubernetes-style object as received: at least metadata.name and metadata.namespace. */
+export interface RawObject {
+  readonly apiVersion?: string;
+  readonly kind?: string;
+  readonly metadata: { readonly name: string; readonly namespace: string; readonly [k: string]: unknown };
+  readonly [k: string]: unknown;
+}
 
 /** A problem with an input (a file, an object) that does not stop the rest from being served. */
 export interface SourceProblem {
@@ -9,9 +17,14 @@ export interface SourceProblem {
   readonly message: string;
 }
 
-/** Everything a source knows at one moment. Arrays are sorted by namespace/name. */
+/**
+ * Everything a source knows at one moment. Arrays are sorted by namespace/name. VirtualServices
+ * are the objects as received (API JSON or a YAML document, namespace filled in): parsing and
+ * validation happen downstream so an invalid one still gets a status. An object that did not
+ * change keeps its identity from one state to the next, so downstream memoization works.
+ */
 export interface SourceState {
-  readonly virtualServices: readonly VirtualService[];
+  readonly virtualServices: readonly RawObject[];
   readonly pods: readonly Pod[];
   /** False until the initial list is complete: nothing is served before it is true. */
   readonly synced: boolean;

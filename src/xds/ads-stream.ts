@@ -68,7 +68,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     mode: 'sotw' | 'delta',
   ) {
     const streamId = nextStreamId++;
-    this.proxy = { streamId, nodeId: '', mode, peer: call.getPeer(), types: new Map() };
+    this.proxy = { streamId, nodeId: '', mode, peer: call.getPeer(), types: new Map(), synced: false };
     this.log = ctx.log.child({ stream: streamId, mode });
     call.on('data', (req: Req | MalformedRequest) => this.onData(req));
     call.on('end', () => this.finish());
@@ -208,11 +208,13 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     const snapshot = this.snapshot;
     if (!snapshot || this.closed) return;
     const ordered = [...this.types.values()].sort((a, b) => compareTypesForPush(a.typeUrl, b.typeUrl));
+    this.proxy.synced = false;
     for (const state of ordered) {
       if (state.awaiting) return;
       if (this.maybeRespond(state, snapshot)) return;
       if (!this.settled(state, snapshot)) return;
     }
+    this.proxy.synced = ordered.length > 0;
   }
 
   /**

@@ -27,6 +27,8 @@ export interface ProxyInfo {
   readonly peer: string;
   group?: NodeGroup;
   readonly types: Map<string, TypeSyncState>;
+  /** Every subscribed type is in step with the group's current snapshot, nothing in flight. */
+  synced: boolean;
 }
 
 export type ProxyEvent =

@@ -1,0 +1,111 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { ConfigPipeline } from '../main/config-pipeline.js';
+import type { StatusReporter } from '../main/status-reporter.js';
+import type { SnapshotCache } from '../xds/snapshot-cache.js';
+import type { ProxyStatusRegistry } from '../xds/status-registry.js';
+import { shortTypeName } from '../xds/type-urls.js';
+
+export interface AdminDeps {
+  readonly cache: SnapshotCache;
+  readonly registry: ProxyStatusRegistry;
+  readonly pipeline: ConfigPipeline;
+  readonly reporter: StatusReporter;
+  readonly log: Logger;
+}
+
+type Handler = (url: URL) => { status: number; body: unknown };
+
+/** Health, readiness and debugging over HTTP, for operators and probes. */
+export class AdminServer {
+  private readonly server: Server;
+  private readonly routes: Record<string, Handler>;
+
+  constructor(private readonly deps: AdminDeps) {
+    this.routes = {
+      '/healthz': () => ({ status: 200, body: 'ok' }),
+      '/readyz': () =>
+        deps.cache.ready ? { status: 200, body: 'ok' } : { status: 503, body: 'waiting for the sources to finish their initial sync' },
+      '/debug/syncz': () => ({ status: 200, body: this.syncz() }),
+      '/debug/config_dump': (url) => this.configDump(url.searchParams.get('node') ?? ''),
+      '/debug/virtualservices': () => ({ status: 200, body: Object.fromEntries(deps.reporter.current()) }),
+    };
+    this.server = createServer((req, res) => this.handle(req, res));
+  }
+
+  listen(address: string): Promise<number> {
+    const { host, port } = splitHostPort(address);
+    return new Promise((resolve, reject) => {
+      this.server.once('error', (err) => reject(new Error(`cannot listen for admin HTTP on ${address}: ${err.message}`)));
+      this.server.listen(port, host, () => {
+        const bound = this.server.address();
+        resolve(typeof bound === 'object' && bound ? bound.port : port);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const route = this.routes[url.pathname];
+    const { status, body } = route ? safe(() => route(url)) : { status: 404, body: `no such endpoint; try ${Object.keys(this.routes).join(' ')}` };
+    const text = typeof body === 'string' ? `${body}\n` : `${JSON.stringify(body, null, 2)}\n`;
+    res.writeHead(status, { 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json' });
+    res.end(text);
+  }
+
+  private syncz(): unknown {
+    return this.deps.registry.list().map((p) => ({
+      node: p.nodeId,
+      stream: p.streamId,
+      mode: p.mode,
+      peer: p.peer,
+      group: p.group?.key,
+      synced: p.synced,
+      types: Object.fromEntries([...p.types].map(([t, s]) => [shortTypeName(t), s])),
+    }));
+  }
+
+  /** `node` is a group key (`ns/k=v,...`) or a connected proxy's node id. */
+  private configDump(node: string): { status: number; body: unknown } {
+    const groupKey = this.deps.cache.getSnapshot(node) ? node : this.deps.registry.list().find((p) => p.nodeId === node)?.group?.key;
+    const snapshot = groupKey ? this.deps.cache.getSnapshot(groupKey) : undefined;
+    if (!groupKey || !snapshot) {
+      return { status: 404, body: `no configuration for node ${JSON.stringify(node)}; known groups: ${this.deps.cache.groupKeys().join(', ') || '(none)'}` };
+    }
+    const types: Record<string, unknown> = {};
+    for (const typeUrl of snapshot.typeUrls()) {
+      const set = snapshot.resources(typeUrl);
+      types[shortTypeName(typeUrl)] = {
+        version: set.version,
+        resources: set.names.map((n) => {
+          const r = set.get(n);
+          return r && { name: n, version: r.version, resource: r.source };
+        }),
+      };
+    }
+    return { status: 200, body: { group: groupKey, nacks: this.deps.registry.groupNacks(groupKey).map((n) => ({ ...n, nodeIds: [...n.nodeIds] })), types } };
+  }
+}
+
+function safe(f: () => { status: number; body: unknown }): { status: number; body: unknown } {
+  try {
+    return f();
+  } catch (err) {
+    return { status: 500, body: (err as Error).message };
+  }
+}
+
+export function splitHostPort(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0';
+  const port = Number(address.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`not a host:port address: ${address}`);
+  return { host, port };
+}

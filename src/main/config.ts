@@ -1,0 +1,101 @@
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+/** The package root: two levels above both src/main and dist/main. */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+interface OptionSpec {
+  readonly flag: string;
+  readonly env: string;
+  readonly help: string;
+  readonly default?: string;
+}
+
+/** Every option has a flag and an environment variable; the flag wins. */
+export const OPTIONS = {
+  source: { flag: 'source', env: 'VSXDS_SOURCE', help: 'kubernetes | file:DIR (default: kubernetes when a cluster is configured, else file:examples)' },
+  xdsAddress: { flag: 'xds-address', env: 'VSXDS_XDS_ADDRESS', help: 'host:port of the ADS gRPC server', default: '0.0.0.0:18000' },
+  adminAddress: { flag: 'admin-address', env: 'VSXDS_ADMIN_ADDRESS', help: 'host:port of the admin HTTP server (health, debug)', default: '0.0.0.0:18001' },
+  coalesceMs: { flag: 'coalesce-ms', env: 'VSXDS_COALESCE_MS', help: 'changes arriving within this many ms are built into one snapshot', default: '100' },
+  statusMs: { flag: 'status-interval-ms', env: 'VSXDS_STATUS_INTERVAL_MS', help: 'VirtualService status is recomputed at most this often', default: '250' },
+  logLevel: { flag: 'log-level', env: 'VSXDS_LOG_LEVEL', help: 'trace | debug | info | warn | error', default: 'info' },
+  kubeconfig: { flag: 'kubeconfig', env: 'KUBECONFIG', help: 'kubeconfig file (default: in-cluster config, then ~/.kube/config)' },
+  namespace: { flag: 'namespace', env: 'VSXDS_NAMESPACE', help: 'watch only this namespace (default: all namespaces)' },
+  shutdownGraceMs: { flag: 'shutdown-grace-ms', env: 'VSXDS_SHUTDOWN_GRACE_MS', help: 'on SIGTERM, how long open ADS streams may stay before they are closed', default: '5000' },
+  nodeNamespace: { flag: 'node-namespace', env: 'VSXDS_NODE_NAMESPACE', help: '(render) namespace of the proxy' },
+  nodeLabels: { flag: 'node-labels', env: 'VSXDS_NODE_LABELS', help: '(render) labels of the proxy, k=v,k=v' },
+  nodeId: { flag: 'node-id', env: 'VSXDS_NODE_ID', help: '(render) <namespace>/<pod> of the proxy, resolved through the source' },
+  format: { flag: 'format', env: 'VSXDS_FORMAT', help: '(render) yaml | json', default: 'yaml' },
+} as const satisfies Record<string, OptionSpec>;
+
+export type OptionName = keyof typeof OPTIONS;
+export type Settings = Partial<Record<OptionName, string>>;
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv): { command: string; settings: Settings; help: boolean } {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
+  for (const spec of Object.values(OPTIONS)) options[spec.flag] = { type: 'string' };
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const settings: Settings = {};
+  for (const [name, spec] of Object.entries(OPTIONS) as [OptionName, OptionSpec][]) {
+    const value = (parsed.values[spec.flag] as string | undefined) ?? env[spec.env] ?? spec.default;
+    if (value !== undefined && value !== '') settings[name] = value;
+  }
+  const [command = 'serve', ...rest] = parsed.positionals;
+  if (rest.length > 0) throw new UsageError(`unexpected arguments: ${rest.join(' ')}`);
+  return { command, settings, help: parsed.values['help'] === true };
+}
+
+export function usage(): string {
+  const lines = [
+    'vsxds: Envoy xDS management server for servicemesh.l7mp.io/v1 VirtualServices',
+    '',
+    'Usage:',
+    '  vsxds serve  [options]   serve ADS to Envoys (the default command)',
+    '  vsxds render [options]   print the Envoy resources one proxy would receive, then exit',
+    '                           (exit status 1 when a VirtualService it selects is invalid or conflicted)',
+    '',
+    'Options (each also read from the environment variable shown):',
+  ];
+  for (const spec of Object.values(OPTIONS) as OptionSpec[]) {
+    const def = spec.default ? ` [default: ${spec.default}]` : '';
+    lines.push(`  --${spec.flag.padEnd(20)} $${spec.env.padEnd(26)} ${spec.help}${def}`);
+  }
+  lines.push('  --help, -h');
+  return lines.join('\n');
+}
+
+export function integer(settings: Settings, name: OptionName): number {
+  const raw = settings[name];
+  const n = Number(raw);
+  if (raw === undefined || !Number.isInteger(n) || n < 0) throw new UsageError(`--${OPTIONS[name].flag} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/** The source to use when none is given: a cluster if one is configured, else the examples. */
+export function defaultSource(env: NodeJS.ProcessEnv): string {
+  const kubeconfig = env['KUBECONFIG'] ?? path.join(os.homedir(), '.kube', 'config');
+  if (env['KUBERNETES_SERVICE_HOST'] || existsSync(kubeconfig)) return 'kubernetes';
+  return `file:${path.join(PACKAGE_ROOT, 'examples')}`;
+}
+
+export function parseLabels(text: string | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const part of (text ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new UsageError(`labels must be k=v,k=v; got ${JSON.stringify(part)}`);
+    labels[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return labels;
+}

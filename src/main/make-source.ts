@@ -1,0 +1,19 @@
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { FileSource } from '../sources/file-source.js';
+import type { Source } from '../sources/source.js';
+import { UsageError, type Settings } from './config.js';
+
+/** `kubernetes` or `file:DIR` → a started-able Source. */
+export async function makeSource(spec: string, settings: Settings, log: Logger): Promise<Source> {
+  if (spec.startsWith('file:')) {
+    const dir = spec.slice('file:'.length);
+    if (!dir) throw new UsageError('--source file:DIR needs a directory');
+    return new FileSource(path.resolve(dir), log.child({ component: 'file-source' }));
+  }
+  if (spec === 'kubernetes') {
+    const { KubernetesSource } = await import('../sources/kubernetes-source.js');
+    return new KubernetesSource({ kubeconfig: settings.kubeconfig, namespace: settings.namespace, log: log.child({ component: 'kubernetes-source' }) });
+  }
+  throw new UsageError(`unknown source ${JSON.stringify(spec)}: use kubernetes or file:DIR`);
+}

@@ -1,0 +1,56 @@
+import { AdminServer } from '../admin/admin-server.js';
+import { AdsServer } from '../xds/ads-server.js';
+import { SnapshotCache } from '../xds/snapshot-cache.js';
+import { ProxyStatusRegistry } from '../xds/status-registry.js';
+import { ConfigPipeline } from './config-pipeline.js';
+import { defaultSource, integer, type Settings } from './config.js';
+import { createLogger } from './logger.js';
+import { makeSource } from './make-source.js';
+import { StatusReporter } from './status-reporter.js';
+
+export interface Running {
+  readonly xdsPort: number;
+  readonly adminPort: number;
+  readonly pipeline: ConfigPipeline;
+  readonly reporter: StatusReporter;
+  readonly cache: SnapshotCache;
+  readonly ads: AdsServer;
+  shutdown(reason: string): Promise<void>;
+}
+
+/** Wires source → pipeline → cache → ADS server, plus status reporting and the admin server. */
+export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process.env): Promise<Running> {
+  const log = createLogger(settings.logLevel ?? 'info');
+  const sourceSpec = settings.source ?? defaultSource(env);
+  const source = await makeSource(sourceSpec, settings, log);
+  const cache = new SnapshotCache();
+  const registry = new ProxyStatusRegistry();
+  const ads = new AdsServer({ cache, status: registry, podLookup: source.podLookup, logger: log });
+  const pipeline = new ConfigPipeline({ source, cache, log: log.child({ component: 'pipeline' }), coalesceMs: integer(settings, 'coalesceMs') });
+  const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'));
+  const admin = new AdminServer({ cache, registry, pipeline, reporter, log });
+
+  // Listen first: Envoys may connect at once; they wait, unanswered, until the sources synced.
+  const xdsPort = await ads.listen(settings.xdsAddress ?? '0.0.0.0:18000');
+  const adminPort = await admin.listen(settings.adminAddress ?? '0.0.0.0:18001');
+  pipeline.start();
+  reporter.start();
+  await source.start();
+  log.info({ source: source.name, xdsPort, adminPort }, 'vsxds started');
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (reason: string): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ reason }, 'shutting down');
+      reporter.stop();
+      pipeline.stop();
+      await source.stop();
+      await ads.close(integer(settings, 'shutdownGraceMs'));
+      await admin.close();
+      log.info('stopped');
+      log.flush();
+    })();
+    return stopping;
+  };
+  return { xdsPort, adminPort, pipeline, reporter, cache, ads, shutdown };
+}

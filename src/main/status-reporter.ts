@@ -1,0 +1,126 @@
+import type { Logger } from 'pino';
+import { auditTime, combineLatest, startWith, type Subscription } from 'rxjs';
+import { selectorMatches, type Condition, type VirtualServiceStatus } from '../model/types.js';
+import type { StatusWriter } from '../sources/source.js';
+import type { ProxyInfo, ProxyStatusRegistry } from '../xds/status-registry.js';
+import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.js';
+
+/**
+ * Turns what the pipeline decided and what proxies ACKed/NACKed into each VirtualService's
+ * status: Accepted, Conflicted, Synced, and proxy counts. Recomputed on a short window so a
+ * fleet ACKing one push leads to one status write, not one per proxy.
+ */
+export class StatusReporter {
+  private readonly statuses = new Map<string, VirtualServiceStatus>();
+  private subscription?: Subscription;
+
+  constructor(
+    private readonly pipeline: ConfigPipeline,
+    private readonly registry: ProxyStatusRegistry,
+    private readonly writer: StatusWriter | undefined,
+    private readonly log: Logger,
+    private readonly windowMs = 250,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  start(): void {
+    this.subscription = combineLatest([this.pipeline.view$, this.registry.events$.pipe(startWith(null))])
+      .pipe(auditTime(this.windowMs))
+      .subscribe(([view]) => this.report(view));
+  }
+
+  stop(): void {
+    this.subscription?.unsubscribe();
+  }
+
+  /** The statuses last computed, by `namespace/name`. */
+  current(): ReadonlyMap<string, VirtualServiceStatus> {
+    return this.statuses;
+  }
+
+  report(view: PipelineView = this.pipeline.current): void {
+    const proxies = this.registry.list().filter((p) => p.group);
+    const seen = new Set<string>();
+    for (const e of view.evaluated) {
+      seen.add(e.key);
+      const status = this.statusOf(e, view, proxies);
+      const previous = this.statuses.get(e.key);
+      const merged = withTransitionTimes(status, previous, this.now().toISOString());
+      if (previous && JSON.stringify(previous) === JSON.stringify(merged)) continue;
+      this.statuses.set(e.key, merged);
+      this.writer?.write(e.key, e.generation, merged);
+    }
+    for (const key of [...this.statuses.keys()]) {
+      if (seen.has(key)) continue;
+      this.statuses.delete(key);
+      this.writer?.forget(key);
+    }
+  }
+
+  private statusOf(e: Evaluated, view: PipelineView, proxies: ProxyInfo[]): VirtualServiceStatus {
+    const conditions: Condition[] = [
+      { type: 'Accepted', status: e.accepted ? 'True' : 'False', reason: e.reason, message: e.message, observedGeneration: e.generation },
+    ];
+    const listeners = e.vs?.spec.listeners.length ?? 0;
+    if (!e.accepted || !e.vs) {
+      conditions.push({ type: 'Synced', status: 'Unknown', reason: 'NotAccepted', message: 'not served until it is valid', observedGeneration: e.generation });
+      return { observedGeneration: e.generation, conditions, listeners, proxies: { matched: 0, synced: 0, nacked: 0, summary: '0/0' } };
+    }
+    const vs = e.vs;
+    const conflicts = [...view.translations.values()].flatMap((t) => t.translation.contributions.get(e.key)?.conflicts ?? []);
+    const uniqueConflicts = [...new Map(conflicts.map((c) => [c.message, c])).values()];
+    conditions.push(
+      uniqueConflicts.length > 0
+        ? {
+            type: 'Conflicted',
+            status: 'True',
+            reason: [...new Set(uniqueConflicts.map((c) => `${c.kind}Conflict`))].sort().join(','),
+            message: uniqueConflicts.map((c) => c.message).join('; '),
+            observedGeneration: e.generation,
+          }
+        : { type: 'Conflicted', status: 'False', reason: 'NoConflicts', message: 'no listener, port or cluster name clashes with another VirtualService', observedGeneration: e.generation },
+    );
+    const selects = (g: { namespace: string; labels: Readonly<Record<string, string>> } | undefined): boolean =>
+      g !== undefined && g.namespace === vs.metadata.namespace && selectorMatches(vs.spec.selector, g.labels);
+    const matched = proxies.filter((p) => selects(p.group));
+    const nackedProxies = matched.filter((p) => [...p.types.values()].some((t) => t.nack));
+    const synced = matched.filter((p) => p.synced && !nackedProxies.includes(p));
+    const nackMessage = nackedProxies.flatMap((p) => [...p.types.values()].flatMap((t) => (t.nack ? [t.nack.message] : [])))[0];
+    const buildError = [...view.buildErrors.values()].find((b) => selects(b.group))?.message;
+    let syncedCondition: Condition;
+    if (buildError) {
+      syncedCondition = { type: 'Synced', status: 'False', reason: 'BuildFailed', message: buildError, observedGeneration: e.generation };
+    } else if (matched.length === 0) {
+      syncedCondition = {
+        type: 'Synced',
+        status: 'Unknown',
+        reason: 'NoProxies',
+        message: `no connected proxy in namespace ${vs.metadata.namespace} has all the labels ${JSON.stringify(vs.spec.selector)}`,
+        observedGeneration: e.generation,
+      };
+    } else if (nackedProxies.length > 0) {
+      syncedCondition = { type: 'Synced', status: 'False', reason: 'Rejected', message: `${nackedProxies.length} of ${matched.length} proxies rejected the configuration: ${nackMessage}`, observedGeneration: e.generation };
+    } else if (synced.length < matched.length) {
+      syncedCondition = { type: 'Synced', status: 'False', reason: 'Pending', message: `${synced.length} of ${matched.length} proxies have the current configuration`, observedGeneration: e.generation };
+    } else {
+      syncedCondition = { type: 'Synced', status: 'True', reason: 'Synced', message: `all ${matched.length} matched proxies accepted the current configuration`, observedGeneration: e.generation };
+    }
+    conditions.push(syncedCondition);
+    return {
+      observedGeneration: e.generation,
+      conditions,
+      listeners,
+      proxies: { matched: matched.length, synced: synced.length, nacked: nackedProxies.length, summary: `${synced.length}/${matched.length}` },
+      ...(nackMessage ? { nackMessage } : {}),
+    };
+  }
+}
+
+/** A condition keeps its lastTransitionTime while its status stays the same. */
+function withTransitionTimes(status: VirtualServiceStatus, previous: VirtualServiceStatus | undefined, now: string): VirtualServiceStatus {
+  const conditions = (status.conditions ?? []).map((c) => {
+    const before = previous?.conditions?.find((p) => p.type === c.type);
+    return { ...c, lastTransitionTime: before && before.status === c.status ? before.lastTransitionTime : now };
+  });
+  return { ...status, conditions };
+}

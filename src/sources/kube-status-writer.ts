@@ -1,0 +1,95 @@
+import { PatchStrategy, setHeaderOptions, type CustomObjectsApi } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { GROUP, PLURAL, VERSION, type VirtualServiceStatus } from '../model/types.js';
+import type { StatusWriter } from './source.js';
+import { backoffMs } from './kube-errors.js';
+
+interface Pending {
+  status: VirtualServiceStatus;
+  generation?: number;
+  attempt: number;
+  timer?: NodeJS.Timeout;
+  inflight: boolean;
+}
+
+/**
+ * Writes VirtualService status through the status subresource (merge patch), one write in
+ * flight per object, always the latest status, skipping writes that would change nothing.
+ */
+export class KubernetesStatusWriter implements StatusWriter {
+  private readonly written = new Map<string, string>();
+  private readonly pending = new Map<string, Pending>();
+  private stopped = false;
+  /** Only the leader writes (issue: HA); a follower keeps computing but stays quiet. */
+  enabled = true;
+  writes = 0;
+
+  constructor(
+    private readonly api: CustomObjectsApi,
+    private readonly log: Logger,
+    private readonly backoff: (attempt: number) => number = (a) => backoffMs(a, 200, 10_000),
+  ) {}
+
+  write(key: string, generation: number | undefined, status: VirtualServiceStatus): void {
+    if (this.stopped || !this.enabled) return;
+    const json = JSON.stringify(status);
+    if (this.written.get(key) === json && !this.pending.has(key)) return;
+    const entry = this.pending.get(key);
+    if (entry) {
+      entry.status = status;
+      entry.generation = generation;
+      return;
+    }
+    this.pending.set(key, { status, generation, attempt: 0, inflight: false });
+    void this.flush(key);
+  }
+
+  forget(key: string): void {
+    this.written.delete(key);
+    const entry = this.pending.get(key);
+    if (entry) clearTimeout(entry.timer);
+    this.pending.delete(key);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const e of this.pending.values()) clearTimeout(e.timer);
+  }
+
+  private async flush(key: string): Promise<void> {
+    const entry = this.pending.get(key);
+    if (!entry || entry.inflight || this.stopped) return;
+    const json = JSON.stringify(entry.status);
+    if (this.written.get(key) === json) {
+      this.pending.delete(key);
+      return;
+    }
+    const [namespace, name] = key.split('/') as [string, string];
+    entry.inflight = true;
+    try {
+      await this.api.patchNamespacedCustomObjectStatus(
+        // A merge patch keeps fields it does not mention: clear the optional ones explicitly.
+        { group: GROUP, version: VERSION, namespace, plural: PLURAL, name, body: { status: { nackMessage: null, ...entry.status } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+      this.writes += 1;
+      this.written.set(key, json);
+      entry.attempt = 0;
+    } catch (err) {
+      const code = (err as { code?: number }).code;
+      entry.inflight = false;
+      if (code === 404) {
+        // Deleted meanwhile: nothing to report on.
+        this.forget(key);
+        return;
+      }
+      this.log.warn({ key, code, err: (err as Error).message }, 'status write failed; retrying');
+      entry.timer = setTimeout(() => void this.flush(key), this.backoff(entry.attempt++));
+      return;
+    }
+    entry.inflight = false;
+    // A newer status may have arrived while this one was being written.
+    if (JSON.stringify(entry.status) !== json) void this.flush(key);
+    else this.pending.delete(key);
+  }
+}

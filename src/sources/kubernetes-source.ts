@@ -1,0 +1,216 @@
+import { CoreV1Api, CustomObjectsApi, KubeConfig, makeInformer, type Informer, type KubernetesObject, type ObjectCache } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { BehaviorSubject, Subject, type Observable } from 'rxjs';
+import { GROUP, PLURAL, VERSION, type Pod } from '../model/types.js';
+import type { PodIdentity, PodLookup } from '../xds/node-identity.js';
+import { backoffMs, explainKubeError } from './kube-errors.js';
+import { KubernetesStatusWriter } from './kube-status-writer.js';
+import { compareByNamespacedName, podFromObject } from './pod-object.js';
+import type { RawObject, Source, SourceState } from './source.js';
+
+export interface KubernetesSourceOptions {
+  readonly kubeconfig?: string;
+  /** Watch one namespace only; all namespaces by default. */
+  readonly namespace?: string;
+  readonly log: Logger;
+  /** Injectable for tests: delay before retrying a failed list/watch. */
+  readonly backoff?: (attempt: number) => number;
+}
+
+type Watched = 'virtualservices' | 'pods';
+
+/** One informer with restart-on-error and a record of whether its first list completed. */
+interface WatchState {
+  readonly informer: Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
+  listed: boolean;
+  attempt: number;
+  lastErrorKind?: string;
+  timer?: NodeJS.Timeout;
+}
+
+/**
+ * VirtualServices and Pods from the Kubernetes API through informers. An informer that fails
+ * (API server restarted, RBAC missing, CRD missing) is reported once and restarted with
+ * backoff; it resumes from its last resourceVersion, and re-lists on 410 Gone, so a broken
+ * watch does not look like everything was deleted. Nothing is served before both lists
+ * completed once.
+ */
+export class KubernetesSource implements Source {
+  readonly name = 'kubernetes';
+  readonly state$: Observable<SourceState>;
+  readonly podLookup: PodLookup;
+  readonly statusWriter: KubernetesStatusWriter;
+  /** Count of informer restarts after errors, for liveness metrics. */
+  watchRestarts = 0;
+
+  private readonly kc = new KubeConfig();
+  private readonly subject = new BehaviorSubject<SourceState>({ virtualServices: [], pods: [], synced: false, problems: [] });
+  private readonly podChanges = new Subject<void>();
+  private readonly virtualServices = new Map<string, RawObject>();
+  private readonly pods = new Map<string, Pod>();
+  private readonly podsByUid = new Map<string, Pod>();
+  private readonly watches = new Map<Watched, WatchState>();
+  private stopped = false;
+  private readonly log: Logger;
+
+  constructor(private readonly options: KubernetesSourceOptions) {
+    this.log = options.log;
+    if (options.kubeconfig) this.kc.loadFromFile(options.kubeconfig);
+    else this.kc.loadFromDefault();
+    this.state$ = this.subject.asObservable();
+    this.podLookup = {
+      byName: (namespace, name) => identity(this.pods.get(`${namespace}/${name}`)),
+      byUid: (uid) => identity(this.podsByUid.get(uid)),
+      changes$: this.podChanges.asObservable(),
+    };
+    this.statusWriter = new KubernetesStatusWriter(this.kc.makeApiClient(CustomObjectsApi), this.log.child({ component: 'status-writer' }), options.backoff);
+  }
+
+  get server(): string {
+    return this.kc.getCurrentCluster()?.server ?? '(no cluster in kubeconfig)';
+  }
+
+  get state(): SourceState {
+    return this.subject.value;
+  }
+
+  async start(): Promise<void> {
+    const custom = this.kc.makeApiClient(CustomObjectsApi);
+    const core = this.kc.makeApiClient(CoreV1Api);
+    const ns = this.options.namespace;
+    const vsPath = ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
+    const podPath = ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods';
+    this.watch('virtualservices', vsPath, () =>
+      ns
+        ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })
+        : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }),
+    );
+    this.watch('pods', podPath, () => (ns ? core.listNamespacedPod({ namespace: ns }) : core.listPodForAllNamespaces()));
+    for (const [what, w] of this.watches) void this.run(w, what);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.statusWriter.stop();
+    for (const w of this.watches.values()) {
+      clearTimeout(w.timer);
+      await w.informer.stop().catch(() => undefined);
+    }
+  }
+
+  private watch(what: Watched, path: string, list: () => Promise<any>): void {
+    const state: WatchState = {
+      informer: makeInformer(this.kc, path, async () => {
+        const result = await list();
+        state.listed = true;
+        return result;
+      }),
+      listed: false,
+      attempt: 0,
+    };
+    const informer = state.informer;
+    const onObject = (obj: KubernetesObject) => (what === 'pods' ? this.upsertPod(obj) : this.upsertVirtualService(obj));
+    informer.on('add', onObject);
+    informer.on('update', onObject);
+    informer.on('delete', (obj) => (what === 'pods' ? this.deletePod(obj) : this.deleteVirtualService(obj)));
+    informer.on('connect', () => {
+      if (state.lastErrorKind) this.log.info({ what }, `${what}: watch re-established`);
+      state.lastErrorKind = undefined;
+      state.attempt = 0;
+    });
+    informer.on('error', (err) => this.onError(state, what, err));
+    this.watches.set(what, state);
+  }
+
+  private async run(state: WatchState, what: Watched): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await state.informer.start();
+    } catch (err) {
+      this.onError(state, what, err);
+      return;
+    }
+    this.maybeSynced();
+  }
+
+  private onError(state: WatchState, what: Watched, err: unknown): void {
+    if (this.stopped) return;
+    const explained = explainKubeError(err, what, this.server);
+    // Say it once: the same failure on every retry would drown the log.
+    if (explained.kind !== state.lastErrorKind) this.log.error({ what }, explained.message);
+    else this.log.debug({ what }, explained.message);
+    state.lastErrorKind = explained.kind;
+    const delay = (this.options.backoff ?? backoffMs)(state.attempt++);
+    this.watchRestarts += 1;
+    clearTimeout(state.timer);
+    state.timer = setTimeout(() => void this.run(state, what), delay);
+  }
+
+  private maybeSynced(): void {
+    if (this.subject.value.synced) return;
+    if ([...this.watches.values()].every((w) => w.listed)) {
+      this.log.info({ virtualServices: this.virtualServices.size, pods: this.pods.size }, 'initial list complete');
+      this.emit();
+    }
+  }
+
+  private upsertVirtualService(obj: KubernetesObject): void {
+    const key = `${obj.metadata?.namespace}/${obj.metadata?.name}`;
+    const old = this.virtualServices.get(key);
+    const raw = obj as unknown as RawObject;
+    // A status-only update (our own status writes) does not change what is served.
+    if (old && old.metadata['generation'] === raw.metadata['generation'] && JSON.stringify(old['spec']) === JSON.stringify(raw['spec']) && JSON.stringify(old.metadata['labels']) === JSON.stringify(raw.metadata['labels'])) {
+      return;
+    }
+    this.virtualServices.set(key, raw);
+    this.emitIfSynced();
+  }
+
+  private deleteVirtualService(obj: KubernetesObject): void {
+    const key = `${obj.metadata?.namespace}/${obj.metadata?.name}`;
+    if (this.virtualServices.delete(key)) {
+      this.statusWriter.forget(key);
+      this.emitIfSynced();
+    }
+  }
+
+  private upsertPod(obj: KubernetesObject): void {
+    const pod = podFromObject(obj);
+    if (!pod) return;
+    const key = `${pod.namespace}/${pod.name}`;
+    const old = this.pods.get(key);
+    if (old && JSON.stringify(old) === JSON.stringify(pod)) return;
+    if (old?.uid) this.podsByUid.delete(old.uid);
+    this.pods.set(key, pod);
+    if (pod.uid) this.podsByUid.set(pod.uid, pod);
+    this.podChanges.next();
+    this.emitIfSynced();
+  }
+
+  private deletePod(obj: KubernetesObject): void {
+    const key = `${obj.metadata?.namespace}/${obj.metadata?.name}`;
+    const old = this.pods.get(key);
+    if (!old) return;
+    this.pods.delete(key);
+    if (old.uid) this.podsByUid.delete(old.uid);
+    this.podChanges.next();
+    this.emitIfSynced();
+  }
+
+  private emitIfSynced(): void {
+    if (this.subject.value.synced) this.emit();
+  }
+
+  private emit(): void {
+    this.subject.next({
+      virtualServices: [...this.virtualServices.values()].sort(compareByNamespacedName),
+      pods: [...this.pods.values()].sort(compareByNamespacedName),
+      synced: true,
+      problems: [],
+    });
+  }
+}
+
+function identity(pod: Pod | undefined): PodIdentity | undefined {
+  return pod && { namespace: pod.namespace, name: pod.name, uid: pod.uid, labels: pod.labels };
+}
