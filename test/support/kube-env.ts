@@ -37,7 +37,7 @@ export interface KubectlResult {
 export interface KubeEnvOptions {
   /** Directory holding kube-apiserver, kubectl and etcd. Default: $VSXDS_KUBE_BIN, else install-kube.sh. */
   binDir?: string;
-  /** Max time for install-kube.sh (a cold build takes ~12 min on 2 cores). Default 40 min. */
+  /** Max time for install-kube.sh (a cold build takes ~5 min on 2 cores). Default 40 min. */
   installTimeoutMs?: number;
   /** Max time for etcd + kube-apiserver to become ready (each start). Default 120 s. */
   readyTimeoutMs?: number;
