@@ -1,0 +1,258 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serve, type Running } from '../src/main/serve.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
+import { nodeFor, RawAdsStream, type Response } from './support/ads-client.js';
+import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const INGRESS = nodeFor('default', { app: 'ingress' }, 'default/ingress-1');
+const names = (r: Response) => r.resources.map((x) => x.name).sort();
+const endpointsOf = (r: Response) =>
+  Object.fromEntries(
+    r.resources.map((cla) => [
+      cla.name,
+      (cla.value.endpoints?.[0]?.lb_endpoints ?? [])
+        .map((e: any) => `${e.endpoint.address.socket_address.address}${e.health_status === 'DRAINING' ? ' draining' : ''}`)
+        .sort(),
+    ]),
+  );
+
+async function eventually<T>(f: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function pod(name: string, labels: Record<string, string>, finalizer = false): string {
+  return JSON.stringify({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'default', labels, ...(finalizer ? { finalizers: ['vsxds.test/hold'] } : {}) },
+    spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] },
+  });
+}
+
+describe('with a real kube-apiserver', () => {
+  let kube: KubeEnv;
+  let vsxds: Running;
+  let ingress: RawAdsStream;
+  const opened: RawAdsStream[] = [];
+
+  async function readyPod(name: string, labels: Record<string, string>, ip: string, finalizer = false): Promise<void> {
+    await kube.kubectlOk(['apply', '-f', '-'], pod(name, labels, finalizer));
+    const status = { status: { podIP: ip, podIPs: [{ ip }], phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } };
+    await kube.kubectlOk(['patch', 'pod', name, '--subresource=status', '--type=merge', '-p', JSON.stringify(status)]);
+  }
+
+  async function vsStatus(name: string): Promise<any> {
+    return JSON.parse(await kube.kubectlOk(['get', 'vsvc', name, '-o', 'json'])).status ?? {};
+  }
+
+  const condition = (status: any, type: string) => (status.conditions ?? []).find((c: any) => c.type === type);
+
+  beforeAll(async () => {
+    kube = await startKubeEnv();
+    // vsxds starts before the CRD exists: it must report that, wait, and serve nothing meanwhile.
+    vsxds = await serve(
+      {
+        source: 'kubernetes',
+        kubeconfig: kube.kubeconfigPath,
+        xdsAddress: '127.0.0.1:0',
+        adminAddress: '127.0.0.1:0',
+        coalesceMs: '20',
+        statusMs: '50',
+        logLevel: process.env['VSXDS_TEST_LOG'] ?? 'silent',
+        shutdownGraceMs: '100',
+      },
+      {},
+    );
+  }, 45 * 60_000);
+
+  afterAll(async () => {
+    for (const s of opened) s.close();
+    await vsxds?.shutdown('test over');
+    await kube?.stop();
+  });
+
+  const open = (mode: 'sotw' | 'delta' = 'sotw') => {
+    const s = new RawAdsStream(`127.0.0.1:${vsxds.xdsPort}`, mode);
+    opened.push(s);
+    return s;
+  };
+
+  it('serves nothing while the CRD is missing, and starts once it is applied', async () => {
+    ingress = open();
+    ingress.send({ node: INGRESS, type_url: CLUSTER_TYPE });
+    ingress.send({ type_url: LISTENER_TYPE });
+    const readyz = await fetch(`http://127.0.0.1:${vsxds.adminPort}/readyz`);
+    expect(readyz.status).toBe(503);
+    expect(ingress.responses).toEqual([]);
+
+    await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'crds')]);
+    await kube.kubectlOk(['wait', '--for=condition=Established', 'crd/virtualservices.servicemesh.l7mp.io', '--timeout=60s']);
+    await readyPod('worker-1', { app: 'worker' }, '10.1.0.1');
+    await readyPod('worker-2', { app: 'worker', canary: 'yes' }, '10.1.0.2');
+    await readyPod('ingress-1', { app: 'ingress' }, '10.1.0.100');
+    const examples = path.join(ROOT, 'examples', 'virtualservices');
+    await kube.kubectlOk(['apply', '-f', path.join(examples, 'ingress.yaml'), '-f', path.join(examples, 'worker.yaml')]);
+
+    const cds = await ingress.next(60_000);
+    expect(cds.type_url).toBe(CLUSTER_TYPE);
+    expect(names(cds)).toEqual(['worker-rtcp', 'worker-rtp']);
+    ingress.send({ type_url: ENDPOINT_TYPE, resource_names: ['worker-rtp', 'worker-rtcp'] });
+    ingress.ack(cds);
+    const eds = await ingress.next();
+    expect(endpointsOf(eds)).toEqual({ 'worker-rtp': ['10.1.0.1', '10.1.0.2'], 'worker-rtcp': ['10.1.0.1', '10.1.0.2'] });
+    ingress.ack(eds, { resource_names: ['worker-rtp', 'worker-rtcp'] });
+    const lds = await ingress.next();
+    expect(names(lds)).toEqual(['ingress-rtcp', 'ingress-rtp']);
+    ingress.ack(lds);
+    expect((await fetch(`http://127.0.0.1:${vsxds.adminPort}/readyz`)).status).toBe(200);
+  });
+
+  it('shows in kubectl get vsvc that the config is accepted and live', async () => {
+    const status = await eventually(async () => {
+      const s = await vsStatus('ingress');
+      return condition(s, 'Synced')?.status === 'True' ? s : undefined;
+    }, 'ingress Synced=True');
+    expect(condition(status, 'Accepted')).toMatchObject({ status: 'True' });
+    expect(status.proxies).toMatchObject({ matched: 1, synced: 1, nacked: 0, summary: '1/1' });
+    expect(status.listeners).toBe(2);
+    const generation = JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json'])).metadata.generation;
+    expect(status.observedGeneration).toBe(generation);
+    const table = await kube.kubectlOk(['get', 'vsvc']);
+    expect(table).toMatch(/NAME\s+LISTENERS\s+ACCEPTED\s+SYNCED\s+PROXIES\s+AGE/);
+    expect(table).toMatch(/ingress\s+2\s+True\s+True\s+1\/1\s+/);
+    // No worker proxy is connected: the worker VirtualService is accepted but not live anywhere.
+    expect(table).toMatch(/worker\s+2\s+True\s+Unknown\s+0\/0\s+/);
+  });
+
+  it('sends pod changes as endpoint updates only, keeping terminating pods as DRAINING', async () => {
+    await readyPod('worker-3', { app: 'worker' }, '10.1.0.3', true);
+    const added = await ingress.next();
+    expect(added.type_url).toBe(ENDPOINT_TYPE);
+    expect(endpointsOf(added)['worker-rtp']).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.3']);
+    ingress.ack(added, { resource_names: ['worker-rtp', 'worker-rtcp'] });
+
+    // The finalizer holds the pod in Terminating, as a kubelet would while it shuts down.
+    await kube.kubectlOk(['delete', 'pod', 'worker-3', '--wait=false']);
+    const draining = await ingress.next();
+    expect(draining.type_url).toBe(ENDPOINT_TYPE);
+    expect(endpointsOf(draining)['worker-rtp']).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.3 draining']);
+    ingress.ack(draining, { resource_names: ['worker-rtp', 'worker-rtcp'] });
+
+    await kube.kubectlOk(['patch', 'pod', 'worker-3', '--type=json', '-p', '[{"op":"remove","path":"/metadata/finalizers"}]']);
+    const gone = await ingress.next();
+    expect(endpointsOf(gone)['worker-rtp']).toEqual(['10.1.0.1', '10.1.0.2']);
+    ingress.ack(gone, { resource_names: ['worker-rtp', 'worker-rtcp'] });
+    expect(ingress.responses.filter((r) => r.type_url !== ENDPOINT_TYPE)).toHaveLength(2);
+  });
+
+  it('rejects at admission what the schema can, and marks semantically invalid VirtualServices Accepted=False while the others keep being served', async () => {
+    const bad = await readFile(path.join(ROOT, 'examples', 'virtualservices', 'worker.yaml'), 'utf8');
+    const badPort = bad.replace(/name: worker\n/, 'name: bad-port\n').replace('port: 2001', 'port: 70000');
+    const admission = await kube.kubectl(['apply', '-f', '-'], badPort);
+    expect(admission.code).not.toBe(0);
+    expect(admission.stderr).toMatch(/70000|port/i);
+
+    const dnsInEds = {
+      apiVersion: 'servicemesh.l7mp.io/v1',
+      kind: 'VirtualService',
+      metadata: { name: 'dns-in-eds', namespace: 'default' },
+      spec: {
+        selector: { app: 'ingress' },
+        listeners: [{ name: 'dns', udp: { port: 3000, cluster: { name: 'dns', service_discovery: 'eds', endpoints: [{ host: { address: 'media.example.com' }, port: 1 }] } } }],
+      },
+    };
+    await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(dnsInEds));
+    const status = await eventually(async () => {
+      const s = await vsStatus('dns-in-eds');
+      return condition(s, 'Accepted')?.status === 'False' ? s : undefined;
+    }, 'Accepted=False');
+    expect(condition(status, 'Accepted').message).toMatch(/strictdns/);
+    expect(await kube.kubectlOk(['get', 'vsvc', 'dns-in-eds'])).toMatch(/dns-in-eds\s+\S*\s+False/);
+    // The ingress proxy was not disturbed: nothing new was sent to it.
+    expect(condition(await vsStatus('ingress'), 'Synced')?.status).toBe('True');
+    expect(ingress.responses).toHaveLength(6);
+  });
+
+  it('lets the oldest VirtualService win a port conflict and tells the other one who won', async () => {
+    const clash = {
+      apiVersion: 'servicemesh.l7mp.io/v1',
+      kind: 'VirtualService',
+      metadata: { name: 'clash', namespace: 'default' },
+      spec: {
+        selector: { app: 'ingress' },
+        listeners: [
+          { name: 'late-rtp', udp: { port: 2000, cluster: { name: 'late', service_discovery: 'strictdns', endpoints: [{ host: { address: '127.0.0.1' }, port: 9 }] } } },
+          { name: 'extra', udp: { port: 2100, cluster: { name: 'extra', service_discovery: 'strictdns', endpoints: [{ host: { address: '127.0.0.1' }, port: 9 }] } } },
+        ],
+      },
+    };
+    await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(clash));
+    const cds = await ingress.next();
+    expect(names(cds)).toEqual(['extra', 'worker-rtcp', 'worker-rtp']);
+    ingress.ack(cds);
+    const lds = await ingress.next();
+    expect(names(lds)).toEqual(['extra', 'ingress-rtcp', 'ingress-rtp']);
+    ingress.ack(lds);
+    const status = await eventually(async () => {
+      const s = await vsStatus('clash');
+      return condition(s, 'Conflicted')?.status === 'True' ? s : undefined;
+    }, 'Conflicted=True');
+    expect(condition(status, 'Conflicted').message).toContain('default/ingress');
+    expect(condition(status, 'Conflicted').message).toContain('2000');
+    await kube.kubectlOk(['delete', 'vsvc', 'clash']);
+    const cds2 = await ingress.next();
+    expect(cds2.type_url).toBe(LISTENER_TYPE);
+    ingress.ack(cds2);
+    ingress.ack(await ingress.next());
+  });
+
+  it('reports a NACK on the VirtualService status', async () => {
+    const update = JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json']));
+    update.spec.listeners[0].udp.cluster.health_check.interval = 1500;
+    await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify({ apiVersion: update.apiVersion, kind: update.kind, metadata: { name: 'ingress', namespace: 'default' }, spec: update.spec }));
+    const cds = await ingress.next();
+    expect(cds.type_url).toBe(CLUSTER_TYPE);
+    ingress.nack(cds, 'envoy says no: health check interval too odd', ingress.responses.filter((r) => r.type_url === CLUSTER_TYPE).at(-2)?.version_info);
+    const status = await eventually(async () => {
+      const s = await vsStatus('ingress');
+      return condition(s, 'Synced')?.reason === 'Rejected' ? s : undefined;
+    }, 'Synced=False/Rejected');
+    expect(status.nackMessage).toBe('envoy says no: health check interval too odd');
+    expect(status.proxies).toMatchObject({ matched: 1, nacked: 1 });
+    expect(await kube.kubectlOk(['get', 'vsvc', 'ingress'])).toMatch(/ingress\s+2\s+True\s+False\s+0\/1/);
+  });
+
+  it('resolves a proxy identified by node.id <namespace>/<pod> through the pod informer', async () => {
+    const s = open('delta');
+    s.send({ node: { id: 'default/ingress-1' }, type_url: LISTENER_TYPE });
+    const lds = await s.next();
+    expect(names(lds)).toEqual(['ingress-rtcp', 'ingress-rtp']);
+    s.close();
+  });
+
+  it('recovers from an API server restart without pushing deletions, and follows changes made after it', async () => {
+    const before = ingress.responses.length;
+    await kube.stopApiServer({ signal: 'SIGKILL' });
+    await new Promise((r) => setTimeout(r, 1_500));
+    await kube.startApiServer();
+    await readyPod('worker-4', { app: 'worker' }, '10.1.0.4');
+    const next = await ingress.next(60_000);
+    expect(ingress.responses.length).toBe(before + 1);
+    expect(next.type_url).toBe(ENDPOINT_TYPE);
+    expect(endpointsOf(next)['worker-rtp']).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.4']);
+  });
+});
