@@ -1,0 +1,10 @@
+export * from './types.js';
+export { parseVirtualService, type ParseResult } from './parse.js';
+export { validateVirtualService, acceptedCondition, type ValidationResult } from './validate.js';
+export { ACCEPTED } from './condition.js';
+export { resolveConflicts, compareAge, type Conflict, type ConflictKind, type ConflictResolution } from './conflicts.js';
+export { parsePod, type PodParseResult } from './pod.js';
+export { fromDocuments, type DocumentProblem, type Documents } from './documents.js';
+export { REASONS, type Problem } from './problems.js';
+export { canonicalJson, deepEqual } from './canonical.js';
+export * as limits from './limits.js';

@@ -1,0 +1,57 @@
+import { deepFreeze } from '../model/canonical.js';
+import type { ClusterSpec } from '../model/types.js';
+import type { ResourceInput } from '../xds/snapshot.js';
+import { localityEndpoints, normalizeTargets, targetsKey, type EndpointTarget } from './lb-endpoint.js';
+import { BoundedCache } from './memo.js';
+import type { PodIndex } from './pod-index.js';
+
+/** The hosts of an EDS cluster: its IP endpoints, and the pods its selectors pick in `namespace`. */
+export function edsTargets(spec: ClusterSpec, namespace: string, pods: PodIndex): EndpointTarget[] {
+  const targets: EndpointTarget[] = [];
+  for (const e of spec.endpoints) {
+    const healthCheckPort = e.health_check_port ?? e.port;
+    if (e.host.address !== undefined) {
+      targets.push({ address: e.host.address, port: e.port, healthCheckPort, draining: false });
+    } else if (e.host.selector !== undefined) {
+      for (const pod of pods.select(namespace, e.host.selector)) {
+        // A terminating pod that still reports ready is draining all the same.
+        targets.push({ address: pod.ip as string, port: e.port, healthCheckPort, draining: pod.terminating });
+      }
+    }
+  }
+  return normalizeTargets(targets);
+}
+
+// One entry per distinct (cluster, endpoint set): enough for every group of a large fleet and
+// a few generations of pod churn, bounded so churn does not grow it forever.
+const assignments = new BoundedCache<string, ResourceInput>(16_384);
+
+// Groups of one build that share a cluster (a VirtualService selecting several label sets)
+// share its assignment without selecting and sorting the pods again.
+const perBuild = new WeakMap<PodIndex, Map<string, WeakMap<ClusterSpec, ResourceInput>>>();
+
+/**
+ * The ClusterLoadAssignment of an EDS cluster. Equal inputs give the same object, across
+ * groups and builds, so pod churn re-encodes only the assignments whose pods changed.
+ */
+export function assignmentResource(spec: ClusterSpec, namespace: string, pods: PodIndex): ResourceInput {
+  let byNamespace = perBuild.get(pods);
+  if (!byNamespace) perBuild.set(pods, (byNamespace = new Map()));
+  let bySpec = byNamespace.get(namespace);
+  if (!bySpec) byNamespace.set(namespace, (bySpec = new WeakMap()));
+  let input = bySpec.get(spec);
+  if (!input) bySpec.set(spec, (input = buildAssignment(spec, namespace, pods)));
+  return input;
+}
+
+function buildAssignment(spec: ClusterSpec, namespace: string, pods: PodIndex): ResourceInput {
+  const targets = edsTargets(spec, namespace, pods);
+  const healthChecked = spec.health_check !== undefined;
+  const key = `${spec.name}\u0000${healthChecked ? 'hc' : ''}\u0000${targetsKey(targets)}`;
+  let input = assignments.get(key);
+  if (!input) {
+    input = deepFreeze({ name: spec.name, resource: { cluster_name: spec.name, endpoints: localityEndpoints(targets, healthChecked) } });
+    assignments.set(key, input);
+  }
+  return input;
+}

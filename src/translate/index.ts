@@ -1,0 +1,3 @@
+export { translateGroup, translateAll, type GroupTranslation, type Contribution } from './group.js';
+export { appliesTo, virtualServicesFor } from './select.js';
+export type { Conflict } from '../model/conflicts.js';

@@ -1,0 +1,57 @@
+import { LB_HASH_KEY, LB_METADATA } from './envoy-names.js';
+
+/** One host:port of a cluster, as it goes into an LbEndpoint. */
+export interface EndpointTarget {
+  /** An IP, or for STRICT_DNS a name Envoy resolves. */
+  readonly address: string;
+  readonly port: number;
+  readonly healthCheckPort: number;
+  /** A terminating pod: no new sessions, but in-flight ones may finish. */
+  readonly draining: boolean;
+}
+
+function compareTargets(a: EndpointTarget, b: EndpointTarget): number {
+  if (a.address !== b.address) return a.address < b.address ? -1 : 1;
+  if (a.port !== b.port) return a.port - b.port;
+  if (a.draining !== b.draining) return a.draining ? 1 : -1;
+  return a.healthCheckPort - b.healthCheckPort;
+}
+
+/**
+ * Sorted by address then port, one per address and port: a pod that is both selected and
+ * listed by address is one host to Envoy. A serving entry beats a draining one for the same
+ * host, so a pod is never drained because some other endpoint also names its IP.
+ */
+export function normalizeTargets(targets: readonly EndpointTarget[]): EndpointTarget[] {
+  const sorted = [...targets].sort(compareTargets);
+  return sorted.filter((t, i) => {
+    const prev = sorted[i - 1];
+    return !prev || prev.address !== t.address || prev.port !== t.port;
+  });
+}
+
+/**
+ * The `envoy.lb` hash_key is the address alone, not address:port, so Maglev places one pod at
+ * the same spot in every cluster: RTP and RTCP of one call reach the same worker though their
+ * ports differ.
+ */
+export function lbEndpoint(target: EndpointTarget, healthChecked: boolean): object {
+  return {
+    endpoint: {
+      address: { socket_address: { address: target.address, port_value: target.port } },
+      ...(healthChecked ? { health_check_config: { port_value: target.healthCheckPort } } : {}),
+    },
+    ...(target.draining ? { health_status: 'DRAINING' } : {}),
+    metadata: { filter_metadata: { [LB_METADATA]: { fields: { [LB_HASH_KEY]: { stringValue: target.address } } } } },
+  };
+}
+
+/** One locality group without a locality: gRPC clients reject endpoints outside one. */
+export function localityEndpoints(targets: readonly EndpointTarget[], healthChecked: boolean): object[] {
+  if (targets.length === 0) return [];
+  return [{ locality: {}, lb_endpoints: targets.map((t) => lbEndpoint(t, healthChecked)) }];
+}
+
+export function targetsKey(targets: readonly EndpointTarget[]): string {
+  return targets.map((t) => `${t.address} ${t.port} ${t.healthCheckPort}${t.draining ? ' d' : ''}`).join(',');
+}

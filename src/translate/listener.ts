@@ -1,0 +1,51 @@
+import { deepFreeze } from '../model/canonical.js';
+import type { ListenerSpec } from '../model/types.js';
+import type { ResourceInput } from '../xds/snapshot.js';
+import { CLUSTER_TYPE } from '../xds/type-urls.js';
+import { UDP_PROXY_CONFIG_TYPE, UDP_PROXY_FILTER, UDP_PROXY_ROUTE_TYPE } from './envoy-names.js';
+import { SpecMemo } from './memo.js';
+
+/**
+ * A UDP listener on every address of the proxy, whose udp_proxy filter routes everything to
+ * the listener's cluster. The route goes through the matcher because UdpProxyConfig.cluster is
+ * deprecated. With a hash_key, one constant-key hash policy makes Maglev pick by the endpoints'
+ * own hash keys, so every stream of a call lands on the same worker.
+ */
+function buildListener(spec: ListenerSpec): ResourceInput {
+  const { name } = spec;
+  const { port, cluster } = spec.udp;
+  return deepFreeze({
+    name,
+    references: [{ typeUrl: CLUSTER_TYPE, name: cluster.name }],
+    resource: {
+      name,
+      address: { socket_address: { protocol: 'UDP', address: '0.0.0.0', port_value: port } },
+      listener_filters: [
+        {
+          name: UDP_PROXY_FILTER,
+          typed_config: {
+            '@type': UDP_PROXY_CONFIG_TYPE,
+            stat_prefix: name,
+            matcher: {
+              on_no_match: {
+                action: { name: 'route', typed_config: { '@type': UDP_PROXY_ROUTE_TYPE, cluster: cluster.name } },
+              },
+            },
+            ...(cluster.hash_key ? { hash_policies: [{ key: cluster.hash_key }] } : {}),
+          },
+        },
+      ],
+    },
+  });
+}
+
+// Listeners change only when VirtualServices do; this covers a large fleet's worth.
+const listeners = new SpecMemo(
+  buildListener,
+  (l) => JSON.stringify([l.name, l.udp.port, l.udp.cluster.name, l.udp.cluster.hash_key ?? '']),
+  16_384,
+);
+
+export function listenerResource(spec: ListenerSpec): ResourceInput {
+  return listeners.get(spec);
+}

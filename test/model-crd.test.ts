@@ -1,0 +1,177 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments } from 'yaml';
+import { GROUP, KIND, PLURAL, VERSION, limits } from '../src/model/index.js';
+
+/**
+ * The CRD is applied to a real apiserver elsewhere; these tests keep it in step with the model:
+ * the examples pass its schema, the limits are the ones validation enforces, and it is structural.
+ */
+
+interface Schema {
+  type?: string;
+  properties?: Record<string, Schema>;
+  additionalProperties?: Schema;
+  items?: Schema;
+  required?: string[];
+  enum?: unknown[];
+  minimum?: number;
+  maximum?: number;
+  minLength?: number;
+  maxLength?: number;
+  pattern?: string;
+  minItems?: number;
+  maxItems?: number;
+  minProperties?: number;
+  maxProperties?: number;
+  default?: unknown;
+  'x-kubernetes-validations'?: { rule: string; message: string }[];
+}
+
+const crd = parse(readFileSync(new URL('../crds/virtualservice.yaml', import.meta.url), 'utf8'));
+const version = crd.spec.versions[0];
+const root: Schema = version.schema.openAPIV3Schema;
+const spec = root.properties!['spec']!;
+const listeners = spec.properties!['listeners']!;
+const udp = listeners.items!.properties!['udp']!;
+const cluster = udp.properties!['cluster']!;
+const endpoints = cluster.properties!['endpoints']!;
+const host = endpoints.items!.properties!['host']!;
+
+/** The OpenAPI subset the CRD uses, checked the way the apiserver does (CEL rules aside). */
+function violations(schema: Schema, value: unknown, path = ''): string[] {
+  const out: string[] = [];
+  const t = schema.type;
+  if (t === 'object') {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return [`${path}: not an object`];
+    const obj = value as Record<string, unknown>;
+    for (const r of schema.required ?? []) if (!(r in obj)) out.push(`${path}.${r}: required`);
+    const n = Object.keys(obj).length;
+    if (schema.maxProperties !== undefined && n > schema.maxProperties) out.push(`${path}: too many properties`);
+    if (schema.minProperties !== undefined && n < schema.minProperties) out.push(`${path}: too few properties`);
+    // metadata is the only object without a schema of its own: the apiserver checks it.
+    if (!schema.properties && !schema.additionalProperties) return out;
+    for (const [k, v] of Object.entries(obj)) {
+      const sub = schema.properties?.[k] ?? schema.additionalProperties;
+      if (!sub) out.push(`${path}.${k}: unknown field`);
+      else out.push(...violations(sub, v, `${path}.${k}`));
+    }
+  } else if (t === 'array') {
+    if (!Array.isArray(value)) return [`${path}: not a list`];
+    if (schema.minItems !== undefined && value.length < schema.minItems) out.push(`${path}: too few items`);
+    if (schema.maxItems !== undefined && value.length > schema.maxItems) out.push(`${path}: too many items`);
+    value.forEach((v, i) => out.push(...violations(schema.items!, v, `${path}[${i}]`)));
+  } else if (t === 'integer') {
+    if (!Number.isInteger(value)) return [`${path}: not an integer`];
+    const n = value as number;
+    if ((schema.minimum !== undefined && n < schema.minimum) || (schema.maximum !== undefined && n > schema.maximum)) out.push(`${path}: out of range`);
+  } else if (t === 'string') {
+    if (typeof value !== 'string') return [`${path}: not a string`];
+    if (schema.minLength !== undefined && value.length < schema.minLength) out.push(`${path}: too short`);
+    if (schema.maxLength !== undefined && value.length > schema.maxLength) out.push(`${path}: too long`);
+    if (schema.pattern && !new RegExp(schema.pattern).test(value)) out.push(`${path}: does not match pattern`);
+  }
+  if (schema.enum && !schema.enum.includes(value)) out.push(`${path}: not in enum`);
+  return out;
+}
+
+/** Structural schemas: every node says its type, and every object either lists its properties or maps values. */
+function structuralProblems(schema: Schema, path: string): string[] {
+  const out: string[] = [];
+  if (!schema.type) out.push(`${path}: no type`);
+  for (const [k, v] of Object.entries(schema.properties ?? {})) out.push(...structuralProblems(v, `${path}.${k}`));
+  if (schema.additionalProperties) out.push(...structuralProblems(schema.additionalProperties, `${path}.*`));
+  if (schema.type === 'array') {
+    if (!schema.items) out.push(`${path}: array without items`);
+    else out.push(...structuralProblems(schema.items, `${path}[]`));
+  }
+  if (schema.properties && schema.additionalProperties) out.push(`${path}: both properties and additionalProperties`);
+  if (schema.default !== undefined) out.push(...violations({ ...schema, default: undefined }, schema.default, `${path} (default)`));
+  return out;
+}
+
+function exampleVirtualServices(): Record<string, unknown>[] {
+  return ['ingress', 'worker'].flatMap((f) =>
+    parseAllDocuments(readFileSync(new URL(`../examples/virtualservices/${f}.yaml`, import.meta.url), 'utf8')).map((d) => d.toJS()),
+  );
+}
+
+describe('crds/virtualservice.yaml', () => {
+  it('defines servicemesh.l7mp.io/v1 VirtualService, namespaced, with status and printer columns', () => {
+    expect(crd.apiVersion).toBe('apiextensions.k8s.io/v1');
+    expect(crd.metadata.name).toBe(`${PLURAL}.${GROUP}`);
+    expect(crd.spec).toMatchObject({
+      group: GROUP,
+      scope: 'Namespaced',
+      names: { kind: KIND, plural: PLURAL, singular: 'virtualservice', shortNames: ['vsvc'], categories: ['l7mp'] },
+    });
+    expect(crd.spec.versions).toHaveLength(1);
+    expect(version).toMatchObject({ name: VERSION, served: true, storage: true, subresources: { status: {} } });
+    expect(version.additionalPrinterColumns.map((c: { name: string; jsonPath: string }) => [c.name, c.jsonPath])).toEqual([
+      ['Listeners', '.status.listeners'],
+      ['Accepted', '.status.conditions[?(@.type=="Accepted")].status'],
+      ['Synced', '.status.conditions[?(@.type=="Synced")].status'],
+      ['Proxies', '.status.proxies.summary'],
+      ['Age', '.metadata.creationTimestamp'],
+    ]);
+  });
+
+  it('is a structural schema with valid defaults', () => {
+    expect(structuralProblems(root, '')).toEqual([]);
+  });
+
+  it('admits the examples', () => {
+    for (const vs of exampleVirtualServices()) expect(violations(root, vs)).toEqual([]);
+  });
+
+  it('admits the status vsxds writes', () => {
+    const status = {
+      observedGeneration: 2,
+      conditions: [{ type: 'Accepted', status: 'True', reason: 'Accepted', message: 'ok', observedGeneration: 2, lastTransitionTime: '2024-01-01T00:00:00Z' }],
+      listeners: 2,
+      proxies: { matched: 3, synced: 2, nacked: 1, summary: '2/3' },
+      nackMessage: 'x',
+    };
+    expect(violations(root.properties!['status']!, status)).toEqual([]);
+  });
+
+  it('rejects at admission what a schema can', () => {
+    const [ingress] = exampleVirtualServices();
+    const withListener = (l: unknown) => ({ ...ingress, spec: { selector: {}, listeners: [l] } });
+    const good = (ingress as { spec: { listeners: Record<string, any>[] } }).spec.listeners[0]!;
+    const bad = [
+      withListener({ ...good, name: 'Bad_Name' }),
+      withListener({ ...good, udp: { ...good['udp'], port: 0 } }),
+      withListener({ ...good, udp: { ...good['udp'], port: 65536 } }),
+      withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, service_discovery: 'dns' } } }),
+      withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, health_check: { interval: 0 } } } }),
+      withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, health_check: { interval: 1, protocol: 'HTTP' } } } }),
+      withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, endpoints: [{ host: { address: '10.0.0.1' } }] } } }),
+      withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, endpoints: [] } } }),
+      { ...ingress, spec: { listeners: [] } },
+      { ...ingress, spec: {} },
+    ];
+    for (const vs of bad) expect(violations(root, vs)).not.toEqual([]);
+  });
+
+  it('uses the limits that validation enforces', () => {
+    expect(listeners.maxItems).toBe(limits.MAX_LISTENERS);
+    expect(endpoints.maxItems).toBe(limits.MAX_ENDPOINTS);
+    expect(spec.properties!['selector']!.maxProperties).toBe(limits.MAX_SELECTOR_LABELS);
+    expect(host.properties!['selector']!.maxProperties).toBe(limits.MAX_SELECTOR_LABELS);
+    expect(listeners.items!.properties!['name']!.maxLength).toBe(limits.MAX_NAME_LENGTH);
+    expect(cluster.properties!['name']!.maxLength).toBe(limits.MAX_NAME_LENGTH);
+    expect(cluster.properties!['hash_key']!.maxLength).toBe(limits.MAX_HASH_KEY_LENGTH);
+    expect(host.properties!['address']!.maxLength).toBe(limits.MAX_ADDRESS_LENGTH);
+    expect(cluster.properties!['health_check']!.properties!['interval']!.maximum).toBe(limits.MAX_HEALTH_CHECK_INTERVAL_MS);
+    expect(udp.properties!['port']).toMatchObject({ minimum: limits.MIN_PORT, maximum: limits.MAX_PORT });
+  });
+
+  it('checks uniqueness and exactly-one-host with CEL rules on bounded lists', () => {
+    expect(listeners['x-kubernetes-validations']?.map((v) => v.rule)).toEqual([
+      'self.all(l, self.exists_one(m, m.name == l.name))',
+      'self.all(l, self.exists_one(m, m.udp.port == l.udp.port))',
+    ]);
+    expect(host['x-kubernetes-validations']?.map((v) => v.rule)).toEqual(['has(self.selector) != has(self.address)']);
+  });
+});
