@@ -43,7 +43,7 @@ function pod(name: string, labels: Record<string, string>, finalizer = false): s
   });
 }
 
-describe('with a real kube-apiserver', () => {
+describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
   let kube: KubeEnv;
   let vsxds: Running;
   let ingress: RawAdsStream;
@@ -101,6 +101,14 @@ describe('with a real kube-apiserver', () => {
 
     await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'crds')]);
     await kube.kubectlOk(['wait', '--for=condition=Established', 'crd/virtualservices.servicemesh.l7mp.io', '--timeout=60s']);
+    // Synced with no VirtualServices yet: an empty configuration is the truth now, and is served.
+    const empty = await ingress.next(60_000);
+    expect([empty.type_url, empty.resources]).toEqual([CLUSTER_TYPE, []]);
+    ingress.ack(empty);
+    const emptyLds = await ingress.next();
+    expect([emptyLds.type_url, emptyLds.resources]).toEqual([LISTENER_TYPE, []]);
+    ingress.ack(emptyLds);
+
     await readyPod('worker-1', { app: 'worker' }, '10.1.0.1');
     await readyPod('worker-2', { app: 'worker', canary: 'yes' }, '10.1.0.2');
     await readyPod('ingress-1', { app: 'ingress' }, '10.1.0.100');
@@ -156,7 +164,7 @@ describe('with a real kube-apiserver', () => {
     const gone = await ingress.next();
     expect(endpointsOf(gone)['worker-rtp']).toEqual(['10.1.0.1', '10.1.0.2']);
     ingress.ack(gone, { resource_names: ['worker-rtp', 'worker-rtcp'] });
-    expect(ingress.responses.filter((r) => r.type_url !== ENDPOINT_TYPE)).toHaveLength(2);
+    expect(ingress.responses.filter((r) => r.type_url !== ENDPOINT_TYPE)).toHaveLength(4);
   });
 
   it('rejects at admission what the schema can, and marks semantically invalid VirtualServices Accepted=False while the others keep being served', async () => {
@@ -184,7 +192,7 @@ describe('with a real kube-apiserver', () => {
     expect(await kube.kubectlOk(['get', 'vsvc', 'dns-in-eds'])).toMatch(/dns-in-eds\s+\S*\s+False/);
     // The ingress proxy was not disturbed: nothing new was sent to it.
     expect(condition(await vsStatus('ingress'), 'Synced')?.status).toBe('True');
-    expect(ingress.responses).toHaveLength(6);
+    expect(ingress.responses).toHaveLength(8);
   });
 
   it('lets the oldest VirtualService win a port conflict and tells the other one who won', async () => {

@@ -103,23 +103,31 @@ export class KubernetesSource implements Source {
       informer: makeInformer(this.kc, path, async () => {
         const result = await list();
         state.listed = true;
+        this.healthy(state, what);
         return result;
       }),
       listed: false,
       attempt: 0,
     };
     const informer = state.informer;
-    const onObject = (obj: KubernetesObject) => (what === 'pods' ? this.upsertPod(obj) : this.upsertVirtualService(obj));
+    const onObject = (obj: KubernetesObject) => {
+      this.healthy(state, what);
+      if (what === 'pods') this.upsertPod(obj);
+      else this.upsertVirtualService(obj);
+    };
     informer.on('add', onObject);
     informer.on('update', onObject);
     informer.on('delete', (obj) => (what === 'pods' ? this.deletePod(obj) : this.deleteVirtualService(obj)));
-    informer.on('connect', () => {
-      if (state.lastErrorKind) this.log.info({ what }, `${what}: watch re-established`);
-      state.lastErrorKind = undefined;
-      state.attempt = 0;
-    });
+    informer.on('connect', () => this.log.debug({ what }, `${what}: starting list/watch`));
     informer.on('error', (err) => this.onError(state, what, err));
     this.watches.set(what, state);
+  }
+
+  /** A list or an event arrived: the watch works (again). */
+  private healthy(state: WatchState, what: Watched): void {
+    if (state.lastErrorKind) this.log.info({ what }, `${what}: list/watch working again`);
+    state.lastErrorKind = undefined;
+    state.attempt = 0;
   }
 
   private async run(state: WatchState, what: Watched): Promise<void> {
