@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { ConfigPipeline } from '../main/config-pipeline.js';
+import type { Metrics } from './metrics.js';
 import type { StatusReporter } from '../main/status-reporter.js';
 import type { SnapshotCache } from '../xds/snapshot-cache.js';
 import type { ProxyStatusRegistry } from '../xds/status-registry.js';
@@ -11,10 +12,17 @@ export interface AdminDeps {
   readonly registry: ProxyStatusRegistry;
   readonly pipeline: ConfigPipeline;
   readonly reporter: StatusReporter;
+  readonly metrics?: Metrics;
   readonly log: Logger;
 }
 
-type Handler = (url: URL) => { status: number; body: unknown };
+interface Reply {
+  readonly status: number;
+  readonly body: unknown;
+  readonly contentType?: string;
+}
+
+type Handler = (url: URL) => Reply | Promise<Reply>;
 
 /** Health, readiness and debugging over HTTP, for operators and probes. */
 export class AdminServer {
@@ -29,6 +37,8 @@ export class AdminServer {
       '/debug/syncz': () => ({ status: 200, body: this.syncz() }),
       '/debug/config_dump': (url) => this.configDump(url.searchParams.get('node') ?? ''),
       '/debug/virtualservices': () => ({ status: 200, body: Object.fromEntries(deps.reporter.current()) }),
+      '/metrics': async () =>
+        deps.metrics ? { status: 200, body: await deps.metrics.text(), contentType: deps.metrics.contentType } : { status: 404, body: 'metrics are off' },
     };
     this.server = createServer((req, res) => this.handle(req, res));
   }
@@ -54,10 +64,16 @@ export class AdminServer {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://admin');
     const route = this.routes[url.pathname];
-    const { status, body } = route ? safe(() => route(url)) : { status: 404, body: `no such endpoint; try ${Object.keys(this.routes).join(' ')}` };
-    const text = typeof body === 'string' ? `${body}\n` : `${JSON.stringify(body, null, 2)}\n`;
-    res.writeHead(status, { 'content-type': typeof body === 'string' ? 'text/plain' : 'application/json' });
-    res.end(text);
+    const reply: Promise<Reply> = route
+      ? Promise.resolve().then(() => route(url))
+      : Promise.resolve({ status: 404, body: `no such endpoint; try ${Object.keys(this.routes).join(' ')}` });
+    void reply
+      .catch((err: unknown): Reply => ({ status: 500, body: (err as Error).message }))
+      .then(({ status, body, contentType }) => {
+        const text = typeof body === 'string' ? (body.endsWith('\n') ? body : `${body}\n`) : `${JSON.stringify(body, null, 2)}\n`;
+        res.writeHead(status, { 'content-type': contentType ?? (typeof body === 'string' ? 'text/plain' : 'application/json') });
+        res.end(text);
+      });
   }
 
   private syncz(): unknown {
@@ -91,14 +107,6 @@ export class AdminServer {
       };
     }
     return { status: 200, body: { group: groupKey, nacks: this.deps.registry.groupNacks(groupKey).map((n) => ({ ...n, nodeIds: [...n.nodeIds] })), types } };
-  }
-}
-
-function safe(f: () => { status: number; body: unknown }): { status: number; body: unknown } {
-  try {
-    return f();
-  } catch (err) {
-    return { status: 500, body: (err as Error).message };
   }
 }
 

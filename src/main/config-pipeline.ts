@@ -27,6 +27,8 @@ export interface PipelineView {
   readonly buildErrors: ReadonlyMap<string, { readonly group: NodeGroup; readonly message: string }>;
   readonly sourceProblems: readonly SourceProblem[];
   readonly builds: number;
+  /** Wall time of the last build (validate, translate, encode, notify streams), in ms. */
+  readonly lastBuildMs: number;
 }
 
 export interface PipelineOptions {
@@ -37,7 +39,7 @@ export interface PipelineOptions {
   readonly coalesceMs: number;
 }
 
-const EMPTY_VIEW: PipelineView = { evaluated: [], translations: new Map(), buildErrors: new Map(), sourceProblems: [], builds: 0 };
+const EMPTY_VIEW: PipelineView = { evaluated: [], translations: new Map(), buildErrors: new Map(), sourceProblems: [], builds: 0, lastBuildMs: 0 };
 
 /**
  * sources → validate → translate → cache. Builds only from a synced source, coalesces bursts,
@@ -97,6 +99,7 @@ export class ConfigPipeline {
 
   private build(state: SourceState): void {
     const { cache, log } = this.options;
+    const started = performance.now();
     this.lastState = state;
     const evaluated = state.virtualServices.map((raw) => this.evaluate(raw));
     const accepted = evaluated.flatMap((e) => (e.accepted && e.vs ? [e.vs] : []));
@@ -120,7 +123,14 @@ export class ConfigPipeline {
       log.info({ virtualServices: evaluated.length, accepted: accepted.length, pods: state.pods.length }, 'sources synced; serving configuration');
       cache.markReady();
     }
-    this.view.next({ evaluated, translations, buildErrors, sourceProblems: state.problems, builds: this.view.value.builds + 1 });
+    this.view.next({
+      evaluated,
+      translations,
+      buildErrors,
+      sourceProblems: state.problems,
+      builds: this.view.value.builds + 1,
+      lastBuildMs: performance.now() - started,
+    });
   }
 }
 

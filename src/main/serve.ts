@@ -1,4 +1,5 @@
 import { AdminServer } from '../admin/admin-server.js';
+import { Metrics } from '../admin/metrics.js';
 import { AdsServer } from '../xds/ads-server.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
 import { ProxyStatusRegistry } from '../xds/status-registry.js';
@@ -28,7 +29,8 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
   const ads = new AdsServer({ cache, status: registry, podLookup: source.podLookup, logger: log });
   const pipeline = new ConfigPipeline({ source, cache, log: log.child({ component: 'pipeline' }), coalesceMs: integer(settings, 'coalesceMs') });
   const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'));
-  const admin = new AdminServer({ cache, registry, pipeline, reporter, log });
+  const metrics = new Metrics({ registry, pipeline, cache, source });
+  const admin = new AdminServer({ cache, registry, pipeline, reporter, metrics, log });
 
   // Listen first: Envoys may connect at once; they wait, unanswered, until the sources synced.
   const xdsPort = await ads.listen(settings.xdsAddress ?? '0.0.0.0:18000');
@@ -44,6 +46,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
       log.info({ reason }, 'shutting down');
       reporter.stop();
       pipeline.stop();
+      metrics.stop();
       await source.stop();
       await ads.close(integer(settings, 'shutdownGraceMs'));
       await admin.close();

@@ -45,6 +45,8 @@ export interface Source {
   /** Resolves proxies that identify by pod name or UID; absent when the source has no pods of its own. */
   readonly podLookup?: PodLookup;
   readonly statusWriter?: StatusWriter;
+  /** Times a failed list/watch was restarted (liveness of the watches, for metrics). */
+  readonly watchRestarts?: number;
   start(): Promise<void>;
   stop(): Promise<void>;
 }

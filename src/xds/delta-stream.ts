@@ -98,15 +98,14 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     if (diff.updated.length === 0 && diff.removed.length === 0 && !state.mustRespond) return false;
     const set = snapshot.resources(state.typeUrl);
     const nonce = this.nextNonce();
-    this.write(
-      Buffer.concat([
-        stringField(1, set.version),
-        ...diff.updated.map((r) => r.deltaField),
-        stringField(4, state.typeUrl),
-        ...diff.removed.map((name) => stringField(6, name)),
-        stringField(5, nonce),
-      ]),
-    );
+    const bytes = Buffer.concat([
+      stringField(1, set.version),
+      ...diff.updated.map((r) => r.deltaField),
+      stringField(4, state.typeUrl),
+      ...diff.removed.map((name) => stringField(6, name)),
+      stringField(5, nonce),
+    ]);
+    this.write(bytes);
     for (const r of diff.updated) state.known.set(r.name, r.version);
     for (const name of diff.removed) {
       if (state.names.has(name)) state.known.set(name, ABSENT);
@@ -118,7 +117,7 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     state.systemVersion = set.version;
     state.inflight = new Map(diff.updated.map((r) => [r.name, r]));
     state.inflightRemoved = diff.removed;
-    this.ctx.status.sent(this.proxy, state.typeUrl, set.version);
+    this.ctx.status.sent(this.proxy, state.typeUrl, set.version, bytes.length);
     this.log.debug({ type: this.typeLabel(state.typeUrl), updated: diff.updated.length, removed: diff.removed.length }, 'sent');
     return true;
   }

@@ -68,12 +68,13 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
     const candidate = this.candidate(state, snapshot);
     if (candidate.version === state.version) return false;
     const nonce = this.nextNonce();
-    this.write(Buffer.concat([candidate.body, stringField(5, nonce)]));
+    const bytes = Buffer.concat([candidate.body, stringField(5, nonce)]);
+    this.write(bytes);
     state.nonce = nonce;
     state.awaiting = true;
     state.version = candidate.version;
     state.inflight = candidate.resources;
-    this.ctx.status.sent(this.proxy, state.typeUrl, candidate.version);
+    this.ctx.status.sent(this.proxy, state.typeUrl, candidate.version, bytes.length);
     this.log.debug({ type: this.typeLabel(state.typeUrl), version: candidate.version, count: candidate.resources.size }, 'sent');
     return true;
   }

@@ -9,6 +9,12 @@ export interface NackRecord {
   readonly nodeIds: ReadonlySet<string>;
 }
 
+/** Hooks for metrics; called synchronously on every push and answer, so keep them cheap. */
+export interface XdsObserver {
+  pushed(typeUrl: string, mode: 'sotw' | 'delta', bytes: number): void;
+  answered(typeUrl: string, mode: 'sotw' | 'delta', accepted: boolean, latencyMs: number | undefined): void;
+}
+
 export interface TypeSyncState {
   /** Version of the last response sent on the stream. */
   sent?: string;
@@ -18,6 +24,8 @@ export interface TypeSyncState {
   acked?: string;
   /** Set while the last answered response was rejected. */
   nack?: { version: string; message: string };
+  /** performance.now() when the unanswered response went out. */
+  sentAt?: number;
 }
 
 export interface ProxyInfo {
@@ -46,6 +54,7 @@ export class ProxyStatusRegistry {
   private readonly nacks = new Map<string, Map<string, { version: string; message: string; nodeIds: Set<string> }>>();
   private readonly subject = new Subject<ProxyEvent>();
   readonly events$ = this.subject.asObservable();
+  observer?: XdsObserver;
 
   connected(proxy: ProxyInfo): void {
     this.proxies.set(proxy.streamId, proxy);
@@ -65,10 +74,18 @@ export class ProxyStatusRegistry {
     this.subject.next({ kind: 'disconnected', proxy });
   }
 
-  sent(proxy: ProxyInfo, typeUrl: string, version: string): void {
+  sent(proxy: ProxyInfo, typeUrl: string, version: string, bytes: number): void {
     const st = this.typeState(proxy, typeUrl);
     st.sent = version;
     st.responses += 1;
+    st.sentAt = performance.now();
+    this.observer?.pushed(typeUrl, proxy.mode, bytes);
+  }
+
+  private answered(proxy: ProxyInfo, st: TypeSyncState, typeUrl: string, accepted: boolean): void {
+    const latency = st.sentAt === undefined ? undefined : performance.now() - st.sentAt;
+    delete st.sentAt;
+    this.observer?.answered(typeUrl, proxy.mode, accepted, latency);
   }
 
   /** The proxy told the version it holds (reconnect), without us sending it on this stream. */
@@ -82,6 +99,7 @@ export class ProxyStatusRegistry {
     const st = this.typeState(proxy, typeUrl);
     st.acked = version;
     delete st.nack;
+    this.answered(proxy, st, typeUrl, true);
     const groupNacks = proxy.group ? this.nacks.get(proxy.group.key) : undefined;
     const rec = groupNacks?.get(typeUrl);
     if (groupNacks && rec && rec.version !== version) {
@@ -92,7 +110,9 @@ export class ProxyStatusRegistry {
   }
 
   nack(proxy: ProxyInfo, typeUrl: string, version: string, message: string): void {
-    this.typeState(proxy, typeUrl).nack = { version, message };
+    const st = this.typeState(proxy, typeUrl);
+    st.nack = { version, message };
+    this.answered(proxy, st, typeUrl, false);
     if (proxy.group) {
       let groupNacks = this.nacks.get(proxy.group.key);
       if (!groupNacks) this.nacks.set(proxy.group.key, (groupNacks = new Map()));

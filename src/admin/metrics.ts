@@ -1,0 +1,114 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Subscription } from 'rxjs';
+import type { ConfigPipeline } from '../main/config-pipeline.js';
+import type { Source } from '../sources/source.js';
+import type { SnapshotCache } from '../xds/snapshot-cache.js';
+import type { ProxyStatusRegistry } from '../xds/status-registry.js';
+import { shortTypeName } from '../xds/type-urls.js';
+
+export interface MetricsDeps {
+  readonly registry: ProxyStatusRegistry;
+  readonly pipeline: ConfigPipeline;
+  readonly cache: SnapshotCache;
+  readonly source: Source;
+}
+
+/** Prometheus metrics for one vsxds process, in a registry of its own. */
+export class Metrics {
+  readonly prometheus = new Registry();
+  private readonly subscription: Subscription;
+
+  constructor(deps: MetricsDeps) {
+    const reg = this.prometheus;
+    collectDefaultMetrics({ register: reg, prefix: 'vsxds_' });
+    new Gauge({
+      name: 'vsxds_connected_proxies',
+      help: 'Proxies with an open ADS stream, by node group',
+      labelNames: ['group'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        const counts = new Map<string, number>();
+        for (const p of deps.registry.list()) counts.set(p.group?.key ?? '(identifying)', (counts.get(p.group?.key ?? '(identifying)') ?? 0) + 1);
+        for (const [group, n] of counts) this.set({ group }, n);
+      },
+    });
+    new Gauge({
+      name: 'vsxds_ready',
+      help: '1 once the sources have synced and configuration is served',
+      registers: [reg],
+      collect() {
+        this.set(deps.cache.ready ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'vsxds_virtualservices',
+      help: 'VirtualServices known, by whether they are accepted',
+      labelNames: ['accepted'],
+      registers: [reg],
+      collect() {
+        const evaluated = deps.pipeline.current.evaluated;
+        this.set({ accepted: 'true' }, evaluated.filter((e) => e.accepted).length);
+        this.set({ accepted: 'false' }, evaluated.filter((e) => !e.accepted).length);
+      },
+    });
+    new Counter({
+      name: 'vsxds_watch_restarts_total',
+      help: 'Kubernetes list/watch restarts after errors',
+      registers: [reg],
+      collect() {
+        this.reset();
+        this.inc(deps.source.watchRestarts ?? 0);
+      },
+    });
+    const pushes = new Counter({ name: 'vsxds_xds_pushes_total', help: 'xDS responses sent', labelNames: ['type', 'mode'], registers: [reg] });
+    const bytes = new Counter({ name: 'vsxds_xds_push_bytes_total', help: 'Bytes of xDS responses sent', labelNames: ['type', 'mode'], registers: [reg] });
+    const acks = new Counter({ name: 'vsxds_xds_acks_total', help: 'xDS responses accepted by proxies', labelNames: ['type', 'mode'], registers: [reg] });
+    const nacks = new Counter({ name: 'vsxds_xds_nacks_total', help: 'xDS responses rejected by proxies', labelNames: ['type', 'mode'], registers: [reg] });
+    const latency = new Histogram({
+      name: 'vsxds_xds_push_ack_seconds',
+      help: 'Time from sending an xDS response to its ACK or NACK',
+      labelNames: ['type'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [reg],
+    });
+    const builds = new Histogram({
+      name: 'vsxds_snapshot_build_seconds',
+      help: 'Duration of one build: validate, translate, encode and notify the streams',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [reg],
+    });
+    const buildErrors = new Counter({ name: 'vsxds_snapshot_build_errors_total', help: 'Node group snapshots that failed to build (the previous one stays)', registers: [reg] });
+    deps.registry.observer = {
+      pushed: (typeUrl, mode, n) => {
+        const labels = { type: shortTypeName(typeUrl), mode };
+        pushes.inc(labels);
+        bytes.inc(labels, n);
+      },
+      answered: (typeUrl, mode, accepted, ms) => {
+        const type = shortTypeName(typeUrl);
+        (accepted ? acks : nacks).inc({ type, mode });
+        if (ms !== undefined) latency.observe({ type }, ms / 1000);
+      },
+    };
+    let lastBuilds = 0;
+    this.subscription = deps.pipeline.view$.subscribe((view) => {
+      if (view.builds === lastBuilds) return;
+      lastBuilds = view.builds;
+      builds.observe(view.lastBuildMs / 1000);
+      if (view.buildErrors.size > 0) buildErrors.inc(view.buildErrors.size);
+    });
+  }
+
+  text(): Promise<string> {
+    return this.prometheus.metrics();
+  }
+
+  get contentType(): string {
+    return this.prometheus.contentType;
+  }
+
+  stop(): void {
+    this.subscription.unsubscribe();
+  }
+}
