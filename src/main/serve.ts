@@ -1,10 +1,12 @@
 import { AdminServer } from '../admin/admin-server.js';
 import { Metrics } from '../admin/metrics.js';
-import { AdsServer } from '../xds/ads-server.js';
+import { readFile } from 'node:fs/promises';
+import { adsCredentials, AdsServer, type AdsTls } from '../xds/ads-server.js';
+import { NODE_AUTH_MODES, type NodeAuthMode } from '../xds/node-auth.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
 import { ProxyStatusRegistry } from '../xds/status-registry.js';
 import { ConfigPipeline } from './config-pipeline.js';
-import { defaultSource, integer, type Settings } from './config.js';
+import { defaultSource, integer, UsageError, type Settings } from './config.js';
 import { createLogger } from './logger.js';
 import { makeSource } from './make-source.js';
 import { StatusReporter } from './status-reporter.js';
@@ -26,14 +28,29 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
   const source = await makeSource(sourceSpec, settings, log);
   const cache = new SnapshotCache();
   const registry = new ProxyStatusRegistry();
-  const ads = new AdsServer({ cache, status: registry, podLookup: source.podLookup, logger: log });
+  const nodeAuth = (settings.nodeAuth ?? 'none') as NodeAuthMode;
+  if (!NODE_AUTH_MODES.includes(nodeAuth)) throw new UsageError(`--node-auth must be one of ${NODE_AUTH_MODES.join(', ')}`);
+  const tls = await loadTls(settings);
+  if (nodeAuth === 'client-cert' && !tls?.clientCa) throw new UsageError('--node-auth client-cert needs mutual TLS: set --xds-tls-cert, --xds-tls-key and --xds-tls-client-ca');
+  const ads = new AdsServer({
+    cache,
+    status: registry,
+    podLookup: source.podLookup,
+    logger: log,
+    nodeAuth,
+    limits: {
+      maxStreams: integer(settings, 'maxStreams'),
+      maxMessageBytes: integer(settings, 'maxMessageBytes'),
+      maxRequestsPerSecond: integer(settings, 'maxRequestsPerSecond'),
+    },
+  });
   const pipeline = new ConfigPipeline({ source, cache, log: log.child({ component: 'pipeline' }), coalesceMs: integer(settings, 'coalesceMs') });
   const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'));
   const metrics = new Metrics({ registry, pipeline, cache, source });
   const admin = new AdminServer({ cache, registry, pipeline, reporter, metrics, log });
 
   // Listen first: Envoys may connect at once; they wait, unanswered, until the sources synced.
-  const xdsPort = await ads.listen(settings.xdsAddress ?? '0.0.0.0:18000');
+  const xdsPort = await ads.listen(settings.xdsAddress ?? '0.0.0.0:18000', adsCredentials(tls));
   const adminPort = await admin.listen(settings.adminAddress ?? '0.0.0.0:18001');
   pipeline.start();
   reporter.start();
@@ -56,4 +73,22 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
     return stopping;
   };
   return { xdsPort, adminPort, pipeline, reporter, cache, ads, shutdown };
+}
+
+async function loadTls(settings: Settings): Promise<AdsTls | undefined> {
+  const { xdsTlsCert, xdsTlsKey, xdsTlsClientCa } = settings;
+  if (!xdsTlsCert && !xdsTlsKey && !xdsTlsClientCa) return undefined;
+  if (!xdsTlsCert || !xdsTlsKey) throw new UsageError('TLS on the xDS port needs both --xds-tls-cert and --xds-tls-key');
+  const read = async (file: string, what: string) => {
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw new UsageError(`cannot read the ${what} ${file}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    cert: await read(xdsTlsCert, 'TLS certificate'),
+    key: await read(xdsTlsKey, 'TLS key'),
+    clientCa: xdsTlsClientCa ? await read(xdsTlsClientCa, 'client CA') : undefined,
+  };
 }

@@ -143,7 +143,7 @@ export class FileSource implements Source {
 }
 
 function identity(pod: Pod | undefined): PodIdentity | undefined {
-  return pod && { namespace: pod.namespace, name: pod.name, uid: pod.uid, labels: pod.labels };
+  return pod && { namespace: pod.namespace, name: pod.name, uid: pod.uid, labels: pod.labels, ip: pod.ip };
 }
 
 /** Two files defining the same VirtualService: the first wins, the clash is reported. */

@@ -220,5 +220,5 @@ export class KubernetesSource implements Source {
 }
 
 function identity(pod: Pod | undefined): PodIdentity | undefined {
-  return pod && { namespace: pod.namespace, name: pod.name, uid: pod.uid, labels: pod.labels };
+  return pod && { namespace: pod.namespace, name: pod.name, uid: pod.uid, labels: pod.labels, ip: pod.ip };
 }

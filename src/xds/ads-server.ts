@@ -1,4 +1,5 @@
-import { Server, ServerCredentials, type ServerDuplexStream, type ServiceDefinition } from '@grpc/grpc-js';
+import { Server, ServerCredentials, status as GrpcStatus, type ServerDuplexStream, type ServiceDefinition } from '@grpc/grpc-js';
+import type { NodeAuthMode } from './node-auth.js';
 import pino, { type Logger } from 'pino';
 import { DeltaStream } from './delta-stream.js';
 import type { PodLookup } from './node-identity.js';
@@ -42,8 +43,33 @@ export interface AdsServerOptions {
   readonly status?: ProxyStatusRegistry;
   readonly podLookup?: PodLookup;
   readonly logger?: Logger;
-  /** Extra grpc-js server options (message size limits, keepalive, ...). */
+  /** Extra grpc-js server options (keepalive, ...). */
   readonly grpcOptions?: Record<string, unknown>;
+  readonly limits?: Partial<AdsLimits>;
+  readonly nodeAuth?: NodeAuthMode;
+}
+
+export interface AdsLimits {
+  /** Concurrent ADS streams; one more is refused with RESOURCE_EXHAUSTED. */
+  readonly maxStreams: number;
+  /** Largest request accepted, in bytes. */
+  readonly maxMessageBytes: number;
+  /** Requests per second one stream may send (burst of the same size); 0 = unlimited. */
+  readonly maxRequestsPerSecond: number;
+}
+
+export const DEFAULT_LIMITS: AdsLimits = { maxStreams: 50_000, maxMessageBytes: 4 * 1024 * 1024, maxRequestsPerSecond: 200 };
+
+/** TLS for the xDS port; with `clientCa`, clients must present a certificate it signed (mTLS). */
+export interface AdsTls {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly clientCa?: Buffer;
+}
+
+export function adsCredentials(tls: AdsTls | undefined): ServerCredentials {
+  if (!tls) return ServerCredentials.createInsecure();
+  return ServerCredentials.createSsl(tls.clientCa ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], tls.clientCa !== undefined);
 }
 
 /** The ADS gRPC server: owns streams and protocol mechanics, asks the cache what to send. */
@@ -51,23 +77,55 @@ export class AdsServer {
   readonly status: ProxyStatusRegistry;
   private readonly server: Server;
   private readonly log: Logger;
+  readonly limits: AdsLimits;
+  private streams = 0;
 
   constructor(private readonly options: AdsServerOptions) {
     this.status = options.status ?? new ProxyStatusRegistry();
     this.log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'ads' });
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.server = new Server({
       // Envoy keeps ADS streams open for days; let keepalives detect dead peers.
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+      'grpc.max_receive_message_length': this.limits.maxMessageBytes,
       ...options.grpcOptions,
     });
-    const ctx = { cache: options.cache, status: this.status, podLookup: options.podLookup, log: this.log };
+    const ctx = {
+      cache: options.cache,
+      status: this.status,
+      podLookup: options.podLookup,
+      log: this.log,
+      nodeAuth: options.nodeAuth ?? 'none',
+      maxRequestsPerSecond: this.limits.maxRequestsPerSecond,
+      onClose: () => {
+        this.streams -= 1;
+      },
+    };
+    const admit = (call: ServerDuplexStream<unknown, Buffer>): boolean => {
+      if (this.streams < this.limits.maxStreams) {
+        this.streams += 1;
+        return true;
+      }
+      this.log.warn({ limit: this.limits.maxStreams, peer: call.getPeer() }, 'refusing ADS stream: concurrent stream limit reached');
+      call.emit('error', { code: GrpcStatus.RESOURCE_EXHAUSTED, details: `vsxds serves at most ${this.limits.maxStreams} concurrent ADS streams (the stream limit)` });
+      return false;
+    };
     this.server.addService(ADS_SERVICE, {
-      StreamAggregatedResources: (call: ServerDuplexStream<SotwRequest | MalformedRequest, Buffer>) => new SotwStream(call, ctx, 'sotw'),
-      DeltaAggregatedResources: (call: ServerDuplexStream<DeltaRequest | MalformedRequest, Buffer>) => new DeltaStream(call, ctx, 'delta'),
+      StreamAggregatedResources: (call: ServerDuplexStream<SotwRequest | MalformedRequest, Buffer>) => {
+        if (admit(call)) new SotwStream(call, ctx, 'sotw');
+      },
+      DeltaAggregatedResources: (call: ServerDuplexStream<DeltaRequest | MalformedRequest, Buffer>) => {
+        if (admit(call)) new DeltaStream(call, ctx, 'delta');
+      },
     });
+  }
+
+  /** Open ADS streams. */
+  get streamCount(): number {
+    return this.streams;
   }
 
   /** Binds `host:port` (port 0 picks a free one) and returns the bound port. */

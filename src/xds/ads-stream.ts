@@ -1,9 +1,11 @@
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Subscription } from 'rxjs';
+import { refuseIdentity, type NodeAuthMode } from './node-auth.js';
 import {
   NodeIdentityError,
   nodeReference,
+  podFor,
   resolveReference,
   type NodeGroup,
   type NodeInfo,
@@ -21,6 +23,11 @@ export interface StreamContext {
   readonly status: ProxyStatusRegistry;
   readonly podLookup?: PodLookup;
   readonly log: Logger;
+  readonly nodeAuth: NodeAuthMode;
+  /** Requests a stream may send per second, with a burst of the same size; 0 = unlimited. */
+  readonly maxRequestsPerSecond: number;
+  /** Called when the stream ends, whatever the reason. */
+  readonly onClose: () => void;
 }
 
 /** Per-type state every ADS stream keeps, whatever the protocol variant. */
@@ -61,12 +68,15 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   private unwatch?: () => void;
   private closed = false;
   private readonly warnedTypes = new Set<string>();
+  private tokens: number;
+  private lastRefill = performance.now();
 
   constructor(
     protected readonly call: Call<Req>,
     protected readonly ctx: StreamContext,
     mode: 'sotw' | 'delta',
   ) {
+    this.tokens = ctx.maxRequestsPerSecond;
     const streamId = nextStreamId++;
     this.proxy = { streamId, nodeId: '', mode, peer: call.getPeer(), types: new Map(), synced: false };
     this.log = ctx.log.child({ stream: streamId, mode });
@@ -98,6 +108,10 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     try {
       if (isMalformed(req)) {
         this.fail(GrpcStatus.INVALID_ARGUMENT, req.malformed);
+        return;
+      }
+      if (!this.withinRate()) {
+        this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `this stream sent more than ${this.ctx.maxRequestsPerSecond} requests per second (the per-stream limit)`);
         return;
       }
       if (!this.group) {
@@ -132,6 +146,14 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       try {
         const group = resolveReference(ref, this.ctx.podLookup);
         if (!group) return false;
+        const refused = refuseIdentity(this.ctx.nodeAuth, ref, podFor(ref, this.ctx.podLookup), {
+          peer: this.proxy.peer,
+          certificate: this.call.getAuthContext?.()?.sslPeerCertificate,
+        });
+        if (refused) {
+          this.fail(GrpcStatus.PERMISSION_DENIED, refused);
+          return true;
+        }
         this.joinGroup(group);
         return true;
       } catch (err) {
@@ -160,6 +182,18 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       this.handle(req);
     }
     this.unwatch = this.ctx.cache.watch(group, (snapshot) => this.onSnapshot(snapshot));
+  }
+
+  /** Token bucket: `maxRequestsPerSecond` per second, bursts up to the same number. */
+  private withinRate(): boolean {
+    const rate = this.ctx.maxRequestsPerSecond;
+    if (rate <= 0) return true;
+    const now = performance.now();
+    this.tokens = Math.min(rate, this.tokens + ((now - this.lastRefill) / 1000) * rate);
+    this.lastRefill = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
   }
 
   private handle(req: Req): void {
@@ -270,6 +304,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   private cleanup(): void {
     if (this.closed) return;
     this.closed = true;
+    this.ctx.onClose();
     this.resolving?.unsubscribe();
     this.unwatch?.();
     this.ctx.status.disconnected(this.proxy);

@@ -20,6 +20,8 @@ export interface PodIdentity {
   readonly name: string;
   readonly uid?: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** For node authentication by peer address. */
+  readonly ip?: string;
 }
 
 /** Pod labels by name or UID; the Kubernetes source provides one. */
@@ -90,6 +92,12 @@ export function nodeReference(node: NodeInfo): NodeReference {
     throw new NodeIdentityError('node has neither metadata.namespace nor an id (<namespace>/<pod-name> or pod UID)');
   }
   return { kind: 'pod-uid', uid: id };
+}
+
+/** The pod a reference names, if the lookup knows it. */
+export function podFor(ref: NodeReference, lookup: PodLookup | undefined): PodIdentity | undefined {
+  if (ref.kind === 'metadata' || !lookup) return undefined;
+  return ref.kind === 'pod-name' ? lookup.byName(ref.namespace, ref.name) : lookup.byUid(ref.uid);
 }
 
 /** The group for a reference, or undefined while the lookup does not know the pod (yet). */

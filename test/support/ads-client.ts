@@ -1,4 +1,4 @@
-import { credentials, makeGenericClientConstructor, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { credentials, makeGenericClientConstructor, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { ADS_SERVICE } from '../../src/xds/ads-server.js';
 import { messageType, TO_OBJECT } from '../../src/xds/protos.js';
 import { decodeResource } from '../../src/xds/encode.js';
@@ -34,8 +34,8 @@ export class RawAdsStream {
   private readonly client: InstanceType<typeof AdsClient>;
   ended?: { code: number; details: string };
 
-  constructor(address: string, readonly mode: 'sotw' | 'delta') {
-    this.client = new AdsClient(address, credentials.createInsecure());
+  constructor(address: string, readonly mode: 'sotw' | 'delta', creds: ChannelCredentials = credentials.createInsecure(), options: Record<string, unknown> = {}) {
+    this.client = new AdsClient(address, creds, options);
     const method = mode === 'sotw' ? 'StreamAggregatedResources' : 'DeltaAggregatedResources';
     this.call = (this.client as any)[method]();
     this.call.on('data', (bytes: Buffer) => {
