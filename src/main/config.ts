@@ -31,6 +31,9 @@ export const OPTIONS = {
   maxStreams: { flag: 'max-streams', env: 'VSXDS_MAX_STREAMS', help: 'concurrent ADS streams; more are refused with RESOURCE_EXHAUSTED', default: '50000' },
   maxMessageBytes: { flag: 'max-message-bytes', env: 'VSXDS_MAX_MESSAGE_BYTES', help: 'largest DiscoveryRequest accepted', default: '4194304' },
   maxRequestsPerSecond: { flag: 'max-requests-per-second', env: 'VSXDS_MAX_REQUESTS_PER_SECOND', help: 'requests one ADS stream may send per second (0: unlimited)', default: '200' },
+  leaderElection: { flag: 'leader-election', env: 'VSXDS_LEADER_ELECTION', help: '(kubernetes) true | false: only the holder of the vsxds-leader Lease writes status and events', default: 'true' },
+  leaderElectionNamespace: { flag: 'leader-election-namespace', env: 'VSXDS_LEADER_ELECTION_NAMESPACE', help: '(kubernetes) namespace of the Lease (default: $POD_NAMESPACE, else default)' },
+  leaseDurationSeconds: { flag: 'lease-duration-seconds', env: 'VSXDS_LEASE_DURATION_SECONDS', help: '(kubernetes) how long a silent leader keeps the Lease', default: '15' },
   shutdownGraceMs: { flag: 'shutdown-grace-ms', env: 'VSXDS_SHUTDOWN_GRACE_MS', help: 'on SIGTERM, how long open ADS streams may stay before they are closed', default: '5000' },
   nodeNamespace: { flag: 'node-namespace', env: 'VSXDS_NODE_NAMESPACE', help: '(render) namespace of the proxy' },
   nodeLabels: { flag: 'node-labels', env: 'VSXDS_NODE_LABELS', help: '(render) labels of the proxy, k=v,k=v' },
@@ -84,7 +87,8 @@ export function usage(): string {
 }
 
 export function integer(settings: Settings, name: OptionName): number {
-  const raw = settings[name];
+  const spec: OptionSpec = OPTIONS[name];
+  const raw = settings[name] ?? spec.default;
   const n = Number(raw);
   if (raw === undefined || !Number.isInteger(n) || n < 0) throw new UsageError(`--${OPTIONS[name].flag} must be a non-negative integer, got ${JSON.stringify(raw)}`);
   return n;

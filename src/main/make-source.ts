@@ -1,11 +1,12 @@
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { FileSource } from '../sources/file-source.js';
 import type { Source } from '../sources/source.js';
-import { UsageError, type Settings } from './config.js';
+import { integer, UsageError, type Settings } from './config.js';
 
 /** `kubernetes` or `file:DIR` → a started-able Source. */
-export async function makeSource(spec: string, settings: Settings, log: Logger): Promise<Source> {
+export async function makeSource(spec: string, settings: Settings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Source> {
   if (spec.startsWith('file:')) {
     const dir = spec.slice('file:'.length);
     if (!dir) throw new UsageError('--source file:DIR needs a directory');
@@ -13,7 +14,22 @@ export async function makeSource(spec: string, settings: Settings, log: Logger):
   }
   if (spec === 'kubernetes') {
     const { KubernetesSource } = await import('../sources/kubernetes-source.js');
-    return new KubernetesSource({ kubeconfig: settings.kubeconfig, namespace: settings.namespace, log: log.child({ component: 'kubernetes-source' }) });
+    const identity = env['POD_NAME'] ?? `${os.hostname()}-${process.pid}`;
+    return new KubernetesSource({
+      kubeconfig: settings.kubeconfig,
+      namespace: settings.namespace,
+      log: log.child({ component: 'kubernetes-source' }),
+      leaderElection:
+        settings.leaderElection === 'false'
+          ? undefined
+          : {
+              namespace: settings.leaderElectionNamespace ?? env['POD_NAMESPACE'] ?? 'default',
+              name: 'vsxds-leader',
+              identity,
+              leaseDurationSeconds: integer(settings, 'leaseDurationSeconds'),
+              retryPeriodMs: Math.max(200, Math.floor((integer(settings, 'leaseDurationSeconds') * 1000) / 3)),
+            },
+    });
   }
   throw new UsageError(`unknown source ${JSON.stringify(spec)}: use kubernetes or file:DIR`);
 }

@@ -16,7 +16,8 @@ import { SnapshotCache } from '../xds/snapshot-cache.js';
  */
 export async function render(settings: Settings, out: NodeJS.WritableStream, err: NodeJS.WritableStream, env = process.env): Promise<number> {
   const log = createLogger(settings.logLevel === 'info' ? 'warn' : (settings.logLevel ?? 'warn'));
-  const source = await makeSource(settings.source ?? defaultSource(env), settings, log);
+  // render only reads: it must not campaign for the status-writer lease.
+  const source = await makeSource(settings.source ?? defaultSource(env), { ...settings, leaderElection: 'false' }, log, env);
   await source.start();
   try {
     const state = await firstValueFrom(source.state$.pipe(filter((s) => s.synced), timeout({ first: 60_000, with: () => { throw new Error('the source did not finish its initial sync within 60 s'); } })));

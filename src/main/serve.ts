@@ -10,6 +10,7 @@ import { defaultSource, integer, UsageError, type Settings } from './config.js';
 import { createLogger } from './logger.js';
 import { makeSource } from './make-source.js';
 import { StatusReporter } from './status-reporter.js';
+import type { Source } from '../sources/source.js';
 
 export interface Running {
   readonly xdsPort: number;
@@ -18,6 +19,7 @@ export interface Running {
   readonly reporter: StatusReporter;
   readonly cache: SnapshotCache;
   readonly ads: AdsServer;
+  readonly source: Source;
   shutdown(reason: string): Promise<void>;
 }
 
@@ -25,7 +27,7 @@ export interface Running {
 export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process.env): Promise<Running> {
   const log = createLogger(settings.logLevel ?? 'info');
   const sourceSpec = settings.source ?? defaultSource(env);
-  const source = await makeSource(sourceSpec, settings, log);
+  const source = await makeSource(sourceSpec, settings, log, env);
   const cache = new SnapshotCache();
   const registry = new ProxyStatusRegistry();
   const nodeAuth = (settings.nodeAuth ?? 'none') as NodeAuthMode;
@@ -45,7 +47,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
     },
   });
   const pipeline = new ConfigPipeline({ source, cache, log: log.child({ component: 'pipeline' }), coalesceMs: integer(settings, 'coalesceMs') });
-  const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'));
+  const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'), undefined, source.events);
   const metrics = new Metrics({ registry, pipeline, cache, source });
   const admin = new AdminServer({ cache, registry, pipeline, reporter, metrics, log });
 
@@ -72,7 +74,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
     })();
     return stopping;
   };
-  return { xdsPort, adminPort, pipeline, reporter, cache, ads, shutdown };
+  return { xdsPort, adminPort, pipeline, reporter, cache, ads, source, shutdown };
 }
 
 async function loadTls(settings: Settings): Promise<AdsTls | undefined> {

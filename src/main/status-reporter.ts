@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { auditTime, combineLatest, startWith, type Subscription } from 'rxjs';
 import { selectorMatches, type Condition, type VirtualServiceStatus } from '../model/types.js';
-import type { StatusWriter } from '../sources/source.js';
+import type { EventSink, StatusWriter } from '../sources/source.js';
 import type { ProxyInfo, ProxyStatusRegistry } from '../xds/status-registry.js';
 import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.js';
 
@@ -21,6 +21,7 @@ export class StatusReporter {
     private readonly log: Logger,
     private readonly windowMs = 250,
     private readonly now: () => Date = () => new Date(),
+    private readonly events?: EventSink,
   ) {}
 
   start(): void {
@@ -47,6 +48,7 @@ export class StatusReporter {
       const previous = this.statuses.get(e.key);
       const merged = withTransitionTimes(status, previous, this.now().toISOString());
       if (previous && JSON.stringify(previous) === JSON.stringify(merged)) continue;
+      this.recordEvents(e, previous, merged);
       this.statuses.set(e.key, merged);
       this.writer?.write(e.key, e.generation, merged);
     }
@@ -54,6 +56,22 @@ export class StatusReporter {
       if (seen.has(key)) continue;
       this.statuses.delete(key);
       this.writer?.forget(key);
+    }
+  }
+
+  /** Events on transitions only: accepted/rejected, and each new rejection by a proxy. */
+  private recordEvents(e: Evaluated, before: VirtualServiceStatus | undefined, after: VirtualServiceStatus): void {
+    if (!this.events) return;
+    const uid = typeof e.raw.metadata['uid'] === 'string' ? (e.raw.metadata['uid'] as string) : undefined;
+    const accepted = (s: VirtualServiceStatus | undefined) => s?.conditions?.find((c) => c.type === 'Accepted');
+    const was = accepted(before);
+    const now = accepted(after);
+    if (now && (was?.status !== now.status || was?.message !== now.message)) {
+      if (now.status === 'True') this.events.record(e.key, uid, 'Normal', 'Accepted', 'VirtualService is valid and served to the proxies it selects');
+      else this.events.record(e.key, uid, 'Warning', now.reason, now.message);
+    }
+    if (after.nackMessage && after.nackMessage !== before?.nackMessage) {
+      this.events.record(e.key, uid, 'Warning', 'ProxyRejected', `${after.proxies?.nacked ?? 1} proxy(s) rejected the configuration: ${after.nackMessage}`);
     }
   }
 

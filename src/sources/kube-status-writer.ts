@@ -19,9 +19,10 @@ interface Pending {
 export class KubernetesStatusWriter implements StatusWriter {
   private readonly written = new Map<string, string>();
   private readonly pending = new Map<string, Pending>();
+  /** The latest status given per object, kept while not leading so a new leader can write them all. */
+  private readonly latest = new Map<string, { generation?: number; status: VirtualServiceStatus }>();
   private stopped = false;
-  /** Only the leader writes (issue: HA); a follower keeps computing but stays quiet. */
-  enabled = true;
+  private enabledNow = true;
   writes = 0;
 
   constructor(
@@ -30,8 +31,24 @@ export class KubernetesStatusWriter implements StatusWriter {
     private readonly backoff: (attempt: number) => number = (a) => backoffMs(a, 200, 10_000),
   ) {}
 
+  /** Only the leader writes; a follower remembers, and writes everything when it takes over. */
+  get enabled(): boolean {
+    return this.enabledNow;
+  }
+
+  set enabled(on: boolean) {
+    if (on === this.enabledNow) return;
+    this.enabledNow = on;
+    if (!on) return;
+    // What the previous leader wrote is unknown to us: write every status once.
+    this.written.clear();
+    for (const [key, { generation, status }] of this.latest) this.write(key, generation, status);
+  }
+
   write(key: string, generation: number | undefined, status: VirtualServiceStatus): void {
-    if (this.stopped || !this.enabled) return;
+    if (this.stopped) return;
+    this.latest.set(key, { generation, status });
+    if (!this.enabledNow) return;
     const json = JSON.stringify(status);
     if (this.written.get(key) === json && !this.pending.has(key)) return;
     const entry = this.pending.get(key);
@@ -46,6 +63,7 @@ export class KubernetesStatusWriter implements StatusWriter {
 
   forget(key: string): void {
     this.written.delete(key);
+    this.latest.delete(key);
     const entry = this.pending.get(key);
     if (entry) clearTimeout(entry.timer);
     this.pending.delete(key);
@@ -58,7 +76,7 @@ export class KubernetesStatusWriter implements StatusWriter {
 
   private async flush(key: string): Promise<void> {
     const entry = this.pending.get(key);
-    if (!entry || entry.inflight || this.stopped) return;
+    if (!entry || entry.inflight || this.stopped || !this.enabledNow) return;
     const json = JSON.stringify(entry.status);
     if (this.written.get(key) === json) {
       this.pending.delete(key);

@@ -4,7 +4,9 @@ import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { GROUP, PLURAL, VERSION, type Pod } from '../model/types.js';
 import type { PodIdentity, PodLookup } from '../xds/node-identity.js';
 import { backoffMs, explainKubeError } from './kube-errors.js';
+import { KubernetesEventRecorder } from './kube-events.js';
 import { KubernetesStatusWriter } from './kube-status-writer.js';
+import { LeaseLeaderElection } from './leader-election.js';
 import { compareByNamespacedName, podFromObject } from './pod-object.js';
 import type { RawObject, Source, SourceState } from './source.js';
 
@@ -15,6 +17,14 @@ export interface KubernetesSourceOptions {
   readonly log: Logger;
   /** Injectable for tests: delay before retrying a failed list/watch. */
   readonly backoff?: (attempt: number) => number;
+  /** Only the holder of this Lease writes status and events; without it, this replica always does. */
+  readonly leaderElection?: {
+    readonly namespace: string;
+    readonly name: string;
+    readonly identity: string;
+    readonly leaseDurationSeconds?: number;
+    readonly retryPeriodMs?: number;
+  };
 }
 
 type Watched = 'virtualservices' | 'pods';
@@ -40,6 +50,8 @@ export class KubernetesSource implements Source {
   readonly state$: Observable<SourceState>;
   readonly podLookup: PodLookup;
   readonly statusWriter: KubernetesStatusWriter;
+  readonly events: KubernetesEventRecorder;
+  readonly election?: LeaseLeaderElection;
   /** Count of informer restarts after errors, for liveness metrics. */
   watchRestarts = 0;
 
@@ -64,6 +76,25 @@ export class KubernetesSource implements Source {
       changes$: this.podChanges.asObservable(),
     };
     this.statusWriter = new KubernetesStatusWriter(this.kc.makeApiClient(CustomObjectsApi), this.log.child({ component: 'status-writer' }), options.backoff);
+    const le = options.leaderElection;
+    this.events = new KubernetesEventRecorder(this.kc.makeApiClient(CoreV1Api), le?.identity ?? 'vsxds', this.log.child({ component: 'events' }));
+    if (le) {
+      // Followers stay quiet until they hold the lease.
+      this.statusWriter.enabled = false;
+      this.events.enabled = false;
+      this.election = new LeaseLeaderElection(this.kc, {
+        namespace: le.namespace,
+        name: le.name,
+        identity: le.identity,
+        leaseDurationSeconds: le.leaseDurationSeconds ?? 15,
+        retryPeriodMs: le.retryPeriodMs ?? 2_000,
+        log: this.log.child({ component: 'leader-election' }),
+        onChange: (leader) => {
+          this.statusWriter.enabled = leader;
+          this.events.enabled = leader;
+        },
+      });
+    }
   }
 
   get server(): string {
@@ -87,10 +118,12 @@ export class KubernetesSource implements Source {
     );
     this.watch('pods', podPath, () => (ns ? core.listNamespacedPod({ namespace: ns }) : core.listPodForAllNamespaces()));
     for (const [what, w] of this.watches) void this.run(w, what);
+    this.election?.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.election?.stop();
     this.statusWriter.stop();
     for (const w of this.watches.values()) {
       clearTimeout(w.timer);

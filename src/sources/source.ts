@@ -39,12 +39,18 @@ export interface StatusWriter {
   forget(key: string): void;
 }
 
+/** Kubernetes Events on VirtualServices; implemented by the Kubernetes source only. */
+export interface EventSink {
+  record(key: string, uid: string | undefined, type: 'Normal' | 'Warning', reason: string, message: string): void;
+}
+
 export interface Source {
   readonly name: string;
   readonly state$: Observable<SourceState>;
   /** Resolves proxies that identify by pod name or UID; absent when the source has no pods of its own. */
   readonly podLookup?: PodLookup;
   readonly statusWriter?: StatusWriter;
+  readonly events?: EventSink;
   /** Times a failed list/watch was restarted (liveness of the watches, for metrics). */
   readonly watchRestarts?: number;
   start(): Promise<void>;
