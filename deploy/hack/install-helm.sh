@@ -54,16 +54,9 @@ fi
 command -v go >/dev/null 2>&1 || die "the 'go' toolchain is not on PATH (Helm $HELM_VERSION needs a recent Go)"
 START_TS=$(date +%s)
 
-export GOPATH="$CACHE_ROOT/go"
-export GOMODCACHE="$CACHE_ROOT/go/pkg/mod"
-export GOCACHE="$CACHE_ROOT/go-build"
-export GOFLAGS="-mod=mod -buildvcs=false"
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOMAXPROCS="${GOMAXPROCS:-2}"
-export GOWORK=off
-unset GOOS GOARCH || true
-PAR="${VSXDS_GO_BUILD_P:-$GOMAXPROCS}"
+# shellcheck source=../../tools/go-build-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../tools/go-build-env.sh"
+vsxds_go_env "$CACHE_ROOT"
 
 log "go: $(go version); GOPROXY=$(go env GOPROXY) GOSUMDB=$(go env GOSUMDB)"
 log "helm $HELM_VERSION -> $BIN"

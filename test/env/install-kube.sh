@@ -84,17 +84,9 @@ fi
 START_TS=$(date +%s)
 command -v go >/dev/null 2>&1 || die "the 'go' toolchain is not on PATH (need Go >= 1.25 for k8s $K8S_VERSION)"
 
-export GOPATH="$CACHE_ROOT/go"
-export GOMODCACHE="$CACHE_ROOT/go/pkg/mod"
-export GOCACHE="$CACHE_ROOT/go-build"
-export GOFLAGS="-mod=mod -buildvcs=false"
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOMAXPROCS="${GOMAXPROCS:-2}"
-export GOWORK=off
-# The build is run from temp dirs; never let a caller's GOOS/GOARCH cross-compile by accident.
-unset GOOS GOARCH || true
-PAR="${VSXDS_GO_BUILD_P:-$GOMAXPROCS}"
+# shellcheck source=../../tools/go-build-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../tools/go-build-env.sh"
+vsxds_go_env "$CACHE_ROOT"
 
 log "go: $(go version); GOPROXY=$(go env GOPROXY) GOSUMDB=$(go env GOSUMDB)"
 log "k8s $K8S_VERSION, etcd $ETCD_VERSION -> $BIN_DIR"
