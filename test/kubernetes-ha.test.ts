@@ -5,19 +5,11 @@ import type { KubernetesSource } from '../src/sources/kubernetes-source.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream, type Response } from './support/ads-client.js';
 import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+import { waitUntil } from './support/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const INGRESS = nodeFor('default', { app: 'ingress' }, 'default/ingress-1');
 
-async function eventually<T>(f: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
   let kube: KubeEnv;
@@ -43,7 +35,15 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
     return running;
   };
   const source = (r: Running) => r.source as KubernetesSource;
-  const holder = async () => JSON.parse(await kube.kubectlOk(['get', 'lease', 'vsxds-leader', '-o', 'json'])).spec.holderIdentity as string | undefined;
+  const holder = async (): Promise<string | undefined> => {
+    // Before the first replica created the Lease there is no holder.
+    const got = await kube.kubectl(['get', 'lease', 'vsxds-leader', '-o', 'json']);
+    if (got.code !== 0) {
+      if (got.stderr.includes('NotFound')) return undefined;
+      throw new Error(`kubectl get lease: ${got.stderr}`);
+    }
+    return (JSON.parse(got.stdout).spec?.holderIdentity as string | undefined) || undefined;
+  };
 
   beforeAll(async () => {
     kube = await startKubeEnv();
@@ -77,9 +77,9 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
   }
 
   it('elects exactly one status writer', async () => {
-    const leader = await eventually(async () => (await holder()) || undefined, 'a lease holder');
+    const leader = await waitUntil(holder, 'a lease holder');
     expect(['vsxds-a', 'vsxds-b']).toContain(leader);
-    await eventually(async () => {
+    await waitUntil(async () => {
       const status = JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json'])).status;
       return status?.conditions ? status : undefined;
     }, 'status written');
@@ -118,9 +118,9 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
     await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(bad));
     const events = async (name: string) =>
       JSON.parse(await kube.kubectlOk(['get', 'events', '--field-selector', `involvedObject.name=${name}`, '-o', 'json'])).items as any[];
-    const accepted = await eventually(async () => (await events('ingress')).find((e) => e.reason === 'Accepted'), 'Accepted event');
+    const accepted = await waitUntil(async () => (await events('ingress')).find((e) => e.reason === 'Accepted'), 'Accepted event');
     expect(accepted).toMatchObject({ type: 'Normal', involvedObject: { kind: 'VirtualService', name: 'ingress' }, source: { component: 'vsxds' } });
-    const rejected = await eventually(async () => (await events('dns-in-eds')).find((e) => e.type === 'Warning'), 'rejection event');
+    const rejected = await waitUntil(async () => (await events('dns-in-eds')).find((e) => e.type === 'Warning'), 'rejection event');
     expect(rejected.message).toMatch(/strictdns/);
     expect((await events('ingress')).filter((e) => e.reason === 'Accepted')).toHaveLength(1);
 
@@ -129,7 +129,7 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
     streams.push(s);
     s.send({ node: INGRESS, type_url: CLUSTER_TYPE });
     s.nack(await s.next(), 'this Envoy does not like these clusters');
-    const nack = await eventually(async () => (await events('ingress')).find((e) => e.reason === 'ProxyRejected'), 'ProxyRejected event');
+    const nack = await waitUntil(async () => (await events('ingress')).find((e) => e.reason === 'ProxyRejected'), 'ProxyRejected event');
     expect(nack.message).toContain('this Envoy does not like these clusters');
   });
 
@@ -138,11 +138,11 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
     const other = leaderName === 'vsxds-a' ? 'vsxds-b' : 'vsxds-a';
     await (replicas.get(leaderName) as Running).shutdown('failover test');
     replicas.delete(leaderName);
-    await eventually(async () => ((await holder()) === other ? true : undefined), `${other} to take the lease`);
+    await waitUntil(async () => ((await holder()) === other ? true : undefined), `${other} to take the lease`);
     // The new leader writes: a change to the VirtualService shows up in its status.
     await kube.kubectlOk(['patch', 'vsvc', 'ingress', '--type=json', '-p', '[{"op":"replace","path":"/spec/listeners/0/udp/port","value":2010}]']);
     const generation = JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json'])).metadata.generation;
-    await eventually(async () => {
+    await waitUntil(async () => {
       const status = JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json'])).status;
       return status?.observedGeneration === generation ? true : undefined;
     }, 'status of the new generation');

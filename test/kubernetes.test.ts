@@ -5,6 +5,7 @@ import { serve, type Running } from '../src/main/serve.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream, type Response } from './support/ads-client.js';
 import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+import { waitUntil } from './support/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const INGRESS = nodeFor('default', { app: 'ingress' }, 'default/ingress-1');
@@ -19,20 +20,6 @@ const endpointsOf = (r: Response) =>
     ]),
   );
 
-async function eventually<T>(f: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined && v !== false) return v as T;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function pod(name: string, labels: Record<string, string>, finalizer = false): string {
   return JSON.stringify({
@@ -130,7 +117,7 @@ describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
   });
 
   it('shows in kubectl get vsvc that the config is accepted and live', async () => {
-    const status = await eventually(async () => {
+    const status = await waitUntil(async () => {
       const s = await vsStatus('ingress');
       return condition(s, 'Synced')?.status === 'True' ? s : undefined;
     }, 'ingress Synced=True');
@@ -184,7 +171,7 @@ describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
       },
     };
     await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(dnsInEds));
-    const status = await eventually(async () => {
+    const status = await waitUntil(async () => {
       const s = await vsStatus('dns-in-eds');
       return condition(s, 'Accepted')?.status === 'False' ? s : undefined;
     }, 'Accepted=False');
@@ -215,7 +202,7 @@ describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
     const lds = await ingress.next();
     expect(names(lds)).toEqual(['extra', 'ingress-rtcp', 'ingress-rtp']);
     ingress.ack(lds);
-    const status = await eventually(async () => {
+    const status = await waitUntil(async () => {
       const s = await vsStatus('clash');
       return condition(s, 'Conflicted')?.status === 'True' ? s : undefined;
     }, 'Conflicted=True');
@@ -235,7 +222,7 @@ describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
     const cds = await ingress.next();
     expect(cds.type_url).toBe(CLUSTER_TYPE);
     ingress.nack(cds, 'envoy says no: health check interval too odd', ingress.responses.filter((r) => r.type_url === CLUSTER_TYPE).at(-2)?.version_info);
-    const status = await eventually(async () => {
+    const status = await waitUntil(async () => {
       const s = await vsStatus('ingress');
       return condition(s, 'Synced')?.reason === 'Rejected' ? s : undefined;
     }, 'Synced=False/Rejected');

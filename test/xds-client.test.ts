@@ -6,6 +6,7 @@ import { EndpointResourceType } from '@grpc/grpc-js-xds/build/src/xds-resource-t
 import { CLUSTER_TYPE, ENDPOINT_TYPE } from '../src/xds/index.js';
 import { startAds, type AdsHarness } from './support/ads-harness.js';
 import { edsCluster, endpoints, snapshotInput } from './support/resources.js';
+import { waitUntil } from './support/wait.js';
 
 const GROUP = 'media/app=worker';
 
@@ -40,13 +41,6 @@ function watcher<T>(): Seen<T> {
   return seen;
 }
 
-async function eventually(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('grpc-js-xds XdsClient against vsxds', () => {
   let ads: AdsHarness;
@@ -68,19 +62,19 @@ describe('grpc-js-xds XdsClient against vsxds', () => {
     const eds = watcher<{ cluster_name: string; endpoints: any[] }>();
     ClusterResourceType.startWatch(client, 'rtp', cds.watcher);
     EndpointResourceType.startWatch(client, 'rtp', eds.watcher);
-    await eventually(() => cds.updates.length > 0 && eds.updates.length > 0, 'first cluster and endpoints');
+    await waitUntil(() => cds.updates.length > 0 && eds.updates.length > 0, 'first cluster and endpoints');
     expect(cds.updates[0]).toMatchObject({ name: 'rtp', type: 'EDS' });
     const address = (cla: any): string[] => cla.endpoints[0].lb_endpoints.map((e: any) => e.endpoint.address.socket_address.address);
     expect(address(eds.updates[0])).toEqual(['10.0.0.1']);
 
     const proxy = () => ads.server.status.list(GROUP)[0];
-    await eventually(() => proxy()?.types.get(ENDPOINT_TYPE)?.acked !== undefined, 'EDS ACK');
+    await waitUntil(() => proxy()?.types.get(ENDPOINT_TYPE)?.acked !== undefined, 'EDS ACK');
     const firstEds = proxy()?.types.get(ENDPOINT_TYPE)?.acked;
 
     ads.cache.setSnapshot(GROUP, snapshotInput({ clusters: [edsCluster('rtp')], endpoints: [endpoints('rtp', ['10.0.0.1', '10.0.0.2'])] }));
-    await eventually(() => eds.updates.length === 2, 'endpoint update');
+    await waitUntil(() => eds.updates.length === 2, 'endpoint update');
     expect(address(eds.updates[1])).toEqual(['10.0.0.1', '10.0.0.2']);
-    await eventually(() => proxy()?.types.get(ENDPOINT_TYPE)?.acked !== firstEds, 'ACK of the endpoint update');
+    await waitUntil(() => proxy()?.types.get(ENDPOINT_TYPE)?.acked !== firstEds, 'ACK of the endpoint update');
     expect(proxy()?.types.get(ENDPOINT_TYPE)?.acked).toBe(proxy()?.types.get(ENDPOINT_TYPE)?.sent);
     expect(proxy()?.types.get(CLUSTER_TYPE)?.acked).toBe(proxy()?.types.get(CLUSTER_TYPE)?.sent);
     expect(cds.errors).toEqual([]);
@@ -94,7 +88,7 @@ describe('grpc-js-xds XdsClient against vsxds', () => {
     const cds = watcher<{ name: string }>();
     ClusterResourceType.startWatch(client, 'rtp', cds.watcher);
 
-    await eventually(() => ads.server.status.groupNacks(GROUP).length > 0, 'NACK recorded');
+    await waitUntil(() => ads.server.status.groupNacks(GROUP).length > 0, 'NACK recorded');
     const [nack] = ads.server.status.groupNacks(GROUP);
     expect(nack?.typeUrl).toBe(CLUSTER_TYPE);
     expect(nack?.message).toContain('MAGLEV');
@@ -106,8 +100,8 @@ describe('grpc-js-xds XdsClient against vsxds', () => {
     // The rejected version is not pushed again: the next CDS response the client sees is the
     // fixed configuration, and the server sent exactly two CDS responses in all.
     ads.cache.setSnapshot(GROUP, snapshotInput({ clusters: [edsCluster('rtp')], endpoints: [endpoints('rtp', ['10.0.0.1'])] }));
-    await eventually(() => cds.updates.length === 1, 'fixed cluster accepted');
-    await eventually(() => ads.server.status.groupNacks(GROUP).length === 0, 'NACK cleared by the ACK of a newer version');
+    await waitUntil(() => cds.updates.length === 1, 'fixed cluster accepted');
+    await waitUntil(() => ads.server.status.groupNacks(GROUP).length === 0, 'NACK cleared by the ACK of a newer version');
     expect(proxy?.types.get(CLUSTER_TYPE)?.responses).toBe(2);
     ClusterResourceType.cancelWatch(client, 'rtp', cds.watcher);
   });

@@ -16,7 +16,7 @@ import { isMalformed, type MalformedRequest } from './requests.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 import type { EncodedResource, Snapshot } from './snapshot.js';
 import type { ProxyInfo, ProxyStatusRegistry } from './status-registry.js';
-import { compareTypesForPush, PUSH_ORDER, shortTypeName } from './type-urls.js';
+import { CLUSTER_TYPE, compareTypesForPush, ENDPOINT_TYPE, PUSH_ORDER, shortTypeName } from './type-urls.js';
 
 export interface StreamContext {
   readonly cache: SnapshotCache;
@@ -236,19 +236,26 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   /**
    * Sends what is due, type by type in make-before-break order. A type waits while an earlier
    * one has a response in flight or is about to get one, so a proxy gets clusters before the
-   * endpoints and listeners that use them.
+   * endpoints and listeners that use them. Endpoints are the exception: Envoy ACKs new clusters
+   * only once they are warm, that is once their endpoints arrived, so endpoints that waited for
+   * that ACK would stall every new EDS cluster until Envoy's initial fetch timeout (15 s).
    */
   protected pump(): void {
     const snapshot = this.snapshot;
     if (!snapshot || this.closed) return;
     const ordered = [...this.types.values()].sort((a, b) => compareTypesForPush(a.typeUrl, b.typeUrl));
     this.proxy.synced = false;
+    let clustersInFlight = false;
     for (const state of ordered) {
-      if (state.awaiting) return;
-      if (this.maybeRespond(state, snapshot)) return;
+      if (clustersInFlight && state.typeUrl !== ENDPOINT_TYPE) return;
+      if (state.awaiting || this.maybeRespond(state, snapshot)) {
+        if (state.typeUrl !== CLUSTER_TYPE) return;
+        clustersInFlight = true;
+        continue;
+      }
       if (!this.settled(state, snapshot)) return;
     }
-    this.proxy.synced = ordered.length > 0;
+    this.proxy.synced = ordered.length > 0 && !clustersInFlight;
   }
 
   /**

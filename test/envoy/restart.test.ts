@@ -1,0 +1,103 @@
+/**
+ * vsxds dies (SIGKILL) under running Envoys that forward traffic, and comes back on the same
+ * port: traffic never stops, the Envoys reconnect, and their configuration does not churn.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pointAtVsxds, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
+import {
+  changedStats,
+  CONFIG_CHURN_STATS,
+  EXAMPLE_PORTS,
+  loadExamples,
+  printEnvoyLogsOnFailure,
+  startVsxdsProcess,
+  waitForStats,
+  writeDocs,
+  type VsxdsProcess,
+} from '../support/envoy-scenario.js';
+import { freePort, TcpPort, UdpEcho, udpEventually, UdpStream, waitUntil } from '../support/udp.js';
+
+const MODES: AdsApiType[] = ['GRPC', 'DELTA_GRPC'];
+const WORKER_IPS = ['127.0.0.2', '127.0.0.3'];
+// Endpoint updates count on the EDS clusters' own stats, not on cds/lds.
+const EDS_STATS = ['cluster.worker-rtp.update_success', 'cluster.worker-rtcp.update_success', 'cluster.worker-rtp.update_rejected'];
+
+describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }, (apiType) => {
+  const port = new Map<number, number>();
+  const sockets: Array<UdpEcho | TcpPort> = [];
+  let dir: string;
+  let ports: { xds: number; admin: number };
+  let vsxds: VsxdsProcess | undefined;
+  let ingress: Envoy;
+  let worker: Envoy;
+  let stream: UdpStream | undefined;
+
+  printEnvoyLogsOnFailure(() => [ingress, worker]);
+
+  const start = () => startVsxdsProcess({ dir, xdsPort: ports.xds, adminPort: ports.admin });
+  const bothSynced = () =>
+    waitUntil(async () => {
+      const proxies = await (vsxds as VsxdsProcess).admin<any[]>('/debug/syncz');
+      return proxies.length === 2 && proxies.every((p) => p.synced) ? proxies : undefined;
+    }, 'both proxies connected and synced', 60_000);
+
+  beforeAll(async () => {
+    for (const p of EXAMPLE_PORTS) port.set(p, await freePort());
+    ports = { xds: await freePort(), admin: await freePort() };
+    const examples = await loadExamples(port);
+    dir = await mkdtemp(join(tmpdir(), 'vsxds-restart-'));
+    for (const [name, docs] of Object.entries(examples.files)) await writeDocs(dir, name, docs);
+    sockets.push(await UdpEcho.start('app-rtp', '127.0.0.1', port.get(1234)!), await UdpEcho.start('app-rtcp', '127.0.0.1', port.get(1235)!));
+    for (const ip of WORKER_IPS) {
+      const health = new TcpPort(ip, port.get(1233)!);
+      await health.listen();
+      sockets.push(health);
+    }
+    vsxds = await start();
+    const ads = { xdsPort: ports.xds, apiType };
+    [ingress, worker] = await Promise.all([
+      startEnvoy({ name: `ingress-${apiType}`, bootstrap: pointAtVsxds(examples.bootstraps.ingress, ads) }),
+      startEnvoy({ name: `worker-${apiType}`, bootstrap: pointAtVsxds(examples.bootstraps.worker, ads) }),
+    ]);
+  }, 90_000);
+
+  afterAll(async () => {
+    stream?.stop();
+    await Promise.all([ingress?.stop(), worker?.stop()]);
+    await vsxds?.kill();
+    for (const s of sockets) await s.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('keeps traffic flowing while vsxds is down, and the reconnected Envoys get nothing new', async () => {
+    await bothSynced();
+    await waitForStats(ingress, ['cluster.worker-rtp.membership_healthy'], (v) => v === WORKER_IPS.length, 'both workers healthy');
+    await udpEventually(port.get(2000)!, 'warm up');
+    stream = await UdpStream.start(port.get(2000)!);
+    await stream.moreReplies(10);
+    const before = { ingress: await ingress.stats(), worker: await worker.stats() };
+
+    await (vsxds as VsxdsProcess).kill();
+    vsxds = undefined;
+    await Promise.all([ingress, worker].map((e) => waitForStats(e, ['control_plane.connected_state'], (v) => v === 0, 'the lost control plane noticed')));
+    // The running session, and new sessions, are served from the configuration Envoy holds.
+    await stream.moreReplies(20);
+    expect(await udpEventually(port.get(2002)!, 'new session while down')).toBe('app-rtcp|new session while down');
+
+    vsxds = await start();
+    await Promise.all([ingress, worker].map((e) => waitForStats(e, ['control_plane.connected_state'], (v) => v === 1, 'reconnected', 90_000)));
+    const proxies = await bothSynced();
+    // The versions are content hashes: what the Envoys hold is current, so nothing was sent.
+    for (const p of proxies) {
+      for (const [type, state] of Object.entries<any>(p.types)) expect(state.responses, `${p.node} ${type} responses after the restart`).toBe(0);
+    }
+    await stream.moreReplies(20);
+    const after = { ingress: await ingress.stats(), worker: await worker.stats() };
+    expect(changedStats(before.ingress, after.ingress, [...CONFIG_CHURN_STATS, ...EDS_STATS])).toEqual({});
+    expect(changedStats(before.worker, after.worker, CONFIG_CHURN_STATS)).toEqual({});
+    expect(stream.replies.every((r) => r.startsWith('app-rtp|seq '))).toBe(true);
+  });
+});
