@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { auditTime, combineLatest, startWith, type Subscription } from 'rxjs';
-import { selectorMatches, type Condition, type VirtualServiceStatus } from '../model/types.js';
+import { selectorMatches, type Condition, type VirtualService, type VirtualServiceStatus } from '../model/types.js';
 import type { EventSink, StatusWriter } from '../sources/source.js';
 import type { ProxyInfo, ProxyStatusRegistry } from '../xds/status-registry.js';
 import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.js';
@@ -101,9 +101,10 @@ export class StatusReporter {
     const selects = (g: { namespace: string; labels: Readonly<Record<string, string>> } | undefined): boolean =>
       g !== undefined && g.namespace === vs.metadata.namespace && selectorMatches(vs.spec.selector, g.labels);
     const matched = proxies.filter((p) => selects(p.group));
-    const nackedProxies = matched.filter((p) => [...p.types.values()].some((t) => t.nack));
-    const synced = matched.filter((p) => p.synced && !nackedProxies.includes(p));
-    const nackMessage = nackedProxies.flatMap((p) => [...p.types.values()].flatMap((t) => (t.nack ? [t.nack.message] : [])))[0];
+    const blames = (message: string, p: ProxyInfo) => nackBlames(message, vs, view, p);
+    const nackedProxies = matched.filter((p) => [...p.types.values()].some((t) => t.nack && blames(t.nack.message, p)));
+    const synced = matched.filter((p) => p.synced && ![...p.types.values()].some((t) => t.nack));
+    const nackMessage = nackedProxies.flatMap((p) => [...p.types.values()].flatMap((t) => (t.nack && blames(t.nack.message, p) ? [t.nack.message] : [])))[0];
     const buildError = [...view.buildErrors.values()].find((b) => selects(b.group))?.message;
     let syncedCondition: Condition;
     if (buildError) {
@@ -119,7 +120,13 @@ export class StatusReporter {
     } else if (nackedProxies.length > 0) {
       syncedCondition = { type: 'Synced', status: 'False', reason: 'Rejected', message: `${nackedProxies.length} of ${matched.length} proxies rejected the configuration: ${nackMessage}`, observedGeneration: e.generation };
     } else if (synced.length < matched.length) {
-      syncedCondition = { type: 'Synced', status: 'False', reason: 'Pending', message: `${synced.length} of ${matched.length} proxies have the current configuration`, observedGeneration: e.generation };
+      syncedCondition = {
+        type: 'Synced',
+        status: 'False',
+        reason: 'Pending',
+        message: `${synced.length} of ${matched.length} proxies have the current configuration (a proxy that rejected another VirtualService's part counts as not synced)`,
+        observedGeneration: e.generation,
+      };
     } else {
       syncedCondition = { type: 'Synced', status: 'True', reason: 'Synced', message: `all ${matched.length} matched proxies accepted the current configuration`, observedGeneration: e.generation };
     }
@@ -132,6 +139,30 @@ export class StatusReporter {
       ...(nackMessage ? { nackMessage } : {}),
     };
   }
+}
+
+/**
+ * Whether a proxy's NACK is this VirtualService's doing. Envoy's messages name the listener or
+ * cluster they reject; a message naming only other VirtualServices' resources is theirs, and
+ * one naming no known resource is blamed on every VirtualService of the proxy.
+ */
+function nackBlames(message: string, vs: VirtualService, view: PipelineView, proxy: ProxyInfo): boolean {
+  const mentions = (v: VirtualService) => resourceNames(v).some((n) => new RegExp(`(^|[^a-z0-9-])${escapeRegExp(n)}($|[^a-z0-9-])`).test(message));
+  if (mentions(vs)) return true;
+  const group = proxy.group;
+  if (!group) return true;
+  const others = view.evaluated.filter(
+    (o) => o.vs && o.vs !== vs && o.vs.metadata.namespace === group.namespace && selectorMatches(o.vs.spec.selector, group.labels),
+  );
+  return !others.some((o) => mentions(o.vs as VirtualService));
+}
+
+function resourceNames(vs: VirtualService): string[] {
+  return vs.spec.listeners.flatMap((l) => [l.name, l.udp.cluster.name]);
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** A condition keeps its lastTransitionTime while its status stays the same. */

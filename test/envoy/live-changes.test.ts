@@ -124,6 +124,10 @@ describe.each(MODES)('live changes on a running Envoy on %s', { timeout: 120_000
       expect(status.nackMessage).toContain(bindError);
       expect(status.proxies).toMatchObject({ matched: 1, nacked: 1 });
       expect((await vsxds.admin('/debug/virtualservices'))[LATE_VS].nackMessage).toContain(bindError);
+      // Envoy's message names the rejected listener: the VirtualService next to it is not blamed.
+      const bystander = vsxds.running.reporter.current().get(VS);
+      expect(bystander?.nackMessage).toBeUndefined();
+      expect(bystander?.conditions?.find((c) => c.type === 'Synced')?.reason).toBe('Pending');
       const proxy = (await syncz()).find((p) => p.node === NODE_ID);
       expect(proxy.types.LDS.nack.message).toContain(bindError);
       const dump = await vsxds.admin(`/debug/config_dump?node=${encodeURIComponent(GROUP)}`);
