@@ -35,6 +35,7 @@ export class AdminServer {
       '/readyz': () =>
         deps.cache.ready ? { status: 200, body: 'ok' } : { status: 503, body: 'waiting for the sources to finish their initial sync' },
       '/debug/syncz': () => ({ status: 200, body: this.syncz() }),
+      '/debug/stream_errors': () => ({ status: 200, body: deps.registry.streamErrors() }),
       '/debug/config_dump': (url) => this.configDump(url.searchParams.get('node') ?? ''),
       '/debug/virtualservices': () => ({ status: 200, body: Object.fromEntries(deps.reporter.current()) }),
       '/metrics': async () =>

@@ -78,6 +78,7 @@ export class Metrics {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [reg],
     });
+    const streamErrors = new Counter({ name: 'vsxds_xds_stream_errors_total', help: 'ADS streams vsxds ended with an error status (bad request, refused identity, limits)', labelNames: ['code'], registers: [reg] });
     const buildErrors = new Counter({ name: 'vsxds_snapshot_build_errors_total', help: 'Node group snapshots that failed to build (the previous one stays)', registers: [reg] });
     deps.registry.observer = {
       pushed: (typeUrl, mode, n) => {
@@ -85,6 +86,7 @@ export class Metrics {
         pushes.inc(labels);
         bytes.inc(labels, n);
       },
+      streamFailed: (code) => streamErrors.inc({ code }),
       answered: (typeUrl, mode, accepted, ms) => {
         const type = shortTypeName(typeUrl);
         (accepted ? acks : nacks).inc({ type, mode });

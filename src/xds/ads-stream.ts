@@ -294,6 +294,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   protected fail(code: GrpcStatus, details: string): void {
     if (this.closed) return;
     this.log.warn({ code: GrpcStatus[code], details }, 'ending ADS stream');
+    this.ctx.status.failed(this.proxy, GrpcStatus[code] ?? String(code), details);
     this.cleanup();
     try {
       this.call.emit('error', { code, details });

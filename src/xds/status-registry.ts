@@ -12,6 +12,7 @@ export interface NackRecord {
 /** Hooks for metrics; called synchronously on every push and answer, so keep them cheap. */
 export interface XdsObserver {
   pushed(typeUrl: string, mode: 'sotw' | 'delta', bytes: number): void;
+  streamFailed(code: string): void;
   answered(typeUrl: string, mode: 'sotw' | 'delta', accepted: boolean, latencyMs: number | undefined): void;
 }
 
@@ -39,6 +40,17 @@ export interface ProxyInfo {
   synced: boolean;
 }
 
+/** A stream vsxds ended with an error status: why a proxy is not getting configuration. */
+export interface StreamError {
+  readonly at: string;
+  readonly nodeId: string;
+  readonly peer: string;
+  readonly code: string;
+  readonly details: string;
+}
+
+const KEPT_STREAM_ERRORS = 100;
+
 export type ProxyEvent =
   | { readonly kind: 'connected' | 'disconnected' | 'grouped'; readonly proxy: ProxyInfo }
   | { readonly kind: 'ack'; readonly proxy: ProxyInfo; readonly typeUrl: string; readonly version: string }
@@ -55,6 +67,7 @@ export class ProxyStatusRegistry {
   private readonly subject = new Subject<ProxyEvent>();
   readonly events$ = this.subject.asObservable();
   observer?: XdsObserver;
+  private readonly errors: StreamError[] = [];
 
   connected(proxy: ProxyInfo): void {
     this.proxies.set(proxy.streamId, proxy);
@@ -72,6 +85,17 @@ export class ProxyStatusRegistry {
       for (const rec of this.nacks.get(proxy.group.key)?.values() ?? []) rec.nodeIds.delete(proxy.nodeId);
     }
     this.subject.next({ kind: 'disconnected', proxy });
+  }
+
+  /** The last streams ended with an error, newest last. */
+  streamErrors(): readonly StreamError[] {
+    return this.errors;
+  }
+
+  failed(proxy: ProxyInfo, code: string, details: string): void {
+    this.errors.push({ at: new Date().toISOString(), nodeId: proxy.nodeId, peer: proxy.peer, code, details });
+    if (this.errors.length > KEPT_STREAM_ERRORS) this.errors.shift();
+    this.observer?.streamFailed(code);
   }
 
   sent(proxy: ProxyInfo, typeUrl: string, version: string, bytes: number): void {

@@ -241,7 +241,7 @@ export interface VsxdsProcess {
 }
 
 /** Runs `vsxds serve` from the sources in a process of its own, and waits for its startup log line. */
-export async function startVsxdsProcess(options: { readonly dir: string; readonly xdsPort: number; readonly adminPort: number }): Promise<VsxdsProcess> {
+export async function startVsxdsProcess(options: { readonly dir: string; readonly xdsPort: number; readonly adminPort: number; readonly extraArgs?: readonly string[] }): Promise<VsxdsProcess> {
   await ensureEnvoy();
   // tsx as a loader, not its CLI: the CLI runs the program in a child process that a SIGKILL
   // of the CLI would leave running.
@@ -254,6 +254,7 @@ export async function startVsxdsProcess(options: { readonly dir: string; readonl
     '--admin-address', `127.0.0.1:${options.adminPort}`,
     '--coalesce-ms', '20',
     '--log-level', 'info',
+    ...(options.extraArgs ?? []),
   ], { cwd: REPO, env: { PATH: process.env['PATH'] ?? '', HOME: tmpdir() } });
   let out = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
