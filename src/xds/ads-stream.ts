@@ -61,6 +61,8 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   protected log: Logger;
   protected snapshot?: Snapshot;
   protected readonly types = new Map<string, State>();
+  /** `types` in push order; rebuilt when a type is added. */
+  private ordered?: State[];
   private nonceCounter = 0;
   private group?: NodeGroup;
   private pending: Req[] = [];
@@ -93,10 +95,11 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   /** Validate and apply one request of a known type. Returns false when the request is ignored. */
   protected abstract applyRequest(req: Req, state: State, first: boolean): void;
   protected abstract newState(typeUrl: string): State;
-  /** Send what this type needs now, if anything. Returns true when a response went out. */
+  /**
+   * Send what this type needs now, if anything. Returns true when a response went out; false
+   * means the type is in step with the snapshot.
+   */
   protected abstract maybeRespond(state: State, snapshot: Snapshot): boolean;
-  /** True when the type is in step with the snapshot: nothing in flight and nothing to send. */
-  protected abstract settled(state: State, snapshot: Snapshot): boolean;
 
   protected nextNonce(): string {
     this.nonceCounter += 1;
@@ -213,6 +216,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     if (!state) {
       state = this.newState(req.typeUrl);
       this.types.set(req.typeUrl, state);
+      this.ordered = undefined;
     }
     this.applyRequest(req, state, first);
     this.pump();
@@ -243,19 +247,17 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   protected pump(): void {
     const snapshot = this.snapshot;
     if (!snapshot || this.closed) return;
-    const ordered = [...this.types.values()].sort((a, b) => compareTypesForPush(a.typeUrl, b.typeUrl));
+    this.ordered ??= [...this.types.values()].sort((a, b) => compareTypesForPush(a.typeUrl, b.typeUrl));
     this.proxy.synced = false;
     let clustersInFlight = false;
-    for (const state of ordered) {
+    for (const state of this.ordered) {
       if (clustersInFlight && state.typeUrl !== ENDPOINT_TYPE) return;
       if (state.awaiting || this.maybeRespond(state, snapshot)) {
         if (state.typeUrl !== CLUSTER_TYPE) return;
         clustersInFlight = true;
-        continue;
       }
-      if (!this.settled(state, snapshot)) return;
     }
-    this.proxy.synced = ordered.length > 0 && !clustersInFlight;
+    this.proxy.synced = this.ordered.length > 0 && !clustersInFlight;
   }
 
   /**
@@ -266,6 +268,19 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     const current = snapshot.resources(typeUrl);
     const state = this.types.get(typeUrl);
     if (!state) return [];
+    // Only what the proxy has and the snapshot lost can be retained: usually nothing, and this
+    // check is much cheaper than walking every reference (it runs for every stream on every push).
+    let lost = false;
+    for (const holder of [state.live, state.inflight]) {
+      for (const name of holder.keys()) {
+        if (!current.get(name)) {
+          lost = true;
+          break;
+        }
+      }
+      if (lost) break;
+    }
+    if (!lost) return [];
     const out = new Map<string, EncodedResource>();
     for (const other of this.types.values()) {
       if (other === state) continue;

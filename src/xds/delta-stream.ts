@@ -86,12 +86,6 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     }
   }
 
-  protected settled(state: DeltaState, snapshot: Snapshot): boolean {
-    if (state.awaiting || state.mustRespond) return false;
-    const diff = this.diff(state, snapshot);
-    return diff.updated.length === 0 && diff.removed.length === 0;
-  }
-
   protected maybeRespond(state: DeltaState, snapshot: Snapshot): boolean {
     if (state.awaiting) return false;
     const diff = this.diff(state, snapshot);

@@ -3,7 +3,7 @@ import { AdsStream, type BaseTypeState } from './ads-stream.js';
 import type { EncodedResource, ResourceSet, Snapshot } from './snapshot.js';
 import { WILDCARD_TYPES } from './type-urls.js';
 import { setVersion } from './versions.js';
-import { stringField } from './wire.js';
+import { stringField, withNonce } from './wire.js';
 
 interface SotwState extends BaseTypeState {
   /** Version of the last response, or the one the proxy said it holds when it (re)subscribed. */
@@ -59,16 +59,12 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
     state.namesKey = [...state.names].sort().join('\n');
   }
 
-  protected settled(state: SotwState, snapshot: Snapshot): boolean {
-    return !state.awaiting && this.candidate(state, snapshot).version === state.version;
-  }
-
   protected maybeRespond(state: SotwState, snapshot: Snapshot): boolean {
     if (state.awaiting) return false;
     const candidate = this.candidate(state, snapshot);
     if (candidate.version === state.version) return false;
     const nonce = this.nextNonce();
-    const bytes = Buffer.concat([candidate.body, stringField(5, nonce)]);
+    const bytes = withNonce(candidate.body, nonce);
     this.write(bytes);
     state.nonce = nonce;
     state.awaiting = true;

@@ -27,3 +27,17 @@ export const EMPTY: Buffer = Buffer.alloc(0);
 export function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
+
+/**
+ * The shared body of a response plus its per-stream nonce (field 5) in one allocation. Nonces
+ * are short ASCII, so the length fits one varint byte.
+ */
+export function withNonce(body: Buffer, nonce: string): Buffer {
+  if (nonce.length > 127) throw new Error('nonce too long');
+  const out = Buffer.allocUnsafe(body.length + 2 + nonce.length);
+  body.copy(out, 0);
+  out[body.length] = (5 << 3) | WIRE_LEN;
+  out[body.length + 1] = nonce.length;
+  out.write(nonce, body.length + 2, 'latin1');
+  return out;
+}
