@@ -61,4 +61,25 @@ describe('config pipeline', () => {
     expect(cache.getSnapshot('default/app=worker')?.resources(LISTENER_TYPE).names).toHaveLength(1000);
     pipeline.stop();
   });
+
+  it('rebuilds only the node groups whose VirtualServices or namespace pods changed', async () => {
+    const forWorker = vs('w', 2000);
+    const forIngress = { ...vs('i', 2002), spec: { ...(vs('i', 2002) as any).spec, selector: { app: 'ingress' } } } as RawObject;
+    const source = fakeSource({ virtualServices: [forIngress, forWorker], pods: [], synced: true, problems: [] });
+    const cache = new SnapshotCache();
+    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 5 });
+    cache.watch(nodeGroup('default', { app: 'worker' }), () => {});
+    cache.watch(nodeGroup('default', { app: 'ingress' }), () => {});
+    pipeline.start();
+    await new Promise((r) => setTimeout(r, 50));
+    const ingressBefore = cache.getSnapshot('default/app=ingress');
+    const workerBefore = cache.getSnapshot('default/app=worker');
+    source.subject.next({ ...source.subject.value, virtualServices: [forIngress, vs('w', 2010)] });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(cache.getSnapshot('default/app=ingress')).toBe(ingressBefore);
+    expect(cache.getSnapshot('default/app=worker')).not.toBe(workerBefore);
+    expect(cache.getSnapshot('default/app=worker')?.resources(LISTENER_TYPE).names).toEqual(['w-l']);
+    expect(pipeline.current.translations.get('default/app=ingress')?.translation.contributions.has('default/i')).toBe(true);
+    pipeline.stop();
+  });
 });

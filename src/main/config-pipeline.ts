@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import { auditTime, BehaviorSubject, combineLatest, filter, startWith, type Subscription } from 'rxjs';
 import { parseVirtualService, validateVirtualService, type Conflict } from '../model/index.js';
-import type { VirtualService } from '../model/types.js';
+import { selectorMatches, type Pod, type VirtualService } from '../model/types.js';
+import type { Snapshot } from '../xds/snapshot.js';
 import type { RawObject, Source, SourceProblem, SourceState } from '../sources/source.js';
 import { translateGroup, type GroupTranslation } from '../translate/index.js';
 import type { NodeGroup } from '../xds/node-identity.js';
@@ -39,6 +40,29 @@ export interface PipelineOptions {
   readonly coalesceMs: number;
 }
 
+interface GroupInputs {
+  readonly vss: readonly VirtualService[];
+  readonly pods: readonly Pod[];
+  readonly translation: GroupTranslation;
+  readonly snapshot: Snapshot;
+}
+
+function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = out.get(k);
+    if (list) list.push(item);
+    else out.set(k, [item]);
+  }
+  return out;
+}
+
+/** Same objects in the same order: sources keep the identity of what did not change. */
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 const EMPTY_VIEW: PipelineView = { evaluated: [], translations: new Map(), buildErrors: new Map(), sourceProblems: [], builds: 0, lastBuildMs: 0 };
 
 /**
@@ -52,6 +76,8 @@ export class ConfigPipeline {
   private subscription?: Subscription;
   private readonly evaluations = new WeakMap<RawObject, Evaluated>();
   private lastState?: SourceState;
+  /** What each group's current snapshot was built from, to skip groups whose inputs are unchanged. */
+  private groupInputs = new Map<string, GroupInputs>();
 
   constructor(private readonly options: PipelineOptions) {}
 
@@ -106,11 +132,27 @@ export class ConfigPipeline {
     const translations = new Map<string, { group: NodeGroup; translation: GroupTranslation }>();
     const buildErrors = new Map<string, { group: NodeGroup; message: string }>();
     const watched = cache.watchedGroups();
+    const vssByNamespace = groupBy(accepted, (vs) => vs.metadata.namespace);
+    const podsByNamespace = groupBy(state.pods, (pod) => pod.namespace);
+    const previous = this.groupInputs;
+    this.groupInputs = new Map();
     for (const group of watched) {
+      // A group's configuration depends only on the VirtualServices that select it and on the
+      // pods of its namespace: when none of those objects changed, its snapshot stands, so one
+      // changed VirtualService costs the groups it touches, not the whole fleet.
+      const vss = (vssByNamespace.get(group.namespace) ?? []).filter((vs) => selectorMatches(vs.spec.selector, group.labels));
+      const pods = podsByNamespace.get(group.namespace) ?? [];
+      const last = previous.get(group.key);
+      if (last && sameItems(last.vss, vss) && sameItems(last.pods, pods) && cache.getSnapshot(group.key) === last.snapshot) {
+        this.groupInputs.set(group.key, last);
+        translations.set(group.key, { group, translation: last.translation });
+        continue;
+      }
       try {
-        const translation = translateGroup(group, accepted, state.pods);
-        cache.setSnapshot(group.key, translation.snapshot);
+        const translation = translateGroup(group, vss, pods);
+        const snapshot = cache.setSnapshot(group.key, translation.snapshot);
         translations.set(group.key, { group, translation });
+        this.groupInputs.set(group.key, { vss, pods, translation, snapshot });
       } catch (err) {
         // The group keeps its previous snapshot; nothing partial is pushed.
         buildErrors.set(group.key, { group, message: (err as Error).message });
