@@ -24,7 +24,7 @@ export function edsTargets(spec: ClusterSpec, namespace: string, pods: PodIndex)
 
 // One entry per distinct (cluster, endpoint set): enough for every group of a large fleet and
 // a few generations of pod churn, bounded so churn does not grow it forever.
-const assignments = new BoundedCache<string, ResourceInput>(16_384);
+const assignments = new BoundedCache<string, ResourceInput>(65_536);
 
 // Groups of one build that share a cluster (a VirtualService selecting several label sets)
 // share its assignment without selecting and sorting the pods again.

@@ -67,7 +67,7 @@ function clusterContent(spec: ClusterSpec): string {
   return JSON.stringify([spec.name, spec.service_discovery, hc ? [hc.interval, hc.protocol] : null, inline]);
 }
 
-const clusters = new SpecMemo(buildCluster, clusterContent, 16_384);
+const clusters = new SpecMemo(buildCluster, clusterContent, 65_536);
 
 export function clusterResource(spec: ClusterSpec): ResourceInput {
   return clusters.get(spec);

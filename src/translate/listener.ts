@@ -43,7 +43,7 @@ function buildListener(spec: ListenerSpec): ResourceInput {
 const listeners = new SpecMemo(
   buildListener,
   (l) => JSON.stringify([l.name, l.udp.port, l.udp.cluster.name, l.udp.cluster.hash_key ?? '']),
-  16_384,
+  65_536,
 );
 
 export function listenerResource(spec: ListenerSpec): ResourceInput {

@@ -41,6 +41,8 @@ export class SnapshotCache {
   setSnapshot(groupKey: string, input: SnapshotInput | Snapshot): Snapshot {
     const snapshot = input instanceof Snapshot ? input : Snapshot.build(input);
     const entry = this.entry(groupKey);
+    // Same content, same versions: keep the snapshot the streams already hold and wake none of them.
+    if (entry.snapshot && sameVersions(entry.snapshot, snapshot)) return entry.snapshot;
     entry.snapshot = snapshot;
     this.notify(entry);
     return snapshot;
@@ -99,4 +101,11 @@ export class SnapshotCache {
   private dropIfUnused(groupKey: string, entry: GroupEntry): void {
     if (entry.listeners.size === 0 && !entry.snapshot) this.groups.delete(groupKey);
   }
+}
+
+function sameVersions(a: Snapshot, b: Snapshot): boolean {
+  const va = a.versions();
+  const vb = b.versions();
+  const keys = Object.keys(va);
+  return keys.length === Object.keys(vb).length && keys.every((k) => va[k] === vb[k]);
 }
