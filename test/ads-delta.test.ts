@@ -23,19 +23,8 @@ describe('incremental (delta) ADS', () => {
     return s;
   };
 
-  /** Wildcard CDS and LDS, named EDS, all ACKed: the state an Envoy reaches on connect. */
-  async function connectAndSync(s: RawAdsStream, edsNames: string[], initial: Record<string, Record<string, string>> = {}) {
-    s.send({ node: NODE, type_url: CLUSTER_TYPE, initial_resource_versions: initial[CLUSTER_TYPE] ?? {} });
-    s.send({ type_url: LISTENER_TYPE, initial_resource_versions: initial[LISTENER_TYPE] ?? {} });
-    const cds = await s.next();
-    s.send({ type_url: ENDPOINT_TYPE, resource_names_subscribe: edsNames, initial_resource_versions: initial[ENDPOINT_TYPE] ?? {} });
-    s.ack(cds);
-    const eds = await s.next();
-    s.ack(eds);
-    const lds = await s.next();
-    s.ack(lds);
-    return { cds, eds, lds };
-  }
+  const connectAndSync = (s: RawAdsStream, edsNames: string[], initial: Record<string, Record<string, string>> = {}) =>
+    s.syncLikeEnvoy(NODE, { edsNames, initial });
 
   beforeEach(async () => {
     ads = await startAds();

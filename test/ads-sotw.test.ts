@@ -19,19 +19,7 @@ describe('state-of-the-world ADS', () => {
     return s;
   };
 
-  /** Subscribes a stream like Envoy does and ACKs the initial CDS, EDS and LDS. */
-  async function connectAndSync(s: RawAdsStream, node = NODE, edsNames = ['rtp']): Promise<{ cds: Response; eds: Response; lds: Response }> {
-    s.send({ node, type_url: CLUSTER_TYPE });
-    s.send({ type_url: LISTENER_TYPE });
-    const cds = await s.next();
-    s.send({ type_url: ENDPOINT_TYPE, resource_names: edsNames });
-    s.ack(cds);
-    const eds = await s.next();
-    s.ack(eds, { resource_names: edsNames });
-    const lds = await s.next();
-    s.ack(lds);
-    return { cds, eds, lds };
-  }
+  const connectAndSync = (s: RawAdsStream, node = NODE, edsNames = ['rtp']) => s.syncLikeEnvoy(node, { edsNames });
 
   beforeEach(async () => {
     ads = await startAds();

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream } from './support/ads-client.js';
+import { waitUntil } from './support/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const CLI = [path.join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), path.join(ROOT, 'src', 'main', 'cli.ts')];
@@ -29,15 +30,6 @@ function run(args: string[], env: Record<string, string> = {}): Proc {
   return proc;
 }
 
-async function waitFor<T>(f: () => T | undefined, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const logLines = (p: Proc) => p.out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
 
@@ -73,7 +65,7 @@ describe('vsxds CLI', { timeout: 60_000 }, () => {
       VSXDS_SOURCE: `file:${dir}`,
     });
     procs.push(p);
-    const started = await waitFor(() => logLines(p).find((l) => l['msg'] === 'vsxds started'), 'startup log');
+    const started = await waitUntil(() => logLines(p).find((l) => l['msg'] === 'vsxds started'), 'startup log');
     expect(started['source']).toBe(`file:${dir}`);
 
     const s = new RawAdsStream(`127.0.0.1:${started['xdsPort']}`, 'sotw');
@@ -101,7 +93,7 @@ describe('vsxds CLI', { timeout: 60_000 }, () => {
 
     // A broken file is reported; the rest keeps being served.
     await writeFile(path.join(dir, 'virtualservices', 'broken.yaml'), 'kind: VirtualService\n  - nope: [');
-    await waitFor(() => logLines(p).find((l) => String(l['msg']).includes('file source: YAML document 1')), 'broken file report');
+    await waitUntil(() => logLines(p).find((l) => String(l['msg']).includes('file source: YAML document 1')), 'broken file report');
 
     const syncz = await (await fetch(`http://127.0.0.1:${started['adminPort']}/debug/syncz`)).json();
     expect(syncz).toMatchObject([{ node: 'default/ingress-1', group: 'default/app=ingress', synced: true }]);
@@ -115,15 +107,14 @@ describe('vsxds CLI', { timeout: 60_000 }, () => {
   it('uses the examples when no cluster is configured (what npm start does on a fresh clone)', async () => {
     const p = run(['--xds-address', '127.0.0.1:0', '--admin-address', '127.0.0.1:0'], { KUBECONFIG: path.join(os.tmpdir(), 'no-such-kubeconfig') });
     procs.push(p);
-    const started = await waitFor(() => logLines(p).find((l) => l['msg'] === 'vsxds started'), 'startup log');
+    const started = await waitUntil(() => logLines(p).find((l) => l['msg'] === 'vsxds started'), 'startup log');
     expect(started['source']).toBe(`file:${path.join(ROOT, 'examples')}`);
     // Ready once the first snapshot build after the initial file read is done.
-    let status = 0;
-    for (let i = 0; i < 100 && status !== 200; i++) {
-      status = (await fetch(`http://127.0.0.1:${started['adminPort']}/readyz`)).status;
-      if (status !== 200) await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(status).toBe(200);
+    const readyz = await waitUntil(async () => {
+      const res = await fetch(`http://127.0.0.1:${started['adminPort']}/readyz`);
+      return res.status === 200 ? res : undefined;
+    }, '/readyz to answer 200');
+    expect(await readyz.text()).toBe('ok\n');
     p.child.kill('SIGTERM');
     expect(await p.exited).toBe(0);
   });

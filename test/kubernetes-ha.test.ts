@@ -1,10 +1,11 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serve, type Running } from '../src/main/serve.js';
+import type { Running } from '../src/main/serve.js';
 import type { KubernetesSource } from '../src/sources/kubernetes-source.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream, type Response } from './support/ads-client.js';
 import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+import { installCrd, serveKubernetes } from './support/vsxds-kube.js';
 import { waitUntil } from './support/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -17,20 +18,7 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
   const streams: RawAdsStream[] = [];
 
   const startReplica = async (name: string) => {
-    const running = await serve(
-      {
-        source: 'kubernetes',
-        kubeconfig: kube.kubeconfigPath,
-        xdsAddress: '127.0.0.1:0',
-        adminAddress: '127.0.0.1:0',
-        coalesceMs: '20',
-        statusMs: '50',
-        leaseDurationSeconds: '2',
-        logLevel: process.env['VSXDS_TEST_LOG'] ?? 'silent',
-        shutdownGraceMs: '100',
-      },
-      { POD_NAME: name, POD_NAMESPACE: 'default' },
-    );
+    const running = await serveKubernetes(kube, { leaseDurationSeconds: '2' }, { POD_NAME: name, POD_NAMESPACE: 'default' });
     replicas.set(name, running);
     return running;
   };
@@ -47,8 +35,7 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
 
   beforeAll(async () => {
     kube = await startKubeEnv();
-    await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'crds')]);
-    await kube.kubectlOk(['wait', '--for=condition=Established', 'crd/virtualservices.servicemesh.l7mp.io', '--timeout=60s']);
+    await installCrd(kube);
     await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'examples', 'virtualservices', 'ingress.yaml')]);
     await startReplica('vsxds-a');
     await startReplica('vsxds-b');
@@ -63,16 +50,7 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
   async function sync(r: Running, mode: 'sotw' | 'delta'): Promise<Response[]> {
     const s = new RawAdsStream(`127.0.0.1:${r.xdsPort}`, mode);
     streams.push(s);
-    s.send({ node: INGRESS, type_url: CLUSTER_TYPE });
-    s.send({ type_url: LISTENER_TYPE });
-    const cds = await s.next(20_000);
-    const names = cds.resources.map((x) => x.name);
-    s.send(mode === 'sotw' ? { type_url: ENDPOINT_TYPE, resource_names: names } : { type_url: ENDPOINT_TYPE, resource_names_subscribe: names });
-    s.ack(cds);
-    const eds = await s.next();
-    s.ack(eds, mode === 'sotw' ? { resource_names: names } : {});
-    const lds = await s.next();
-    s.ack(lds);
+    const { cds, eds, lds } = await s.syncLikeEnvoy(INGRESS, { timeoutMs: 20_000 });
     return [cds, eds, lds];
   }
 

@@ -1,10 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serve, type Running } from '../src/main/serve.js';
+import type { Running } from '../src/main/serve.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream, type Response } from './support/ads-client.js';
 import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+import { installCrd, readyPod as podReady, serveKubernetes } from './support/vsxds-kube.js';
 import { waitUntil } from './support/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -21,14 +22,6 @@ const endpointsOf = (r: Response) =>
   );
 
 
-function pod(name: string, labels: Record<string, string>, finalizer = false): string {
-  return JSON.stringify({
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace: 'default', labels, ...(finalizer ? { finalizers: ['vsxds.test/hold'] } : {}) },
-    spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] },
-  });
-}
 
 describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
   let kube: KubeEnv;
@@ -36,11 +29,7 @@ describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
   let ingress: RawAdsStream;
   const opened: RawAdsStream[] = [];
 
-  async function readyPod(name: string, labels: Record<string, string>, ip: string, finalizer = false): Promise<void> {
-    await kube.kubectlOk(['apply', '-f', '-'], pod(name, labels, finalizer));
-    const status = { status: { podIP: ip, podIPs: [{ ip }], phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } };
-    await kube.kubectlOk(['patch', 'pod', name, '--subresource=status', '--type=merge', '-p', JSON.stringify(status)]);
-  }
+  const readyPod = (name: string, labels: Record<string, string>, ip: string, finalizer = false) => podReady(kube, name, labels, ip, finalizer);
 
   async function vsStatus(name: string): Promise<any> {
     return JSON.parse(await kube.kubectlOk(['get', 'vsvc', name, '-o', 'json'])).status ?? {};
@@ -51,19 +40,7 @@ describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
   beforeAll(async () => {
     kube = await startKubeEnv();
     // vsxds starts before the CRD exists: it must report that, wait, and serve nothing meanwhile.
-    vsxds = await serve(
-      {
-        source: 'kubernetes',
-        kubeconfig: kube.kubeconfigPath,
-        xdsAddress: '127.0.0.1:0',
-        adminAddress: '127.0.0.1:0',
-        coalesceMs: '20',
-        statusMs: '50',
-        logLevel: process.env['VSXDS_TEST_LOG'] ?? 'silent',
-        shutdownGraceMs: '100',
-      },
-      {},
-    );
+    vsxds = await serveKubernetes(kube);
   }, 45 * 60_000);
 
   afterAll(async () => {
@@ -86,8 +63,7 @@ describe('with a real kube-apiserver', { timeout: 120_000 }, () => {
     expect(readyz.status).toBe(503);
     expect(ingress.responses).toEqual([]);
 
-    await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'crds')]);
-    await kube.kubectlOk(['wait', '--for=condition=Established', 'crd/virtualservices.servicemesh.l7mp.io', '--timeout=60s']);
+    await installCrd(kube);
     // Synced with no VirtualServices yet: an empty configuration is the truth now, and is served.
     const empty = await ingress.next(60_000);
     expect([empty.type_url, empty.resources]).toEqual([CLUSTER_TYPE, []]);

@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import { auditTime, BehaviorSubject, combineLatest, filter, startWith, type Subscription } from 'rxjs';
 import { parseVirtualService, validateVirtualService, type Conflict } from '../model/index.js';
-import { selectorMatches, type Pod, type VirtualService } from '../model/types.js';
+import type { Pod, VirtualService } from '../model/types.js';
 import type { Snapshot } from '../xds/snapshot.js';
 import type { RawObject, Source, SourceProblem, SourceState } from '../sources/source.js';
-import { translateGroup, type GroupTranslation } from '../translate/index.js';
+import { translateGroup, virtualServicesFor, type GroupTranslation } from '../translate/index.js';
 import type { NodeGroup } from '../xds/node-identity.js';
 import type { SnapshotCache } from '../xds/snapshot-cache.js';
 
@@ -132,7 +132,6 @@ export class ConfigPipeline {
     const translations = new Map<string, { group: NodeGroup; translation: GroupTranslation }>();
     const buildErrors = new Map<string, { group: NodeGroup; message: string }>();
     const watched = cache.watchedGroups();
-    const vssByNamespace = groupBy(accepted, (vs) => vs.metadata.namespace);
     const podsByNamespace = groupBy(state.pods, (pod) => pod.namespace);
     const previous = this.groupInputs;
     this.groupInputs = new Map();
@@ -140,7 +139,7 @@ export class ConfigPipeline {
       // A group's configuration depends only on the VirtualServices that select it and on the
       // pods of its namespace: when none of those objects changed, its snapshot stands, so one
       // changed VirtualService costs the groups it touches, not the whole fleet.
-      const vss = (vssByNamespace.get(group.namespace) ?? []).filter((vs) => selectorMatches(vs.spec.selector, group.labels));
+      const vss = virtualServicesFor(group, accepted);
       const pods = podsByNamespace.get(group.namespace) ?? [];
       const last = previous.get(group.key);
       if (last && sameItems(last.vss, vss) && sameItems(last.pods, pods) && cache.getSnapshot(group.key) === last.snapshot) {

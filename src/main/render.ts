@@ -1,9 +1,8 @@
 import { firstValueFrom, filter, timeout } from 'rxjs';
 import { stringify } from 'yaml';
-import { nodeGroup, type NodeGroup } from '../xds/node-identity.js';
+import { nodeGroup, type NodeGroup, type PodLookup } from '../xds/node-identity.js';
 import { shortTypeName } from '../xds/type-urls.js';
-import { selectorMatches } from '../model/types.js';
-import { translateGroup } from '../translate/index.js';
+import { appliesTo, translateGroup } from '../translate/index.js';
 import { ConfigPipeline } from './config-pipeline.js';
 import { defaultSource, parseLabels, UsageError, type Settings } from './config.js';
 import { createLogger } from './logger.js';
@@ -37,7 +36,8 @@ export async function render(settings: Settings, out: NodeJS.WritableStream, err
       failed = true;
     }
     for (const e of evaluated) {
-      const selects = e.raw.metadata.namespace === group.namespace && (!e.vs || selectorMatches(e.vs.spec.selector, group.labels));
+      // An object that did not parse has no selector: report it to every proxy of its namespace.
+      const selects = e.vs ? appliesTo(e.vs, group) : e.raw.metadata.namespace === group.namespace;
       if (!e.accepted && selects) {
         err.write(`invalid: VirtualService ${e.key}: ${e.reason}: ${e.message}\n`);
         failed = true;
@@ -55,7 +55,7 @@ export async function render(settings: Settings, out: NodeJS.WritableStream, err
   }
 }
 
-function resolveGroup(settings: Settings, lookup: import('../xds/node-identity.js').PodLookup | undefined): NodeGroup {
+function resolveGroup(settings: Settings, lookup: PodLookup | undefined): NodeGroup {
   if (settings.nodeId) {
     const [namespace, name] = settings.nodeId.split('/');
     if (!namespace || !name) throw new UsageError('--node-id must be <namespace>/<pod-name>');

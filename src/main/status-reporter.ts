@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import { auditTime, combineLatest, startWith, type Subscription } from 'rxjs';
-import { selectorMatches, type Condition, type VirtualService, type VirtualServiceStatus } from '../model/types.js';
+import type { Condition, VirtualService, VirtualServiceStatus } from '../model/types.js';
+import { appliesTo } from '../translate/index.js';
+import type { NodeGroup } from '../xds/node-identity.js';
 import type { EventSink, StatusWriter } from '../sources/source.js';
 import type { ProxyInfo, ProxyStatusRegistry } from '../xds/status-registry.js';
 import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.js';
@@ -98,8 +100,7 @@ export class StatusReporter {
           }
         : { type: 'Conflicted', status: 'False', reason: 'NoConflicts', message: 'no listener, port or cluster name clashes with another VirtualService', observedGeneration: e.generation },
     );
-    const selects = (g: { namespace: string; labels: Readonly<Record<string, string>> } | undefined): boolean =>
-      g !== undefined && g.namespace === vs.metadata.namespace && selectorMatches(vs.spec.selector, g.labels);
+    const selects = (g: NodeGroup | undefined): boolean => g !== undefined && appliesTo(vs, g);
     const matched = proxies.filter((p) => selects(p.group));
     const blames = (message: string, p: ProxyInfo) => nackBlames(message, vs, view, p);
     const nackedProxies = matched.filter((p) => [...p.types.values()].some((t) => t.nack && blames(t.nack.message, p)));
@@ -151,9 +152,7 @@ function nackBlames(message: string, vs: VirtualService, view: PipelineView, pro
   if (mentions(vs)) return true;
   const group = proxy.group;
   if (!group) return true;
-  const others = view.evaluated.filter(
-    (o) => o.vs && o.vs !== vs && o.vs.metadata.namespace === group.namespace && selectorMatches(o.vs.spec.selector, group.labels),
-  );
+  const others = view.evaluated.filter((o) => o.vs && o.vs !== vs && appliesTo(o.vs, group));
   return !others.some((o) => mentions(o.vs as VirtualService));
 }
 

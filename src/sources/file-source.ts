@@ -5,9 +5,10 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { parseAllDocuments } from 'yaml';
-import type { PodIdentity, PodLookup } from '../xds/node-identity.js';
+import type { PodLookup } from '../xds/node-identity.js';
 import type { Pod } from '../model/types.js';
-import { compareByNamespacedName, podFromObject } from './pod-object.js';
+import { parsePod } from '../model/pod.js';
+import { compareByNamespacedName } from './sort-order.js';
 import type { RawObject, Source, SourceProblem, SourceState } from './source.js';
 
 interface FileContent {
@@ -43,8 +44,8 @@ export class FileSource implements Source {
     this.name = `file:${directory}`;
     const source = this;
     this.podLookup = {
-      byName: (namespace, name) => identity(source.subject.value.pods.find((p) => p.namespace === namespace && p.name === name)),
-      byUid: (uid) => identity(source.subject.value.pods.find((p) => p.uid === uid)),
+      byName: (namespace, name) => source.subject.value.pods.find((p) => p.namespace === namespace && p.name === name),
+      byUid: (uid) => source.subject.value.pods.find((p) => p.uid === uid),
       changes$: this.podChanges.asObservable(),
     };
   }
@@ -131,9 +132,9 @@ export class FileSource implements Source {
         const meta = obj['metadata'] ?? {};
         virtualServices.push({ ...obj, metadata: { ...meta, namespace: meta.namespace || ns, name: String(meta.name ?? '') } } as RawObject);
       } else if (obj['kind'] === 'Pod') {
-        const pod = podFromObject(obj, ns);
-        if (!pod) return { problem: { subject: file, message: `document ${i + 1}: a Pod needs metadata.name` } };
-        pods.push(pod);
+        const parsed = parsePod(obj, ns);
+        if (!parsed.ok) return { problem: { subject: file, message: `document ${i + 1}: ${parsed.message}` } };
+        pods.push(parsed.pod);
       } else {
         this.log.debug({ file, kind: obj['kind'] }, 'file source: ignoring a document of another kind');
       }
@@ -142,9 +143,6 @@ export class FileSource implements Source {
   }
 }
 
-function identity(pod: Pod | undefined): PodIdentity | undefined {
-  return pod && { namespace: pod.namespace, name: pod.name, uid: pod.uid, labels: pod.labels, ip: pod.ip };
-}
 
 /** Two files defining the same VirtualService: the first wins, the clash is reported. */
 function duplicates(vss: readonly RawObject[]): SourceProblem[] {

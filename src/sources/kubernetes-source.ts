@@ -2,12 +2,13 @@ import { CoreV1Api, CustomObjectsApi, KubeConfig, makeInformer, type Informer, t
 import type { Logger } from 'pino';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { GROUP, PLURAL, VERSION, type Pod } from '../model/types.js';
-import type { PodIdentity, PodLookup } from '../xds/node-identity.js';
+import type { PodLookup } from '../xds/node-identity.js';
 import { backoffMs, explainKubeError } from './kube-errors.js';
 import { KubernetesEventRecorder } from './kube-events.js';
 import { KubernetesStatusWriter } from './kube-status-writer.js';
 import { LeaseLeaderElection } from './leader-election.js';
-import { compareByNamespacedName, podFromObject } from './pod-object.js';
+import { parsePod } from '../model/pod.js';
+import { compareByNamespacedName } from './sort-order.js';
 import type { RawObject, Source, SourceState } from './source.js';
 
 export interface KubernetesSourceOptions {
@@ -71,8 +72,8 @@ export class KubernetesSource implements Source {
     else this.kc.loadFromDefault();
     this.state$ = this.subject.asObservable();
     this.podLookup = {
-      byName: (namespace, name) => identity(this.pods.get(`${namespace}/${name}`)),
-      byUid: (uid) => identity(this.podsByUid.get(uid)),
+      byName: (namespace, name) => this.pods.get(`${namespace}/${name}`),
+      byUid: (uid) => this.podsByUid.get(uid),
       changes$: this.podChanges.asObservable(),
     };
     this.statusWriter = new KubernetesStatusWriter(this.kc.makeApiClient(CustomObjectsApi), this.log.child({ component: 'status-writer' }), options.backoff);
@@ -216,8 +217,12 @@ export class KubernetesSource implements Source {
   }
 
   private upsertPod(obj: KubernetesObject): void {
-    const pod = podFromObject(obj);
-    if (!pod) return;
+    const parsed = parsePod(obj);
+    if (!parsed.ok) {
+      this.log.warn({ err: parsed.message }, 'ignoring a pod vsxds cannot read');
+      return;
+    }
+    const pod = parsed.pod;
     const key = `${pod.namespace}/${pod.name}`;
     const old = this.pods.get(key);
     if (old && JSON.stringify(old) === JSON.stringify(pod)) return;
@@ -252,6 +257,3 @@ export class KubernetesSource implements Source {
   }
 }
 
-function identity(pod: Pod | undefined): PodIdentity | undefined {
-  return pod && { namespace: pod.namespace, name: pod.name, uid: pod.uid, labels: pod.labels, ip: pod.ip };
-}

@@ -5,7 +5,6 @@ import { refuseIdentity, type NodeAuthMode } from './node-auth.js';
 import {
   NodeIdentityError,
   nodeReference,
-  podFor,
   resolveReference,
   type NodeGroup,
   type NodeInfo,
@@ -147,9 +146,9 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     }
     const attempt = (): boolean => {
       try {
-        const group = resolveReference(ref, this.ctx.podLookup);
-        if (!group) return false;
-        const refused = refuseIdentity(this.ctx.nodeAuth, ref, podFor(ref, this.ctx.podLookup), {
+        const resolved = resolveReference(ref, this.ctx.podLookup);
+        if (!resolved) return false;
+        const refused = refuseIdentity(this.ctx.nodeAuth, ref, resolved.pod, {
           peer: this.proxy.peer,
           certificate: this.call.getAuthContext?.()?.sslPeerCertificate,
         });
@@ -157,7 +156,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
           this.fail(GrpcStatus.PERMISSION_DENIED, refused);
           return true;
         }
-        this.joinGroup(group);
+        this.joinGroup(resolved.group);
         return true;
       } catch (err) {
         this.fail(err instanceof NodeIdentityError ? GrpcStatus.INVALID_ARGUMENT : GrpcStatus.INTERNAL, (err as Error).message);

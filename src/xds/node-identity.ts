@@ -94,15 +94,12 @@ export function nodeReference(node: NodeInfo): NodeReference {
   return { kind: 'pod-uid', uid: id };
 }
 
-/** The pod a reference names, if the lookup knows it. */
-export function podFor(ref: NodeReference, lookup: PodLookup | undefined): PodIdentity | undefined {
-  if (ref.kind === 'metadata' || !lookup) return undefined;
-  return ref.kind === 'pod-name' ? lookup.byName(ref.namespace, ref.name) : lookup.byUid(ref.uid);
-}
-
-/** The group for a reference, or undefined while the lookup does not know the pod (yet). */
-export function resolveReference(ref: NodeReference, lookup: PodLookup | undefined): NodeGroup | undefined {
-  if (ref.kind === 'metadata') return ref.group;
+/**
+ * The group for a reference, with the pod it names (for node authentication), or undefined
+ * while the lookup does not know the pod (yet).
+ */
+export function resolveReference(ref: NodeReference, lookup: PodLookup | undefined): { group: NodeGroup; pod?: PodIdentity } | undefined {
+  if (ref.kind === 'metadata') return { group: ref.group };
   if (!lookup) {
     const how = ref.kind === 'pod-name' ? `pod ${ref.namespace}/${ref.name}` : `pod UID ${ref.uid}`;
     throw new NodeIdentityError(
@@ -110,7 +107,7 @@ export function resolveReference(ref: NodeReference, lookup: PodLookup | undefin
     );
   }
   const pod = ref.kind === 'pod-name' ? lookup.byName(ref.namespace, ref.name) : lookup.byUid(ref.uid);
-  return pod ? nodeGroup(pod.namespace, pod.labels) : undefined;
+  return pod ? { group: nodeGroup(pod.namespace, pod.labels), pod } : undefined;
 }
 
 /** google.protobuf.Struct as decoded by protobufjs (keepCase) → plain JSON. */

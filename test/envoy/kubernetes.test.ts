@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Running } from '../../src/main/serve.js';
 import { pointAtVsxds, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
 import { cliSettings, EXAMPLE_PORTS, loadExamples, printEnvoyLogsOnFailure, waitForStats, type Examples } from '../support/envoy-scenario.js';
+import { installCrd, readyPod } from '../support/vsxds-kube.js';
 import { startKubeEnv, type KubeEnv } from '../support/kube-env.js';
 import { freePort, TcpPort, UdpEcho, udpEventually, waitUntil } from '../support/udp.js';
 
@@ -96,14 +97,8 @@ describe('Envoys through Kubernetes', { timeout: 240_000 }, () => {
     }
 
     kube = await startKubeEnv();
-    await kube.kubectlOk(['apply', '-f', join(import.meta.dirname, '..', '..', 'crds')]);
-    await kube.kubectlOk(['wait', '--for=condition=Established', 'crd/virtualservices.servicemesh.l7mp.io', '--timeout=60s']);
-    for (const pod of PODS) {
-      const manifest = { apiVersion: 'v1', kind: 'Pod', metadata: { name: pod.name, namespace: 'default', labels: pod.labels }, spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] } };
-      await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(manifest));
-      const status = { status: { podIP: pod.ip, podIPs: [{ ip: pod.ip }], phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } };
-      await kube.kubectlOk(['patch', 'pod', pod.name, '--subresource=status', '--type=merge', '-p', JSON.stringify(status)]);
-    }
+    await installCrd(kube);
+    for (const pod of PODS) await readyPod(kube, pod.name, pod.labels, pod.ip);
     // examples/virtualservices/{ingress,worker}.yaml, with the ports this run uses.
     const manifests = [...(examples.files['ingress.yaml'] ?? []), ...(examples.files['worker.yaml'] ?? [])];
     await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: manifests }));

@@ -2,6 +2,7 @@ import { credentials, makeGenericClientConstructor, type ChannelCredentials, typ
 import { ADS_SERVICE } from '../../src/xds/ads-server.js';
 import { messageType, TO_OBJECT } from '../../src/xds/protos.js';
 import { decodeResource } from '../../src/xds/encode.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../../src/xds/type-urls.js';
 
 /** A decoded DiscoveryResponse / DeltaDiscoveryResponse, with resources decoded by type. */
 export interface Response {
@@ -108,6 +109,33 @@ export class RawAdsStream {
     } else {
       this.send({ type_url: r.type_url, response_nonce: r.nonce, error_detail, ...extra });
     }
+  }
+
+  /**
+   * Subscribes as Envoy does and ACKs what it gets: wildcard CDS and LDS, then EDS for `edsNames`
+   * (default: the clusters received). Delta requests may carry `initial` versions per type.
+   */
+  async syncLikeEnvoy(
+    node: Record<string, unknown>,
+    opts: { edsNames?: string[]; initial?: Record<string, Record<string, string>>; timeoutMs?: number } = {},
+  ): Promise<{ cds: Response; eds: Response; lds: Response }> {
+    const initial = (typeUrl: string) => (this.mode === 'delta' ? { initial_resource_versions: opts.initial?.[typeUrl] ?? {} } : {});
+    this.send({ node, type_url: CLUSTER_TYPE, ...initial(CLUSTER_TYPE) });
+    this.send({ type_url: LISTENER_TYPE, ...initial(LISTENER_TYPE) });
+    const cds = await this.next(opts.timeoutMs);
+    const names = opts.edsNames ?? cds.resources.map((r) => r.name);
+    this.send(
+      this.mode === 'sotw'
+        ? { type_url: ENDPOINT_TYPE, resource_names: names }
+        : { type_url: ENDPOINT_TYPE, resource_names_subscribe: names, ...initial(ENDPOINT_TYPE) },
+    );
+    this.ack(cds);
+    const eds = await this.next();
+    // A SotW request always repeats the subscription; a delta ACK changes nothing.
+    this.ack(eds, this.mode === 'sotw' ? { resource_names: names } : {});
+    const lds = await this.next();
+    this.ack(lds);
+    return { cds, eds, lds };
   }
 
   close(): void {
