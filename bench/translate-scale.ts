@@ -1,19 +1,21 @@
 /**
  * B3: translation at scale, through the real model → translate → Snapshot path.
  *
- *   node --expose-gc --import tsx bench/translate-scale.ts --vs 10000 [--churn-seconds 10]
+ *   node --expose-gc --import tsx bench/translate-scale.ts --vs 10000 [--shards 10] [--churn-seconds 10]
  *   [--profile-dir DIR, with node --enable-source-maps: CPU profiles of the cold build, the
  *   one-VirtualService changes and the churn]
  *
- * Prints one JSON object. The fleet: `--vs` VirtualServices in 10 namespaces, selecting 100
- * ingress node groups (10 per namespace); each has an RTP and an RTCP listener whose EDS
- * clusters select the same 5 worker pods, so 10,000 VirtualServices make 20,000 listeners,
- * 20,000 clusters and 100,000 endpoints (50,000 pods).
+ * Prints one JSON object. The fleet: `--vs` VirtualServices in 10 namespaces, selecting
+ * 10 × `--shards` ingress node groups (`--shards` per namespace, 10 by default: 100 groups);
+ * each has an RTP and an RTCP listener whose EDS clusters select the same 5 worker pods, so
+ * 10,000 VirtualServices make 20,000 listeners, 20,000 clusters and 100,000 endpoints (50,000
+ * pods).
  *
- * Builds are ConfigPipeline's own (src/main/config-pipeline.ts: parseVirtualService,
- * validateVirtualService, translateGroup, SnapshotCache.setSnapshot for the groups it decides
- * to rebuild), called directly instead of after the coalescing timer; every group has a
- * watcher, as if proxies were connected.
+ * The objects go through the store the Kubernetes source keeps (src/sources/object-store.ts:
+ * one object set per informer event, a state with what changed) into the real ConfigPipeline
+ * (parse, validate, translate, SnapshotCache.setSnapshot for what it decides to rebuild),
+ * whose build is run with `rebuild()` right after the state instead of after the coalescing
+ * timer. Every group has a watcher, as if proxies were connected.
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,6 +23,7 @@ import pino from 'pino';
 import { BehaviorSubject } from 'rxjs';
 import { ConfigPipeline } from '../src/main/config-pipeline.js';
 import { parsePod, type Pod } from '../src/model/index.js';
+import { ObjectStore } from '../src/sources/object-store.js';
 import type { RawObject, Source, SourceState } from '../src/sources/source.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, nodeGroup, SnapshotCache, type NodeGroup } from '../src/xds/index.js';
 import { CpuProfiler } from './profiler.js';
@@ -28,6 +31,7 @@ import { CpuProfiler } from './profiler.js';
 const { values: args } = parseArgs({
   options: {
     vs: { type: 'string', default: '10000' },
+    shards: { type: 'string', default: '10' },
     'churn-seconds': { type: 'string', default: '10' },
     'churn-rate': { type: 'string', default: '1000' },
     'coalesce-ms': { type: 'string', default: '100' },
@@ -38,7 +42,7 @@ const { values: args } = parseArgs({
 
 const VS_COUNT = Number(args.vs);
 const NAMESPACES = 10;
-const SHARDS = 10;
+const SHARDS = Number(args.shards);
 const PODS_PER_VS = 5;
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
 
@@ -97,15 +101,17 @@ function pod(i: number, p: number, incarnation = 0): Pod {
 const groups: NodeGroup[] = [];
 for (let n = 0; n < NAMESPACES; n++) for (let s = 0; s < SHARDS; s++) groups.push(nodeGroup(`ns-${n}`, { app: 'ingress', shard: `s${s}` }));
 
-// The real pipeline, fed by a source of our own and built synchronously: its build is what the
-// coalescing window triggers, without the window's timer in the measurement.
+// The real pipeline, fed through the Kubernetes source's store and built synchronously: its
+// build is what the coalescing window triggers, without the window's timer in the measurement.
+const store = new ObjectStore();
 const states = new BehaviorSubject<SourceState>({ virtualServices: [], pods: [], synced: false, problems: [] });
 const source: Source = { name: 'bench', state$: states.asObservable(), start: async () => {}, stop: async () => {} };
 const cache = new SnapshotCache();
 // A group is built only while some proxy watches it.
 for (const group of groups) cache.watch(group, () => {});
-const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 0 });
-const buildNow = (pipeline as unknown as { build(state: SourceState): void }).build.bind(pipeline);
+// The window never ends on its own: every build below is an explicit rebuild().
+const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 2 ** 30 });
+pipeline.start();
 
 // setSnapshot (Snapshot.build, then notifying the group's watchers), timed and counted.
 let snapshotMs = 0;
@@ -127,11 +133,13 @@ interface BuildTimes {
   groups: number;
 }
 
-function build(raws: readonly RawObject[], pods: readonly Pod[]): BuildTimes {
+/** Takes the store's state (what changed since the last) and builds from it. */
+function build(): BuildTimes {
   snapshotMs = 0;
   groupsBuilt = 0;
   const t0 = performance.now();
-  buildNow({ virtualServices: raws, pods, synced: true, problems: [] });
+  states.next(store.state(true));
+  pipeline.rebuild();
   return { totalMs: performance.now() - t0, snapshotMs, groups: groupsBuilt };
 }
 
@@ -159,21 +167,16 @@ async function profileStop(name: string): Promise<void> {
   if (args['profile-dir']) await profiler.stop(path.join(args['profile-dir'], `b3-${VS_COUNT}-${name}.cpuprofile`));
 }
 
-// Inputs, as a source holds them: sorted by namespace/name, unchanged objects kept.
-const byKey = (a: RawObject, b: RawObject): number => {
-  const ka = `${a.metadata.namespace}/${a.metadata.name}`;
-  const kb = `${b.metadata.namespace}/${b.metadata.name}`;
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
-};
-let raws: RawObject[] = [...Array(VS_COUNT).keys()].map((i) => rawVirtualService(i)).sort(byKey);
-const indexOf = new Map(raws.map((r, k) => [r.metadata.name, k]));
-let pods: Pod[] = [];
+const podKey = (p: Pod): string => `${p.namespace}/${p.name}`;
+for (let i = 0; i < VS_COUNT; i++) store.setVirtualService(`${namespaceOf(i)}/${vsName(i)}`, rawVirtualService(i));
+const pods: Pod[] = [];
 for (let i = 0; i < VS_COUNT; i++) for (let p = 0; p < PODS_PER_VS; p++) pods.push(pod(i, p));
+for (const p of pods) store.setPod(podKey(p), p);
 const before = memory();
 
 // Cold: nothing memoized yet, every group built.
 await profileStart();
-const cold = build(raws, pods);
+const cold = build();
 await profileStop('cold');
 const afterCold = memory();
 const resources = resourceCounts();
@@ -185,10 +188,8 @@ const changes: BuildTimes[] = [];
 await profileStart();
 for (let r = 1; r <= reps; r++) {
   const i = (r * 7919) % VS_COUNT;
-  const next = [...raws];
-  next[indexOf.get(vsName(i)) as number] = rawVirtualService(i, r);
-  raws = next;
-  changes.push(build(raws, pods));
+  store.setVirtualService(`${namespaceOf(i)}/${vsName(i)}`, rawVirtualService(i, r));
+  changes.push(build());
 }
 await profileStop('change');
 
@@ -208,14 +209,16 @@ while (performance.now() - start < churnSeconds * 1000) {
   const tickStart = performance.now();
   const due = Math.floor(((tickStart - start) / 1000) * rate);
   if (due > replaced) {
-    const next = [...pods];
     for (; replaced < due; replaced++) {
-      const slot = cursor++ % next.length;
-      const old = next[slot] as Pod;
-      next[slot] = pod(Number(old.labels['vs']?.slice(3)), slot % PODS_PER_VS, incarnation++);
+      const slot = cursor++ % pods.length;
+      const old = pods[slot] as Pod;
+      const fresh = pod(Number(old.labels['vs']?.slice(3)), slot % PODS_PER_VS, incarnation++);
+      pods[slot] = fresh;
+      // A replacement is two informer events: the old pod deleted, the new one added.
+      store.setPod(podKey(old), undefined);
+      store.setPod(podKey(fresh), fresh);
     }
-    pods = next;
-    churnBuilds.push(build(raws, pods));
+    churnBuilds.push(build());
   }
   const left = tick - (performance.now() - tickStart);
   if (left > 0) await new Promise((r) => setTimeout(r, left));
@@ -224,6 +227,7 @@ const wallS = (performance.now() - start) / 1000;
 const cpu = process.cpuUsage(cpu0);
 await profileStop('churn');
 const afterAll = memory();
+pipeline.stop();
 
 const summarize = (xs: BuildTimes[]) => ({
   medianMs: round(median(xs.map((x) => x.totalMs)), 2),
@@ -236,6 +240,7 @@ console.log(
   JSON.stringify({
     virtualServices: VS_COUNT,
     groups: groups.length,
+    virtualServicesPerGroup: VS_COUNT / groups.length,
     pods: pods.length,
     resources: { ...resources, endpoints: resources.assignments * PODS_PER_VS },
     cold: {

@@ -136,7 +136,7 @@ describe('fuzzing', { timeout: 300_000 }, () => {
       const view = pipeline.current;
       expect(view.builds).toBeGreaterThan(0);
       expect(view.buildErrors.size).toBe(0);
-      const rejected = view.evaluated.filter((e) => !e.accepted);
+      const rejected = [...view.evaluated.values()].filter((e) => !e.accepted);
       expect(rejected.length).toBeGreaterThan(1000);
       for (const e of rejected) expect(e.message.length).toBeGreaterThan(0);
       console.log(`fuzz: ${rejected.length} of ${mutants.length} mutated VirtualServices rejected, ${mutants.length - rejected.length} still valid`);

@@ -47,7 +47,7 @@ export class Metrics {
       labelNames: ['accepted'],
       registers: [reg],
       collect() {
-        const evaluated = deps.pipeline.current.evaluated;
+        const evaluated = [...deps.pipeline.current.evaluated.values()];
         this.set({ accepted: 'true' }, evaluated.filter((e) => e.accepted).length);
         this.set({ accepted: 'false' }, evaluated.filter((e) => !e.accepted).length);
       },

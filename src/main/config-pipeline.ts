@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
-import { auditTime, BehaviorSubject, combineLatest, filter, startWith, type Subscription } from 'rxjs';
+import { auditTime, BehaviorSubject, combineLatest, filter, startWith, tap, type Subscription } from 'rxjs';
 import { parseVirtualService, validateVirtualService, type Conflict } from '../model/index.js';
-import type { Pod, VirtualService } from '../model/types.js';
+import { selectorMatches, type Labels, type Pod, type VirtualService } from '../model/types.js';
 import type { Snapshot } from '../xds/snapshot.js';
 import type { RawObject, Source, SourceProblem, SourceState } from '../sources/source.js';
-import { translateGroup, virtualServicesFor, type GroupTranslation } from '../translate/index.js';
+import { appliesTo, labelKey, PodIndex, reassign, translateSelected, type GroupTranslation } from '../translate/index.js';
 import type { NodeGroup } from '../xds/node-identity.js';
 import type { SnapshotCache } from '../xds/snapshot-cache.js';
 
@@ -22,7 +22,8 @@ export interface Evaluated {
 
 /** What the last build produced: the input of status reporting and debugging. */
 export interface PipelineView {
-  readonly evaluated: readonly Evaluated[];
+  /** By `namespace/name`. */
+  readonly evaluated: ReadonlyMap<string, Evaluated>;
   readonly translations: ReadonlyMap<string, { readonly group: NodeGroup; readonly translation: GroupTranslation }>;
   /** Groups whose snapshot could not be built; they keep their previous snapshot. */
   readonly buildErrors: ReadonlyMap<string, { readonly group: NodeGroup; readonly message: string }>;
@@ -30,6 +31,8 @@ export interface PipelineView {
   readonly builds: number;
   /** Wall time of the last build (validate, translate, encode, notify streams), in ms. */
   readonly lastBuildMs: number;
+  /** Node groups the last build translated again (whole, or only the assignments pods changed). */
+  readonly lastBuildGroups: number;
 }
 
 export interface PipelineOptions {
@@ -40,35 +43,64 @@ export interface PipelineOptions {
   readonly coalesceMs: number;
 }
 
-interface GroupInputs {
-  readonly vss: readonly VirtualService[];
-  readonly pods: readonly Pod[];
-  readonly translation: GroupTranslation;
-  readonly snapshot: Snapshot;
+/** One EDS cluster of a group, filed under the rarest label of each of its pod selectors. */
+interface ClusterRef {
+  readonly group: GroupState;
+  readonly name: string;
+  readonly selectors: readonly Labels[];
 }
 
-function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
-  const out = new Map<string, T[]>();
-  for (const item of items) {
-    const k = key(item);
-    const list = out.get(k);
-    if (list) list.push(item);
-    else out.set(k, [item]);
-  }
-  return out;
+interface GroupState {
+  readonly group: NodeGroup;
+  /** The accepted VirtualServices that select the group, by key. */
+  readonly vss: Map<string, VirtualService>;
+  translation?: GroupTranslation;
+  /** The snapshot the cache held for this group after its last build. */
+  snapshot?: Snapshot;
+  /** Where its EDS clusters are filed in its namespace's `clustersByLabel`. */
+  filed: Array<readonly [string, ClusterRef]>;
 }
 
-/** Same objects in the same order: sources keep the identity of what did not change. */
-function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
+interface NamespaceState {
+  /** Accepted VirtualServices by key. */
+  readonly vss: Map<string, VirtualService>;
+  readonly groups: Map<string, GroupState>;
+  /** EDS clusters of the watched groups by label key: which assignments a pod with that label can change. */
+  readonly clustersByLabel: Map<string, Set<ClusterRef>>;
 }
 
-const EMPTY_VIEW: PipelineView = { evaluated: [], translations: new Map(), buildErrors: new Map(), sourceProblems: [], builds: 0, lastBuildMs: 0 };
+/** Changes not built yet: the new object by key (undefined: removed); `full`: compare everything. */
+interface Pending {
+  full: boolean;
+  readonly virtualServices: Map<string, RawObject | undefined>;
+  readonly pods: Map<string, Pod | undefined>;
+}
+
+const EMPTY_VIEW: PipelineView = {
+  evaluated: new Map(),
+  translations: new Map(),
+  buildErrors: new Map(),
+  sourceProblems: [],
+  builds: 0,
+  lastBuildMs: 0,
+  lastBuildGroups: 0,
+};
+
+function keyOf(meta: { readonly namespace: string; readonly name: string }): string {
+  return `${meta.namespace}/${meta.name}`;
+}
 
 /**
  * sources → validate → translate → cache. Builds only from a synced source, coalesces bursts,
  * builds snapshots for the node groups that have proxies connected, and marks the cache ready
  * after the first complete build.
+ *
+ * Incremental: a build starts from what changed since the last one (the source's `changes`,
+ * or a comparison by identity when a source gives none), translates again only the node
+ * groups a changed VirtualService selects before or after the change, and recomputes only the
+ * assignments of the EDS clusters whose selectors match a changed pod: its cost follows the
+ * change, not the number of VirtualServices, pods or groups. The maps the view holds are
+ * updated in place by each build.
  */
 export class ConfigPipeline {
   private readonly view = new BehaviorSubject<PipelineView>(EMPTY_VIEW);
@@ -76,8 +108,16 @@ export class ConfigPipeline {
   private subscription?: Subscription;
   private readonly evaluations = new WeakMap<RawObject, Evaluated>();
   private lastState?: SourceState;
-  /** What each group's current snapshot was built from, to skip groups whose inputs are unchanged. */
-  private groupInputs = new Map<string, GroupInputs>();
+  private pending: Pending = { full: true, virtualServices: new Map(), pods: new Map() };
+  /** The objects the last build saw. */
+  private readonly raws = new Map<string, RawObject>();
+  private readonly pods = new Map<string, Pod>();
+  private readonly podIndex = new PodIndex();
+  private readonly evaluated = new Map<string, Evaluated>();
+  private readonly namespaces = new Map<string, NamespaceState>();
+  private readonly groups = new Map<string, GroupState>();
+  private readonly translations = new Map<string, { group: NodeGroup; translation: GroupTranslation }>();
+  private readonly buildErrors = new Map<string, { group: NodeGroup; message: string }>();
 
   constructor(private readonly options: PipelineOptions) {}
 
@@ -87,7 +127,7 @@ export class ConfigPipeline {
 
   start(): void {
     const { source, cache, coalesceMs } = this.options;
-    this.subscription = combineLatest([source.state$, cache.demand$.pipe(startWith(null))])
+    this.subscription = combineLatest([source.state$.pipe(tap((state) => this.collect(state))), cache.demand$.pipe(startWith(null))])
       .pipe(
         filter(([state]) => state.synced),
         auditTime(coalesceMs),
@@ -107,7 +147,7 @@ export class ConfigPipeline {
   evaluate(raw: RawObject): Evaluated {
     const cached = this.evaluations.get(raw);
     if (cached) return cached;
-    const key = `${raw.metadata.namespace}/${raw.metadata.name}`;
+    const key = keyOf(raw.metadata);
     const generation = typeof raw.metadata['generation'] === 'number' ? (raw.metadata['generation'] as number) : undefined;
     let result: Evaluated;
     const parsed = parseVirtualService(raw, raw.metadata.namespace);
@@ -123,55 +163,218 @@ export class ConfigPipeline {
     return result;
   }
 
+  /** Sees every state the source emits, also those a coalesced build skips: their changes add up. */
+  private collect(state: SourceState): void {
+    this.lastState = state;
+    if (!state.changes) {
+      this.pending.full = true;
+      return;
+    }
+    for (const [key, raw] of state.changes.virtualServices) this.pending.virtualServices.set(key, raw);
+    for (const [key, pod] of state.changes.pods) this.pending.pods.set(key, pod);
+  }
+
+  /** The changes since the last build: collected, or found by comparing identities. */
+  private takePending(state: SourceState): Pending {
+    const pending = this.pending;
+    this.pending = { full: false, virtualServices: new Map(), pods: new Map() };
+    if (!pending.full) return pending;
+    const vss = new Map<string, RawObject | undefined>();
+    const seen = new Set<string>();
+    for (const raw of state.virtualServices) {
+      const key = keyOf(raw.metadata);
+      seen.add(key);
+      if (this.raws.get(key) !== raw) vss.set(key, raw);
+    }
+    for (const key of this.raws.keys()) if (!seen.has(key)) vss.set(key, undefined);
+    const pods = new Map<string, Pod | undefined>();
+    seen.clear();
+    for (const pod of state.pods) {
+      const key = keyOf(pod);
+      seen.add(key);
+      if (this.pods.get(key) !== pod) pods.set(key, pod);
+    }
+    for (const key of this.pods.keys()) if (!seen.has(key)) pods.set(key, undefined);
+    return { full: true, virtualServices: vss, pods };
+  }
+
+  private namespace(name: string): NamespaceState {
+    let ns = this.namespaces.get(name);
+    if (!ns) this.namespaces.set(name, (ns = { vss: new Map(), groups: new Map(), clustersByLabel: new Map() }));
+    return ns;
+  }
+
   private build(state: SourceState): void {
     const { cache, log } = this.options;
     const started = performance.now();
-    this.lastState = state;
-    const evaluated = state.virtualServices.map((raw) => this.evaluate(raw));
-    const accepted = evaluated.flatMap((e) => (e.accepted && e.vs ? [e.vs] : []));
-    const translations = new Map<string, { group: NodeGroup; translation: GroupTranslation }>();
-    const buildErrors = new Map<string, { group: NodeGroup; message: string }>();
-    const watched = cache.watchedGroups();
-    const podsByNamespace = groupBy(state.pods, (pod) => pod.namespace);
-    const previous = this.groupInputs;
-    this.groupInputs = new Map();
-    for (const group of watched) {
-      // A group's configuration depends only on the VirtualServices that select it and on the
-      // pods of its namespace: when none of those objects changed, its snapshot stands, so one
-      // changed VirtualService costs the groups it touches, not the whole fleet.
-      const vss = virtualServicesFor(group, accepted);
-      const pods = podsByNamespace.get(group.namespace) ?? [];
-      const last = previous.get(group.key);
-      if (last && sameItems(last.vss, vss) && sameItems(last.pods, pods) && cache.getSnapshot(group.key) === last.snapshot) {
-        this.groupInputs.set(group.key, last);
-        translations.set(group.key, { group, translation: last.translation });
-        continue;
+    if (this.lastState !== state) this.collect(state);
+    const changes = this.takePending(state);
+    /** Groups to translate whole. */
+    const retranslate = new Set<GroupState>();
+    /** Groups whose assignments of these clusters may have changed. */
+    const reassignments = new Map<GroupState, Set<string>>();
+
+    this.followWatchedGroups(retranslate);
+
+    // Changed VirtualServices: the groups they select, before or after, are translated again.
+    for (const [key, raw] of changes.virtualServices) {
+      const before = this.evaluated.get(key);
+      const after = raw ? this.evaluate(raw) : undefined;
+      if (raw && after) {
+        this.raws.set(key, raw);
+        this.evaluated.set(key, after);
+      } else {
+        this.raws.delete(key);
+        this.evaluated.delete(key);
       }
-      try {
-        const translation = translateGroup(group, vss, pods);
-        const snapshot = cache.setSnapshot(group.key, translation.snapshot);
-        translations.set(group.key, { group, translation });
-        this.groupInputs.set(group.key, { vss, pods, translation, snapshot });
-      } catch (err) {
-        // The group keeps its previous snapshot; nothing partial is pushed.
-        buildErrors.set(group.key, { group, message: (err as Error).message });
-        log.error({ group: group.key, err: (err as Error).message }, 'cannot build snapshot; keeping the previous one');
+      const oldVs = before?.accepted ? before.vs : undefined;
+      const newVs = after?.accepted ? after.vs : undefined;
+      if (oldVs === newVs) continue;
+      const ns = this.namespace(key.slice(0, key.indexOf('/')));
+      if (newVs) ns.vss.set(key, newVs);
+      else ns.vss.delete(key);
+      for (const g of ns.groups.values()) {
+        if (newVs && appliesTo(newVs, g.group)) g.vss.set(key, newVs);
+        else if (!g.vss.delete(key)) continue;
+        retranslate.add(g);
       }
     }
-    const watchedKeys = new Set(watched.map((g) => g.key));
-    for (const key of cache.groupKeys()) if (!watchedKeys.has(key)) cache.clearSnapshot(key);
+
+    // Changed pods: the index first, then the clusters whose selectors match the pod before or after.
+    for (const [key, pod] of changes.pods) {
+      const old = this.pods.get(key);
+      if (old === pod) continue;
+      if (old) this.podIndex.remove(old);
+      if (pod) {
+        this.pods.set(key, pod);
+        this.podIndex.add(pod);
+      } else {
+        this.pods.delete(key);
+      }
+      if (old) this.touchClusters(old, reassignments);
+      if (pod) this.touchClusters(pod, reassignments);
+    }
+
+    // Translate the groups that changed, bring the assignments pods changed up to date, and set
+    // their snapshots; a group that fails keeps its previous snapshot.
+    const touched = new Set<GroupState>();
+    for (const g of retranslate) {
+      // Clusters it had before keep their assignments, so pod changes of this build apply below.
+      g.translation = translateSelected(g.group, [...g.vss.values()], this.podIndex, g.translation);
+      this.file(g);
+      touched.add(g);
+    }
+    for (const [g, clusters] of reassignments) {
+      if (!g.translation) continue;
+      const translation = reassign(g.translation, g.group, clusters, this.podIndex);
+      if (translation === g.translation && !this.buildErrors.has(g.group.key)) continue;
+      g.translation = translation;
+      touched.add(g);
+    }
+    for (const g of touched) this.setGroup(g);
+
     if (!cache.ready) {
-      log.info({ virtualServices: evaluated.length, accepted: accepted.length, pods: state.pods.length }, 'sources synced; serving configuration');
+      log.info({ virtualServices: this.evaluated.size, pods: this.pods.size }, 'sources synced; serving configuration');
       cache.markReady();
     }
     this.view.next({
-      evaluated,
-      translations,
-      buildErrors,
+      evaluated: this.evaluated,
+      translations: this.translations,
+      buildErrors: this.buildErrors,
       sourceProblems: state.problems,
       builds: this.view.value.builds + 1,
       lastBuildMs: performance.now() - started,
+      lastBuildGroups: touched.size,
     });
+  }
+
+  /** Starts the groups proxies began watching (to be translated) and forgets those no proxy watches. */
+  private followWatchedGroups(retranslate: Set<GroupState>): void {
+    const { cache } = this.options;
+    const watchedKeys = new Set<string>();
+    for (const group of cache.watchedGroups()) {
+      watchedKeys.add(group.key);
+      const known = this.groups.get(group.key);
+      if (known) {
+        // A snapshot replaced or cleared behind the pipeline's back: build the group again.
+        if (cache.getSnapshot(group.key) !== known.snapshot) retranslate.add(known);
+        continue;
+      }
+      const ns = this.namespace(group.namespace);
+      const vss = new Map<string, VirtualService>();
+      for (const [key, vs] of ns.vss) if (appliesTo(vs, group)) vss.set(key, vs);
+      const fresh: GroupState = { group, vss, filed: [] };
+      this.groups.set(group.key, fresh);
+      ns.groups.set(group.key, fresh);
+      retranslate.add(fresh);
+    }
+    for (const [key, g] of this.groups) {
+      if (watchedKeys.has(key)) continue;
+      this.unfile(g);
+      this.groups.delete(key);
+      this.namespaces.get(g.group.namespace)?.groups.delete(key);
+      this.translations.delete(key);
+      this.buildErrors.delete(key);
+    }
+    for (const key of cache.groupKeys()) if (!watchedKeys.has(key)) cache.clearSnapshot(key);
+  }
+
+  private setGroup(g: GroupState): void {
+    const { cache, log } = this.options;
+    const key = g.group.key;
+    const translation = g.translation as GroupTranslation;
+    this.translations.set(key, { group: g.group, translation });
+    try {
+      g.snapshot = cache.setSnapshot(key, translation.snapshot);
+      this.buildErrors.delete(key);
+    } catch (err) {
+      // The group keeps its previous snapshot; nothing partial is pushed. It is tried again on its next change.
+      g.snapshot = cache.getSnapshot(key);
+      this.buildErrors.set(key, { group: g.group, message: (err as Error).message });
+      log.error({ group: key, err: (err as Error).message }, 'cannot build snapshot; keeping the previous one');
+    }
+  }
+
+  /** Files the group's EDS clusters under the rarest label of each pod selector (rarest now: any label is correct). */
+  private file(g: GroupState): void {
+    this.unfile(g);
+    const ns = this.namespace(g.group.namespace);
+    for (const [name, spec] of g.translation?.edsClusters ?? []) {
+      const selectors = spec.endpoints.flatMap((e) => (e.host.selector && Object.keys(e.host.selector).length > 0 ? [e.host.selector] : []));
+      if (selectors.length === 0) continue;
+      const ref: ClusterRef = { group: g, name, selectors };
+      const labels = new Set(selectors.map((s) => this.podIndex.rarestLabel(g.group.namespace, s) as string));
+      for (const label of labels) {
+        let refs = ns.clustersByLabel.get(label);
+        if (!refs) ns.clustersByLabel.set(label, (refs = new Set()));
+        refs.add(ref);
+        g.filed.push([label, ref]);
+      }
+    }
+  }
+
+  private unfile(g: GroupState): void {
+    const ns = this.namespaces.get(g.group.namespace);
+    for (const [label, ref] of g.filed) {
+      const refs = ns?.clustersByLabel.get(label);
+      refs?.delete(ref);
+      if (refs?.size === 0) ns?.clustersByLabel.delete(label);
+    }
+    g.filed = [];
+  }
+
+  /** Marks for reassignment the clusters whose selectors match `pod`. */
+  private touchClusters(pod: Pod, out: Map<GroupState, Set<string>>): void {
+    const ns = this.namespaces.get(pod.namespace);
+    if (!ns || ns.clustersByLabel.size === 0) return;
+    for (const [k, v] of Object.entries(pod.labels)) {
+      for (const ref of ns.clustersByLabel.get(labelKey(k, v)) ?? []) {
+        if (!ref.selectors.some((s) => selectorMatches(s, pod.labels))) continue;
+        let names = out.get(ref.group);
+        if (!names) out.set(ref.group, (names = new Set()));
+        names.add(ref.name);
+      }
+    }
   }
 }
 

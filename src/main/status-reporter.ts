@@ -42,11 +42,22 @@ export class StatusReporter {
   }
 
   report(view: PipelineView = this.pipeline.current): void {
-    const proxies = this.registry.list().filter((p) => p.group);
+    // Proxies by node group, and node groups by namespace, once per report: a VirtualService
+    // looks only at the groups of its namespace.
+    const groupsByNamespace = new Map<string, Map<string, GroupProxies>>();
+    const entry = (group: NodeGroup): GroupProxies => {
+      let groups = groupsByNamespace.get(group.namespace);
+      if (!groups) groupsByNamespace.set(group.namespace, (groups = new Map()));
+      let found = groups.get(group.key);
+      if (!found) groups.set(group.key, (found = { group, proxies: [] }));
+      return found;
+    };
+    for (const t of view.translations.values()) entry(t.group);
+    for (const p of this.registry.list()) if (p.group) entry(p.group).proxies.push(p);
     const seen = new Set<string>();
-    for (const e of view.evaluated) {
+    for (const e of view.evaluated.values()) {
       seen.add(e.key);
-      const status = this.statusOf(e, view, proxies);
+      const status = this.statusOf(e, view, groupsByNamespace);
       const previous = this.statuses.get(e.key);
       const merged = withTransitionTimes(status, previous, this.now().toISOString());
       if (previous && JSON.stringify(previous) === JSON.stringify(merged)) continue;
@@ -77,7 +88,7 @@ export class StatusReporter {
     }
   }
 
-  private statusOf(e: Evaluated, view: PipelineView, proxies: ProxyInfo[]): VirtualServiceStatus {
+  private statusOf(e: Evaluated, view: PipelineView, groupsByNamespace: ReadonlyMap<string, ReadonlyMap<string, GroupProxies>>): VirtualServiceStatus {
     const conditions: Condition[] = [
       { type: 'Accepted', status: e.accepted ? 'True' : 'False', reason: e.reason, message: e.message, observedGeneration: e.generation },
     ];
@@ -87,7 +98,10 @@ export class StatusReporter {
       return { observedGeneration: e.generation, conditions, listeners, proxies: { matched: 0, synced: 0, nacked: 0, summary: '0/0' } };
     }
     const vs = e.vs;
-    const conflicts = [...view.translations.values()].flatMap((t) => t.translation.contributions.get(e.key)?.conflicts ?? []);
+    // The groups it selects: those with proxies connected, and those the pipeline translated.
+    const groups = new Map<string, NodeGroup>();
+    for (const g of groupsByNamespace.get(vs.metadata.namespace)?.values() ?? []) if (appliesTo(vs, g.group)) groups.set(g.group.key, g.group);
+    const conflicts = [...groups.keys()].flatMap((k) => view.translations.get(k)?.translation.contributions.get(e.key)?.conflicts ?? []);
     const uniqueConflicts = [...new Map(conflicts.map((c) => [c.message, c])).values()];
     conditions.push(
       uniqueConflicts.length > 0
@@ -101,7 +115,7 @@ export class StatusReporter {
         : { type: 'Conflicted', status: 'False', reason: 'NoConflicts', message: 'no listener, port or cluster name clashes with another VirtualService', observedGeneration: e.generation },
     );
     const selects = (g: NodeGroup | undefined): boolean => g !== undefined && appliesTo(vs, g);
-    const matched = proxies.filter((p) => selects(p.group));
+    const matched = [...groups.keys()].flatMap((k) => groupsByNamespace.get(vs.metadata.namespace)?.get(k)?.proxies ?? []);
     const blames = (message: string, p: ProxyInfo) => nackBlames(message, vs, view, p);
     const nackedProxies = matched.filter((p) => [...p.types.values()].some((t) => t.nack && blames(t.nack.message, p)));
     const synced = matched.filter((p) => p.synced && ![...p.types.values()].some((t) => t.nack));
@@ -142,6 +156,11 @@ export class StatusReporter {
   }
 }
 
+interface GroupProxies {
+  readonly group: NodeGroup;
+  readonly proxies: ProxyInfo[];
+}
+
 /**
  * Whether a proxy's NACK is this VirtualService's doing. Envoy's messages name the listener or
  * cluster they reject; a message naming only other VirtualServices' resources is theirs, and
@@ -152,8 +171,12 @@ function nackBlames(message: string, vs: VirtualService, view: PipelineView, pro
   if (mentions(vs)) return true;
   const group = proxy.group;
   if (!group) return true;
-  const others = view.evaluated.filter((o) => o.vs && o.vs !== vs && appliesTo(o.vs, group));
-  return !others.some((o) => mentions(o.vs as VirtualService));
+  // The other VirtualServices of the proxy's group, as the pipeline last translated it.
+  const others = [...(view.translations.get(group.key)?.translation.contributions.keys() ?? [])].flatMap((k) => {
+    const o = view.evaluated.get(k)?.vs;
+    return o && o !== vs ? [o] : [];
+  });
+  return !others.some(mentions);
 }
 
 function resourceNames(vs: VirtualService): string[] {

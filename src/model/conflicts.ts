@@ -35,9 +35,16 @@ export function compareAge(a: VirtualService, b: VirtualService): number {
   return ka < kb ? -1 : ka > kb ? 1 : 0;
 }
 
+// Sorting compares each VirtualService many times: parse its timestamp once.
+const times = new WeakMap<VirtualService, number>();
+
 function timeOf(vs: VirtualService): number {
-  const t = vs.metadata.creationTimestamp === undefined ? NaN : Date.parse(vs.metadata.creationTimestamp);
-  return Number.isNaN(t) ? Number.POSITIVE_INFINITY : t;
+  const known = times.get(vs);
+  if (known !== undefined) return known;
+  const parsed = vs.metadata.creationTimestamp === undefined ? NaN : Date.parse(vs.metadata.creationTimestamp);
+  const t = Number.isNaN(parsed) ? Number.POSITIVE_INFINITY : parsed;
+  times.set(vs, t);
+  return t;
 }
 
 interface Holder {

@@ -8,7 +8,7 @@ import { KubernetesEventRecorder } from './kube-events.js';
 import { KubernetesStatusWriter } from './kube-status-writer.js';
 import { LeaseLeaderElection } from './leader-election.js';
 import { parsePod } from '../model/pod.js';
-import { compareByNamespacedName } from './sort-order.js';
+import { ObjectStore } from './object-store.js';
 import type { RawObject, Source, SourceState } from './source.js';
 
 export interface KubernetesSourceOptions {
@@ -59,8 +59,7 @@ export class KubernetesSource implements Source {
   private readonly kc = new KubeConfig();
   private readonly subject = new BehaviorSubject<SourceState>({ virtualServices: [], pods: [], synced: false, problems: [] });
   private readonly podChanges = new Subject<void>();
-  private readonly virtualServices = new Map<string, RawObject>();
-  private readonly pods = new Map<string, Pod>();
+  private readonly store = new ObjectStore();
   private readonly podsByUid = new Map<string, Pod>();
   private readonly watches = new Map<Watched, WatchState>();
   private stopped = false;
@@ -72,7 +71,7 @@ export class KubernetesSource implements Source {
     else this.kc.loadFromDefault();
     this.state$ = this.subject.asObservable();
     this.podLookup = {
-      byName: (namespace, name) => this.pods.get(`${namespace}/${name}`),
+      byName: (namespace, name) => this.store.pod(`${namespace}/${name}`),
       byUid: (uid) => this.podsByUid.get(uid),
       changes$: this.podChanges.asObservable(),
     };
@@ -191,26 +190,26 @@ export class KubernetesSource implements Source {
   private maybeSynced(): void {
     if (this.subject.value.synced) return;
     if ([...this.watches.values()].every((w) => w.listed)) {
-      this.log.info({ virtualServices: this.virtualServices.size, pods: this.pods.size }, 'initial list complete');
+      this.log.info({ virtualServices: this.store.virtualServiceCount, pods: this.store.podCount }, 'initial list complete');
       this.emit();
     }
   }
 
   private upsertVirtualService(obj: KubernetesObject): void {
     const key = `${obj.metadata?.namespace}/${obj.metadata?.name}`;
-    const old = this.virtualServices.get(key);
+    const old = this.store.virtualService(key);
     const raw = obj as unknown as RawObject;
     // A status-only update (our own status writes) does not change what is served.
     if (old && old.metadata['generation'] === raw.metadata['generation'] && JSON.stringify(old['spec']) === JSON.stringify(raw['spec']) && JSON.stringify(old.metadata['labels']) === JSON.stringify(raw.metadata['labels'])) {
       return;
     }
-    this.virtualServices.set(key, raw);
+    this.store.setVirtualService(key, raw);
     this.emitIfSynced();
   }
 
   private deleteVirtualService(obj: KubernetesObject): void {
     const key = `${obj.metadata?.namespace}/${obj.metadata?.name}`;
-    if (this.virtualServices.delete(key)) {
+    if (this.store.setVirtualService(key, undefined)) {
       this.statusWriter.forget(key);
       this.emitIfSynced();
     }
@@ -224,10 +223,10 @@ export class KubernetesSource implements Source {
     }
     const pod = parsed.pod;
     const key = `${pod.namespace}/${pod.name}`;
-    const old = this.pods.get(key);
+    const old = this.store.pod(key);
     if (old && JSON.stringify(old) === JSON.stringify(pod)) return;
     if (old?.uid) this.podsByUid.delete(old.uid);
-    this.pods.set(key, pod);
+    this.store.setPod(key, pod);
     if (pod.uid) this.podsByUid.set(pod.uid, pod);
     this.podChanges.next();
     this.emitIfSynced();
@@ -235,9 +234,9 @@ export class KubernetesSource implements Source {
 
   private deletePod(obj: KubernetesObject): void {
     const key = `${obj.metadata?.namespace}/${obj.metadata?.name}`;
-    const old = this.pods.get(key);
+    const old = this.store.pod(key);
     if (!old) return;
-    this.pods.delete(key);
+    this.store.setPod(key, undefined);
     if (old.uid) this.podsByUid.delete(old.uid);
     this.podChanges.next();
     this.emitIfSynced();
@@ -248,12 +247,7 @@ export class KubernetesSource implements Source {
   }
 
   private emit(): void {
-    this.subject.next({
-      virtualServices: [...this.virtualServices.values()].sort(compareByNamespacedName),
-      pods: [...this.pods.values()].sort(compareByNamespacedName),
-      synced: true,
-      problems: [],
-    });
+    this.subject.next(this.store.state(true));
   }
 }
 

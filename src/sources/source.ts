@@ -29,6 +29,17 @@ export interface SourceState {
   /** False until the initial list is complete: nothing is served before it is true. */
   readonly synced: boolean;
   readonly problems: readonly SourceProblem[];
+  /**
+   * What differs from the previous state this source emitted, when the source knows; absent
+   * means anything may have changed and consumers compare the arrays.
+   */
+  readonly changes?: SourceChanges;
+}
+
+/** Objects added, changed or removed, by `namespace/name`: the new object, or undefined when removed. */
+export interface SourceChanges {
+  readonly virtualServices: ReadonlyMap<string, RawObject | undefined>;
+  readonly pods: ReadonlyMap<string, Pod | undefined>;
 }
 
 /** Writes a VirtualService's status; implemented by the Kubernetes source only. */

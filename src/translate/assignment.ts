@@ -26,32 +26,25 @@ export function edsTargets(spec: ClusterSpec, namespace: string, pods: PodIndex)
 // a few generations of pod churn, bounded so churn does not grow it forever.
 const assignments = new BoundedCache<string, ResourceInput>(65_536);
 
-// Groups of one build that share a cluster (a VirtualService selecting several label sets)
-// share its assignment without selecting and sorting the pods again.
-const perBuild = new WeakMap<PodIndex, Map<string, WeakMap<ClusterSpec, ResourceInput>>>();
+// The last assignment of each cluster spec: when its pods did not change, the same object
+// comes back without a lookup by content.
+const lastBySpec = new WeakMap<ClusterSpec, { readonly namespace: string; readonly key: string; readonly input: ResourceInput }>();
 
 /**
  * The ClusterLoadAssignment of an EDS cluster. Equal inputs give the same object, across
  * groups and builds, so pod churn re-encodes only the assignments whose pods changed.
  */
 export function assignmentResource(spec: ClusterSpec, namespace: string, pods: PodIndex): ResourceInput {
-  let byNamespace = perBuild.get(pods);
-  if (!byNamespace) perBuild.set(pods, (byNamespace = new Map()));
-  let bySpec = byNamespace.get(namespace);
-  if (!bySpec) byNamespace.set(namespace, (bySpec = new WeakMap()));
-  let input = bySpec.get(spec);
-  if (!input) bySpec.set(spec, (input = buildAssignment(spec, namespace, pods)));
-  return input;
-}
-
-function buildAssignment(spec: ClusterSpec, namespace: string, pods: PodIndex): ResourceInput {
   const targets = edsTargets(spec, namespace, pods);
   const healthChecked = spec.health_check !== undefined;
   const key = `${spec.name}\u0000${healthChecked ? 'hc' : ''}\u0000${targetsKey(targets)}`;
+  const last = lastBySpec.get(spec);
+  if (last && last.key === key && last.namespace === namespace) return last.input;
   let input = assignments.get(key);
   if (!input) {
     input = deepFreeze({ name: spec.name, resource: { cluster_name: spec.name, endpoints: localityEndpoints(targets, healthChecked) } });
     assignments.set(key, input);
   }
+  lastBySpec.set(spec, { namespace, key, input });
   return input;
 }

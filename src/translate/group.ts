@@ -6,7 +6,7 @@ import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../xds/type-urls.js'
 import { assignmentResource } from './assignment.js';
 import { clusterResource } from './cluster.js';
 import { listenerResource } from './listener.js';
-import { podIndex } from './pod-index.js';
+import { podIndex, type PodIndex } from './pod-index.js';
 import { virtualServicesFor } from './select.js';
 
 /** What one VirtualService gives one node group: the listeners it keeps, and the ones it lost. */
@@ -21,6 +21,8 @@ export interface GroupTranslation {
   readonly snapshot: SnapshotInput;
   /** By vsKey, sorted, for every VirtualService that selects the group (including those that kept nothing). */
   readonly contributions: ReadonlyMap<string, Contribution>;
+  /** The EDS clusters whose assignments the snapshot carries, by name: what `reassign` recomputes. */
+  readonly edsClusters: ReadonlyMap<string, ClusterSpec>;
 }
 
 /**
@@ -30,7 +32,19 @@ export interface GroupTranslation {
  * as immutable: indexes over them are kept per array, for the other groups of the same build.
  */
 export function translateGroup(group: NodeGroup, virtualServices: readonly VirtualService[], pods: readonly Pod[]): GroupTranslation {
-  const { kept, conflicts } = resolveConflicts(virtualServicesFor(group, virtualServices));
+  return translateSelected(group, virtualServicesFor(group, virtualServices), podIndex(pods));
+}
+
+/**
+ * translateGroup for callers that already know which VirtualServices select the group (in
+ * any order) and keep their own pod index: the pipeline, which rebuilds one group without
+ * looking at the others. With `previous`, the group's last translation, an EDS cluster whose
+ * spec is the very same object keeps its assignment without selecting pods again: the caller
+ * promises that `previous` is up to date with `index` (it `reassign`ed what pods changed).
+ */
+export function translateSelected(group: NodeGroup, selected: readonly VirtualService[], index: PodIndex, previous?: GroupTranslation): GroupTranslation {
+  const previousAssignments = previous ? new Map((previous.snapshot[ENDPOINT_TYPE] ?? []).map((r) => [r.name, r])) : undefined;
+  const { kept, conflicts } = resolveConflicts(selected);
 
   const listeners: ResourceInput[] = [];
   const clusters = new Map<string, ClusterSpec>();
@@ -41,12 +55,16 @@ export function translateGroup(group: NodeGroup, virtualServices: readonly Virtu
       if (!clusters.has(l.udp.cluster.name)) clusters.set(l.udp.cluster.name, l.udp.cluster);
     }
   }
-  const index = podIndex(pods);
   const clusterInputs: ResourceInput[] = [];
   const assignmentInputs: ResourceInput[] = [];
+  const edsClusters = new Map<string, ClusterSpec>();
   for (const spec of clusters.values()) {
     clusterInputs.push(clusterResource(spec));
-    if (spec.service_discovery === 'eds') assignmentInputs.push(assignmentResource(spec, group.namespace, index));
+    if (spec.service_discovery === 'eds') {
+      const kept = previous?.edsClusters.get(spec.name) === spec ? previousAssignments?.get(spec.name) : undefined;
+      assignmentInputs.push(kept ?? assignmentResource(spec, group.namespace, index));
+      edsClusters.set(spec.name, spec);
+    }
   }
 
   const contributions = new Map<string, Contribution>();
@@ -63,6 +81,26 @@ export function translateGroup(group: NodeGroup, virtualServices: readonly Virtu
       [ENDPOINT_TYPE]: byName(assignmentInputs),
     },
     contributions,
+    edsClusters,
+  };
+}
+
+/**
+ * The translation after pods changed: the assignments of the named EDS clusters recomputed
+ * against `index`, everything else the very same objects. Returns `translation` itself when
+ * none of those assignments changed.
+ */
+export function reassign(translation: GroupTranslation, group: NodeGroup, clusterNames: Iterable<string>, index: PodIndex): GroupTranslation {
+  const replaced = new Map<string, ResourceInput>();
+  for (const name of clusterNames) {
+    const spec = translation.edsClusters.get(name);
+    if (spec) replaced.set(name, assignmentResource(spec, group.namespace, index));
+  }
+  const current = translation.snapshot[ENDPOINT_TYPE] ?? [];
+  if (current.every((r) => (replaced.get(r.name) ?? r) === r)) return translation;
+  return {
+    ...translation,
+    snapshot: { ...translation.snapshot, [ENDPOINT_TYPE]: current.map((r) => replaced.get(r.name) ?? r) },
   };
 }
 

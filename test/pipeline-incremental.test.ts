@@ -1,0 +1,212 @@
+import pino from 'pino';
+import { BehaviorSubject } from 'rxjs';
+import { describe, expect, it } from 'vitest';
+import { ConfigPipeline } from '../src/main/config-pipeline.js';
+import type { Pod } from '../src/model/types.js';
+import { ObjectStore } from '../src/sources/object-store.js';
+import type { RawObject, Source, SourceState } from '../src/sources/source.js';
+import { translateAll } from '../src/translate/index.js';
+import { ENDPOINT_TYPE, LISTENER_TYPE, nodeGroup, Snapshot, SnapshotCache, type NodeGroup } from '../src/xds/index.js';
+import { Prng } from './support/prng.js';
+
+const NAMESPACES = ['red', 'blue'];
+const GROUP_LABELS: Array<Record<string, string>> = [{ app: 'ingress' }, { app: 'ingress', zone: 'a' }, { app: 'ingress', zone: 'b' }, { app: 'worker' }];
+
+function virtualService(ns: string, i: number, variant: number, selector: Record<string, string>, created: number): RawObject {
+  return {
+    apiVersion: 'servicemesh.l7mp.io/v1',
+    kind: 'VirtualService',
+    metadata: { name: `vs${i}`, namespace: ns, generation: variant + 1, creationTimestamp: new Date(Date.UTC(2025, 0, 1) + created * 1000).toISOString() },
+    spec: {
+      selector,
+      listeners: [
+        {
+          name: `l${i}`,
+          // Few ports, so VirtualServices collide and conflicts come and go with the changes.
+          udp: {
+            port: 9000 + ((i + variant) % 7),
+            cluster: {
+              name: `c${i}`,
+              service_discovery: 'eds',
+              hash_key: `key${variant % 2}`,
+              endpoints: [{ name: 'w', host: { selector: { app: 'backend', tier: `t${(i + variant) % 3}` } }, port: 2000 }],
+            },
+          },
+        },
+      ],
+    },
+  };
+}
+
+function pod(ns: string, i: number, prng: Prng): Pod {
+  return {
+    namespace: ns,
+    name: `p${i}`,
+    labels: { app: 'backend', tier: `t${prng.int(3)}` },
+    ip: prng.chance(0.9) ? `10.${NAMESPACES.indexOf(ns)}.${i >> 8}.${i & 255}` : undefined,
+    ready: prng.chance(0.7),
+    terminating: prng.chance(0.2),
+  };
+}
+
+function storeSource(): Source & { subject: BehaviorSubject<SourceState>; store: ObjectStore; emit(): void } {
+  const store = new ObjectStore();
+  const subject = new BehaviorSubject<SourceState>({ virtualServices: [], pods: [], synced: false, problems: [] });
+  return {
+    name: 'store',
+    store,
+    subject,
+    state$: subject.asObservable(),
+    emit: () => subject.next(store.state(true)),
+    start: async () => {},
+    stop: async () => {},
+  };
+}
+
+/** The versions a from-scratch translation of the whole state gives each group. */
+function fromScratch(groups: readonly NodeGroup[], state: SourceState, pipeline: ConfigPipeline): Map<string, Record<string, string>> {
+  const accepted = state.virtualServices.flatMap((raw) => {
+    const e = pipeline.evaluate(raw);
+    return e.accepted && e.vs ? [e.vs] : [];
+  });
+  const out = new Map<string, Record<string, string>>();
+  for (const [key, t] of translateAll(groups, accepted, state.pods)) out.set(key, Snapshot.build(t.snapshot).versions());
+  return out;
+}
+
+describe('incremental pipeline', () => {
+  it('after any sequence of VirtualService and pod changes, every group has what a build from scratch gives', () => {
+    const seed = Number(process.env['FUZZ_SEED'] ?? Date.now() % 2 ** 31);
+    const prng = new Prng(seed);
+    const source = storeSource();
+    const cache = new SnapshotCache();
+    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
+    const groups = NAMESPACES.flatMap((ns) => GROUP_LABELS.map((labels) => nodeGroup(ns, labels)));
+    for (const g of groups) cache.watch(g, () => {});
+    pipeline.start();
+    const variants = new Map<string, number>();
+    let created = 0;
+    const step = (): void => {
+      const ns = prng.pick(NAMESPACES);
+      const i = prng.int(12);
+      const key = `${ns}/vs${i}`;
+      if (prng.chance(0.5)) {
+        if (prng.chance(0.15)) source.store.setVirtualService(key, undefined);
+        else {
+          const variant = (variants.get(key) ?? 0) + 1;
+          variants.set(key, variant);
+          source.store.setVirtualService(key, virtualService(ns, i, variant, prng.pick(GROUP_LABELS), created++ % 5));
+        }
+      } else {
+        const p = prng.int(20);
+        source.store.setPod(`${ns}/p${p}`, prng.chance(0.15) ? undefined : pod(ns, p, prng));
+      }
+    };
+    for (let n = 0; n < 30; n++) step();
+    source.emit();
+    pipeline.rebuild();
+    for (let round = 0; round < 150; round++) {
+      // Several states between builds, as the coalescing window collects them.
+      const states = 1 + prng.int(3);
+      for (let s = 0; s < states; s++) {
+        for (let n = 1 + prng.int(4); n > 0; n--) step();
+        source.emit();
+      }
+      pipeline.rebuild();
+      const expected = fromScratch(groups, source.subject.value, pipeline);
+      for (const g of groups) {
+        expect(cache.getSnapshot(g.key)?.versions(), `seed ${seed} (FUZZ_SEED replays), round ${round}, group ${g.key}`).toEqual(expected.get(g.key));
+      }
+    }
+    pipeline.stop();
+  });
+
+  it('a changed pod rebuilds only the groups with a cluster selecting it, and only their endpoints', () => {
+    const source = storeSource();
+    const cache = new SnapshotCache();
+    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
+    const zoneA = nodeGroup('red', { app: 'ingress', zone: 'a' });
+    const zoneB = nodeGroup('red', { app: 'ingress', zone: 'b' });
+    cache.watch(zoneA, () => {});
+    cache.watch(zoneB, () => {});
+    pipeline.start();
+    const prng = new Prng(1);
+    source.store.setVirtualService('red/vs0', virtualService('red', 0, 0, { zone: 'a' }, 0)); // tier t0
+    source.store.setVirtualService('red/vs1', virtualService('red', 1, 0, { zone: 'b' }, 1)); // tier t1
+    const base = { ...pod('red', 1, prng), ip: '10.0.0.1', ready: true, terminating: false };
+    source.store.setPod('red/p1', { ...base, labels: { app: 'backend', tier: 't0' } });
+    source.emit();
+    pipeline.rebuild();
+    const a = cache.getSnapshot(zoneA.key) as Snapshot;
+    const b = cache.getSnapshot(zoneB.key) as Snapshot;
+    expect(a.resources(ENDPOINT_TYPE).get('c0')).toBeDefined();
+
+    // A new pod for tier t1: zone b's cluster selects it, zone a's does not.
+    source.store.setPod('red/p2', { ...base, name: 'p2', ip: '10.0.0.2', labels: { app: 'backend', tier: 't1' } });
+    source.emit();
+    pipeline.rebuild();
+    expect(pipeline.current.lastBuildGroups).toBe(1);
+    expect(cache.getSnapshot(zoneA.key)).toBe(a);
+    const b2 = cache.getSnapshot(zoneB.key) as Snapshot;
+    expect(b2).not.toBe(b);
+    expect(b2.versions()[LISTENER_TYPE]).toBe(b.versions()[LISTENER_TYPE]);
+    expect(b2.versions()[ENDPOINT_TYPE]).not.toBe(b.versions()[ENDPOINT_TYPE]);
+
+    // A pod no cluster selects rebuilds nothing.
+    source.store.setPod('red/p3', { ...base, name: 'p3', ip: '10.0.0.3', labels: { app: 'other' } });
+    source.emit();
+    pipeline.rebuild();
+    expect(pipeline.current.lastBuildGroups).toBe(0);
+    expect(cache.getSnapshot(zoneB.key)).toBe(b2);
+
+    // Relabelled from t0 to t1: both groups' assignments change.
+    source.store.setPod('red/p1', { ...base, labels: { app: 'backend', tier: 't1' } });
+    source.emit();
+    pipeline.rebuild();
+    expect(pipeline.current.lastBuildGroups).toBe(2);
+    pipeline.stop();
+  });
+
+  it('a changed VirtualService rebuilds the groups it selected before and after, no others', () => {
+    const source = storeSource();
+    const cache = new SnapshotCache();
+    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
+    const groups = ['a', 'b', 'c'].map((zone) => nodeGroup('red', { app: 'ingress', zone }));
+    for (const g of groups) cache.watch(g, () => {});
+    pipeline.start();
+    source.store.setVirtualService('red/vs0', virtualService('red', 0, 0, { zone: 'a' }, 0));
+    source.emit();
+    pipeline.rebuild();
+    const c = cache.getSnapshot(groups[2]!.key);
+    source.store.setVirtualService('red/vs0', virtualService('red', 0, 1, { zone: 'b' }, 0));
+    source.emit();
+    pipeline.rebuild();
+    expect(pipeline.current.lastBuildGroups).toBe(2);
+    expect(cache.getSnapshot(groups[0]!.key)?.resources(LISTENER_TYPE).names).toEqual([]);
+    expect(cache.getSnapshot(groups[1]!.key)?.resources(LISTENER_TYPE).names).toEqual(['l0']);
+    expect(cache.getSnapshot(groups[2]!.key)).toBe(c);
+    pipeline.stop();
+  });
+});
+
+describe('object store', () => {
+  it('gives states that stay true to their moment and say what changed since the previous one', () => {
+    const store = new ObjectStore();
+    const a = virtualService('red', 1, 0, { app: 'ingress' }, 0);
+    store.setVirtualService('red/vs1', a);
+    const first = store.state(true);
+    expect(first.changes).toBeUndefined();
+    const b = virtualService('red', 2, 0, { app: 'ingress' }, 0);
+    store.setVirtualService('red/vs2', b);
+    store.setVirtualService('red/vs1', undefined);
+    expect(store.setVirtualService('red/vs9', undefined)).toBe(false);
+    const second = store.state(true);
+    expect([...(second.changes?.virtualServices ?? [])]).toEqual([
+      ['red/vs2', b],
+      ['red/vs1', undefined],
+    ]);
+    expect(first.virtualServices).toEqual([a]);
+    expect(second.virtualServices).toEqual([b]);
+    expect(store.state(true).changes?.virtualServices.size).toBe(0);
+  });
+});
