@@ -109,6 +109,8 @@ export class ConfigPipeline {
   private readonly evaluations = new WeakMap<RawObject, Evaluated>();
   private lastState?: SourceState;
   private pending: Pending = { full: true, virtualServices: new Map(), pods: new Map() };
+  /** A proxy started or stopped watching some group since the last build. */
+  private demandChanged = true;
   /** The objects the last build saw. */
   private readonly raws = new Map<string, RawObject>();
   private readonly pods = new Map<string, Pod>();
@@ -127,7 +129,13 @@ export class ConfigPipeline {
 
   start(): void {
     const { source, cache, coalesceMs } = this.options;
-    this.subscription = combineLatest([source.state$.pipe(tap((state) => this.collect(state))), cache.demand$.pipe(startWith(null))])
+    this.subscription = combineLatest([
+      source.state$.pipe(tap((state) => this.collect(state))),
+      cache.demand$.pipe(
+        tap(() => (this.demandChanged = true)),
+        startWith(null),
+      ),
+    ])
       .pipe(
         filter(([state]) => state.synced),
         auditTime(coalesceMs),
@@ -214,7 +222,8 @@ export class ConfigPipeline {
     /** Groups whose assignments of these clusters may have changed. */
     const reassignments = new Map<GroupState, Set<string>>();
 
-    this.followWatchedGroups(retranslate);
+    if (this.demandChanged) this.followWatchedGroups(retranslate);
+    this.demandChanged = false;
 
     // Changed VirtualServices: the groups they select, before or after, are translated again.
     for (const [key, raw] of changes.virtualServices) {

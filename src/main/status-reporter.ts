@@ -5,6 +5,7 @@ import { appliesTo } from '../translate/index.js';
 import type { NodeGroup } from '../xds/node-identity.js';
 import type { EventSink, StatusWriter } from '../sources/source.js';
 import type { ProxyInfo, ProxyStatusRegistry } from '../xds/status-registry.js';
+import type { GroupTranslation } from '../translate/index.js';
 import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.js';
 
 /**
@@ -14,6 +15,11 @@ import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.
  */
 export class StatusReporter {
   private readonly statuses = new Map<string, VirtualServiceStatus>();
+  /** What each status was last computed from. */
+  private readonly inputs = new Map<string, { readonly evaluated: Evaluated; readonly groups: readonly GroupView[] }>();
+  private groupViewsByKey = new Map<string, GroupView>();
+  /** Positions in its namespace's group list of the groups a VirtualService selects. */
+  private readonly selected = new WeakMap<VirtualService, { readonly signature: string; readonly indexes: readonly number[] }>();
   private subscription?: Subscription;
 
   constructor(
@@ -42,22 +48,17 @@ export class StatusReporter {
   }
 
   report(view: PipelineView = this.pipeline.current): void {
-    // Proxies by node group, and node groups by namespace, once per report: a VirtualService
-    // looks only at the groups of its namespace.
-    const groupsByNamespace = new Map<string, Map<string, GroupProxies>>();
-    const entry = (group: NodeGroup): GroupProxies => {
-      let groups = groupsByNamespace.get(group.namespace);
-      if (!groups) groupsByNamespace.set(group.namespace, (groups = new Map()));
-      let found = groups.get(group.key);
-      if (!found) groups.set(group.key, (found = { group, proxies: [] }));
-      return found;
-    };
-    for (const t of view.translations.values()) entry(t.group);
-    for (const p of this.registry.list()) if (p.group) entry(p.group).proxies.push(p);
+    const groupsByNamespace = this.groupViews(view);
     const seen = new Set<string>();
     for (const e of view.evaluated.values()) {
       seen.add(e.key);
-      const status = this.statusOf(e, view, groupsByNamespace);
+      // A status depends on the VirtualService and on the groups it selects: when none of
+      // those changed since the last report, neither did the status.
+      const groups = this.groupsOf(e, groupsByNamespace);
+      const last = this.inputs.get(e.key);
+      if (last && last.evaluated === e && sameItems(last.groups, groups)) continue;
+      this.inputs.set(e.key, { evaluated: e, groups });
+      const status = this.statusOf(e, view, groups);
       const previous = this.statuses.get(e.key);
       const merged = withTransitionTimes(status, previous, this.now().toISOString());
       if (previous && JSON.stringify(previous) === JSON.stringify(merged)) continue;
@@ -65,11 +66,63 @@ export class StatusReporter {
       this.statuses.set(e.key, merged);
       this.writer?.write(e.key, e.generation, merged);
     }
+    if (seen.size === this.statuses.size && seen.size === this.inputs.size) return;
+    for (const key of [...this.inputs.keys()]) if (!seen.has(key)) this.inputs.delete(key);
     for (const key of [...this.statuses.keys()]) {
       if (seen.has(key)) continue;
       this.statuses.delete(key);
       this.writer?.forget(key);
     }
+  }
+
+  /**
+   * Every node group that has proxies or a translation, by namespace, each the same object as
+   * in the previous report unless its translation, build error or proxies' sync state changed.
+   */
+  private groupViews(view: PipelineView): Map<string, GroupsOfNamespace> {
+    const proxiesByGroup = new Map<string, { group: NodeGroup; proxies: ProxyInfo[] }>();
+    for (const t of view.translations.values()) proxiesByGroup.set(t.group.key, { group: t.group, proxies: [] });
+    for (const p of this.registry.list()) {
+      if (!p.group) continue;
+      let entry = proxiesByGroup.get(p.group.key);
+      if (!entry) proxiesByGroup.set(p.group.key, (entry = { group: p.group, proxies: [] }));
+      entry.proxies.push(p);
+    }
+    const byNamespace = new Map<string, GroupsOfNamespace>();
+    const views = new Map<string, GroupView>();
+    for (const [key, { group, proxies }] of proxiesByGroup) {
+      const translation = view.translations.get(key)?.translation;
+      const buildError = view.buildErrors.get(key)?.message;
+      const proxyStates = proxies
+        .map((p) => `${p.streamId}${p.synced ? '+' : '-'}${[...p.types.values()].map((t) => t.nack?.message ?? '').join('\u0000')}`)
+        .join('\u0001');
+      const before = this.groupViewsByKey.get(key);
+      const current =
+        before && before.translation === translation && before.buildError === buildError && before.proxyStates === proxyStates
+          ? before
+          : { group, proxies, translation, buildError, proxyStates };
+      views.set(key, current);
+      let ns = byNamespace.get(group.namespace);
+      if (!ns) byNamespace.set(group.namespace, (ns = { signature: '', groups: [] }));
+      ns.groups.push(current);
+    }
+    for (const ns of byNamespace.values()) ns.signature = ns.groups.map((g) => g.group.key).join('\n');
+    this.groupViewsByKey = views;
+    return byNamespace;
+  }
+
+  /** The groups of its namespace a VirtualService selects (remembered while neither changes). */
+  private groupsOf(e: Evaluated, byNamespace: ReadonlyMap<string, GroupsOfNamespace>): readonly GroupView[] {
+    const vs = e.vs;
+    if (!e.accepted || !vs) return [];
+    const ns = byNamespace.get(vs.metadata.namespace);
+    if (!ns) return [];
+    let keys = this.selected.get(vs);
+    if (!keys || keys.signature !== ns.signature) {
+      keys = { signature: ns.signature, indexes: ns.groups.flatMap((g, i) => (appliesTo(vs, g.group) ? [i] : [])) };
+      this.selected.set(vs, keys);
+    }
+    return keys.indexes.map((i) => ns.groups[i] as GroupView);
   }
 
   /** Events on transitions only: accepted/rejected, and each new rejection by a proxy. */
@@ -88,7 +141,7 @@ export class StatusReporter {
     }
   }
 
-  private statusOf(e: Evaluated, view: PipelineView, groupsByNamespace: ReadonlyMap<string, ReadonlyMap<string, GroupProxies>>): VirtualServiceStatus {
+  private statusOf(e: Evaluated, view: PipelineView, groups: readonly GroupView[]): VirtualServiceStatus {
     const conditions: Condition[] = [
       { type: 'Accepted', status: e.accepted ? 'True' : 'False', reason: e.reason, message: e.message, observedGeneration: e.generation },
     ];
@@ -98,10 +151,7 @@ export class StatusReporter {
       return { observedGeneration: e.generation, conditions, listeners, proxies: { matched: 0, synced: 0, nacked: 0, summary: '0/0' } };
     }
     const vs = e.vs;
-    // The groups it selects: those with proxies connected, and those the pipeline translated.
-    const groups = new Map<string, NodeGroup>();
-    for (const g of groupsByNamespace.get(vs.metadata.namespace)?.values() ?? []) if (appliesTo(vs, g.group)) groups.set(g.group.key, g.group);
-    const conflicts = [...groups.keys()].flatMap((k) => view.translations.get(k)?.translation.contributions.get(e.key)?.conflicts ?? []);
+    const conflicts = groups.flatMap((g) => g.translation?.contributions.get(e.key)?.conflicts ?? []);
     const uniqueConflicts = [...new Map(conflicts.map((c) => [c.message, c])).values()];
     conditions.push(
       uniqueConflicts.length > 0
@@ -114,13 +164,12 @@ export class StatusReporter {
           }
         : { type: 'Conflicted', status: 'False', reason: 'NoConflicts', message: 'no listener, port or cluster name clashes with another VirtualService', observedGeneration: e.generation },
     );
-    const selects = (g: NodeGroup | undefined): boolean => g !== undefined && appliesTo(vs, g);
-    const matched = [...groups.keys()].flatMap((k) => groupsByNamespace.get(vs.metadata.namespace)?.get(k)?.proxies ?? []);
+    const matched = groups.flatMap((g) => g.proxies);
     const blames = (message: string, p: ProxyInfo) => nackBlames(message, vs, view, p);
     const nackedProxies = matched.filter((p) => [...p.types.values()].some((t) => t.nack && blames(t.nack.message, p)));
     const synced = matched.filter((p) => p.synced && ![...p.types.values()].some((t) => t.nack));
     const nackMessage = nackedProxies.flatMap((p) => [...p.types.values()].flatMap((t) => (t.nack && blames(t.nack.message, p) ? [t.nack.message] : [])))[0];
-    const buildError = [...view.buildErrors.values()].find((b) => selects(b.group))?.message;
+    const buildError = groups.find((g) => g.buildError !== undefined)?.buildError;
     let syncedCondition: Condition;
     if (buildError) {
       syncedCondition = { type: 'Synced', status: 'False', reason: 'BuildFailed', message: buildError, observedGeneration: e.generation };
@@ -156,9 +205,24 @@ export class StatusReporter {
   }
 }
 
-interface GroupProxies {
+/** One node group as a report sees it. */
+interface GroupView {
   readonly group: NodeGroup;
-  readonly proxies: ProxyInfo[];
+  readonly proxies: readonly ProxyInfo[];
+  readonly translation?: GroupTranslation;
+  readonly buildError?: string;
+  /** Each proxy's stream, sync state and NACK messages: what the statuses take from them. */
+  readonly proxyStates: string;
+}
+
+interface GroupsOfNamespace {
+  /** The keys of its groups, in order: the selection of a VirtualService stays valid while this is unchanged. */
+  signature: string;
+  readonly groups: GroupView[];
+}
+
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /**
