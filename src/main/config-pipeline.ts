@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { auditTime, BehaviorSubject, combineLatest, filter, startWith, tap, type Subscription } from 'rxjs';
 import { parseVirtualService, validateVirtualService, type Conflict } from '../model/index.js';
-import { selectorMatches, type Labels, type Pod, type VirtualService } from '../model/types.js';
+import { selectorMatches, type ClusterSpec, type Labels, type Pod, type VirtualService } from '../model/types.js';
 import type { Snapshot } from '../xds/snapshot.js';
 import type { RawObject, Source, SourceProblem, SourceState } from '../sources/source.js';
 import { appliesTo, labelKey, PodIndex, reassign, translateSelected, type GroupTranslation } from '../translate/index.js';
@@ -47,7 +47,10 @@ export interface PipelineOptions {
 interface ClusterRef {
   readonly group: GroupState;
   readonly name: string;
+  readonly spec: ClusterSpec;
   readonly selectors: readonly Labels[];
+  /** The label keys it is filed under. */
+  readonly labels: readonly string[];
 }
 
 interface GroupState {
@@ -57,8 +60,8 @@ interface GroupState {
   translation?: GroupTranslation;
   /** The snapshot the cache held for this group after its last build. */
   snapshot?: Snapshot;
-  /** Where its EDS clusters are filed in its namespace's `clustersByLabel`. */
-  filed: Array<readonly [string, ClusterRef]>;
+  /** Its EDS clusters as filed in its namespace's `clustersByLabel`, by name. */
+  readonly filed: Map<string, ClusterRef>;
 }
 
 interface NamespaceState {
@@ -312,7 +315,7 @@ export class ConfigPipeline {
       const ns = this.namespace(group.namespace);
       const vss = new Map<string, VirtualService>();
       for (const [key, vs] of ns.vss) if (appliesTo(vs, group)) vss.set(key, vs);
-      const fresh: GroupState = { group, vss, filed: [] };
+      const fresh: GroupState = { group, vss, filed: new Map() };
       this.groups.set(group.key, fresh);
       ns.groups.set(group.key, fresh);
       retranslate.add(fresh);
@@ -344,32 +347,42 @@ export class ConfigPipeline {
     }
   }
 
-  /** Files the group's EDS clusters under the rarest label of each pod selector (rarest now: any label is correct). */
+  /**
+   * Files the group's EDS clusters under the rarest label of each pod selector (rarest when
+   * filed: any of its labels is correct, the rarest is cheapest). A cluster whose spec did not
+   * change stays where it is.
+   */
   private file(g: GroupState): void {
-    this.unfile(g);
     const ns = this.namespace(g.group.namespace);
-    for (const [name, spec] of g.translation?.edsClusters ?? []) {
+    const clusters = g.translation?.edsClusters ?? new Map<string, ClusterSpec>();
+    for (const [name, ref] of g.filed) if (clusters.get(name) !== ref.spec) this.unfileOne(g, ref);
+    for (const [name, spec] of clusters) {
+      if (g.filed.has(name)) continue;
       const selectors = spec.endpoints.flatMap((e) => (e.host.selector && Object.keys(e.host.selector).length > 0 ? [e.host.selector] : []));
       if (selectors.length === 0) continue;
-      const ref: ClusterRef = { group: g, name, selectors };
-      const labels = new Set(selectors.map((s) => this.podIndex.rarestLabel(g.group.namespace, s) as string));
+      const labels = [...new Set(selectors.map((sel) => this.podIndex.rarestLabel(g.group.namespace, sel) as string))];
+      const ref: ClusterRef = { group: g, name, spec, selectors, labels };
       for (const label of labels) {
         let refs = ns.clustersByLabel.get(label);
         if (!refs) ns.clustersByLabel.set(label, (refs = new Set()));
         refs.add(ref);
-        g.filed.push([label, ref]);
       }
+      g.filed.set(name, ref);
     }
   }
 
   private unfile(g: GroupState): void {
+    for (const ref of g.filed.values()) this.unfileOne(g, ref);
+  }
+
+  private unfileOne(g: GroupState, ref: ClusterRef): void {
     const ns = this.namespaces.get(g.group.namespace);
-    for (const [label, ref] of g.filed) {
+    for (const label of ref.labels) {
       const refs = ns?.clustersByLabel.get(label);
       refs?.delete(ref);
       if (refs?.size === 0) ns?.clustersByLabel.delete(label);
     }
-    g.filed = [];
+    g.filed.delete(ref.name);
   }
 
   /** Marks for reassignment the clusters whose selectors match `pod`. */
