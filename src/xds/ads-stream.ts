@@ -13,7 +13,7 @@ import {
 } from './node-identity.js';
 import { isMalformed, type MalformedRequest } from './requests.js';
 import type { SnapshotCache } from './snapshot-cache.js';
-import type { EncodedResource, Snapshot } from './snapshot.js';
+import type { EncodedResource, ResourceSet, Snapshot } from './snapshot.js';
 import type { ProxyInfo, ProxyStatusRegistry } from './status-registry.js';
 import { CLUSTER_TYPE, compareTypesForPush, ENDPOINT_TYPE, PUSH_ORDER, shortTypeName } from './type-urls.js';
 
@@ -44,6 +44,20 @@ export interface BaseTypeState {
   inflight: ReadonlyMap<string, EncodedResource>;
   /** Resources the proxy runs: those of its last accepted response. */
   live: ReadonlyMap<string, EncodedResource>;
+  /**
+   * Counts the requests that changed what this type would be sent (subscribed names, wildcard,
+   * the version or resources the proxy says it holds), so a skip (see `inStep`) never outlives one.
+   */
+  subscription: number;
+  /** The set this type was last computed against (in step with it, or sent from it); see `inStep`. */
+  settled?: ResourceSet;
+  /** `subscription` when `settled` was recorded. */
+  settledSubscription: number;
+}
+
+/** A type's state before its first request is applied. */
+export function baseState(typeUrl: string): BaseTypeState {
+  return { typeUrl, wildcard: false, names: new Set(), awaiting: false, inflight: new Map(), live: new Map(), subscription: 0, settledSubscription: 0 };
 }
 
 type Call<Req> = ServerDuplexStream<Req | MalformedRequest, Buffer>;
@@ -257,6 +271,32 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       }
     }
     this.proxy.synced = this.ordered.length > 0 && !clustersInFlight;
+  }
+
+  /**
+   * Whether the type is known to need nothing from `set`: the last computation for it ran against
+   * this very set object, with the subscription as it is now, and retained nothing. What that
+   * computation decided stands, so it is not redone (with a ResourceSet kept across snapshots,
+   * an endpoint change costs CDS and LDS this one comparison per stream):
+   * - the set, the subscription and the version or resources the proxy holds are the same;
+   * - `retained` stays empty: it returns resources of this type that the proxy has, `set` lacks
+   *   and another type the proxy has still references. Responses of this type computed from `set`
+   *   with nothing retained add nothing outside `set`; other types are sent their snapshot sets,
+   *   whose references all lie within `set` (the snapshot is checked), plus old resources they
+   *   already had, so references outside `set` only ever go away while `set` is current;
+   * - an ACK or NACK changes what the proxy runs or what was offered to it, never what is due:
+   *   an accepted response was computed from `set`, and a rejected one is not offered again.
+   * A computation that retained resources is not settled: those go as soon as the referring
+   * type lets go, which the next pump must see.
+   */
+  protected inStep(state: State, set: ResourceSet): boolean {
+    return state.settled === set && state.settledSubscription === state.subscription;
+  }
+
+  /** Records what the type was computed against; `retained`: the computation kept resources `set` lacks. */
+  protected settle(state: State, set: ResourceSet, retained: boolean): void {
+    state.settled = retained ? undefined : set;
+    state.settledSubscription = state.subscription;
   }
 
   /**

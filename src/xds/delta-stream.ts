@@ -1,6 +1,6 @@
 import type { DeltaRequest } from './requests.js';
-import { AdsStream, type BaseTypeState } from './ads-stream.js';
-import type { EncodedResource, Snapshot } from './snapshot.js';
+import { AdsStream, baseState, type BaseTypeState } from './ads-stream.js';
+import type { EncodedResource, ResourceSet, Snapshot } from './snapshot.js';
 import { WILDCARD_TYPES } from './type-urls.js';
 import { stringField } from './wire.js';
 
@@ -29,17 +29,7 @@ interface Diff {
  */
 export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
   protected newState(typeUrl: string): DeltaState {
-    return {
-      typeUrl,
-      wildcard: false,
-      names: new Set(),
-      awaiting: false,
-      inflight: new Map(),
-      live: new Map(),
-      known: new Map(),
-      mustRespond: true,
-      inflightRemoved: [],
-    };
+    return { ...baseState(typeUrl), known: new Map(), mustRespond: true, inflightRemoved: [] };
   }
 
   protected applyRequest(req: DeltaRequest, state: DeltaState, first: boolean): void {
@@ -52,10 +42,10 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
         this.log.warn({ type: this.typeLabel(req.typeUrl), version, error: req.errorDetail.message }, 'proxy rejected configuration');
         this.ctx.status.nack(this.proxy, req.typeUrl, version, req.errorDetail.message);
       } else {
-        const live = new Map(state.live);
+        // `live` is this state's own map (made in newState, never handed out): updated in place.
+        const live = state.live as Map<string, EncodedResource>;
         for (const [name, r] of state.inflight) live.set(name, r);
         for (const name of state.inflightRemoved) live.delete(name);
-        state.live = live;
         this.ctx.status.ack(this.proxy, req.typeUrl, version);
       }
       state.inflight = new Map();
@@ -64,6 +54,7 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
       this.log.debug({ type: this.typeLabel(req.typeUrl), nonce: req.responseNonce }, 'stale nonce; applying subscription changes only');
     }
 
+    if (first || req.subscribe.length > 0 || req.unsubscribe.length > 0) state.subscription += 1;
     if (first) {
       state.wildcard = WILDCARD_TYPES.has(req.typeUrl) && req.subscribe.length === 0;
       const initial = Object.entries(req.initialResourceVersions);
@@ -88,14 +79,18 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
 
   protected maybeRespond(state: DeltaState, snapshot: Snapshot): boolean {
     if (state.awaiting) return false;
-    const diff = this.diff(state, snapshot);
-    if (diff.updated.length === 0 && diff.removed.length === 0 && !state.mustRespond) return false;
     const set = snapshot.resources(state.typeUrl);
+    // After a computation against `set`, `known` says the proxy has (or was offered) all of it.
+    if (this.inStep(state, set) && !state.mustRespond) return false;
+    const retained = this.retained(state.typeUrl, snapshot);
+    const diff = this.diff(state, set, retained);
+    this.settle(state, set, retained.length > 0);
+    if (diff.updated.length === 0 && diff.removed.length === 0 && !state.mustRespond) return false;
     const nonce = this.nextNonce();
     const bytes = Buffer.concat([
-      stringField(1, set.version),
+      versionField(set),
       ...diff.updated.map((r) => r.deltaField),
-      stringField(4, state.typeUrl),
+      typeField(state.typeUrl),
       ...diff.removed.map((name) => stringField(6, name)),
       stringField(5, nonce),
     ]);
@@ -116,10 +111,9 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     return true;
   }
 
-  private diff(state: DeltaState, snapshot: Snapshot): Diff {
-    const set = snapshot.resources(state.typeUrl);
+  private diff(state: DeltaState, set: ResourceSet, retained: readonly EncodedResource[]): Diff {
     const available = new Map<string, EncodedResource>();
-    for (const r of this.retained(state.typeUrl, snapshot)) available.set(r.name, r);
+    for (const r of retained) available.set(r.name, r);
     const updated: EncodedResource[] = [];
     const removed: string[] = [];
     const consider = (name: string): void => {
@@ -143,4 +137,20 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
 function dedupe(resources: EncodedResource[]): EncodedResource[] {
   const byName = new Map(resources.map((r) => [r.name, r]));
   return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+// Every response of a set carries its version, and every response of a type its URL: framed once.
+const versionFields = new WeakMap<ResourceSet, Buffer>();
+const typeFields = new Map<string, Buffer>();
+
+function versionField(set: ResourceSet): Buffer {
+  let field = versionFields.get(set);
+  if (!field) versionFields.set(set, (field = stringField(1, set.version)));
+  return field;
+}
+
+function typeField(typeUrl: string): Buffer {
+  let field = typeFields.get(typeUrl);
+  if (!field) typeFields.set(typeUrl, (field = stringField(4, typeUrl)));
+  return field;
 }

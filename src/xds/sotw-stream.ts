@@ -1,5 +1,5 @@
 import type { SotwRequest } from './requests.js';
-import { AdsStream, type BaseTypeState } from './ads-stream.js';
+import { AdsStream, baseState, type BaseTypeState } from './ads-stream.js';
 import type { EncodedResource, ResourceSet, Snapshot } from './snapshot.js';
 import { WILDCARD_TYPES } from './type-urls.js';
 import { setVersion } from './versions.js';
@@ -10,13 +10,24 @@ interface SotwState extends BaseTypeState {
   version?: string;
   /** Sorted explicit names, as a memo key. */
   namesKey: string;
+  /** `resource_names` of the last request, to recognise the same list again (Envoy repeats it in every ACK). */
+  requested?: readonly string[];
+  /** Id of the last candidate sent with its shared nonce (see `Candidate.nonce`); 0 before any. */
+  sharedId: number;
 }
 
 interface Candidate {
   readonly version: string;
   readonly resources: ReadonlyMap<string, EncodedResource>;
   readonly body: Buffer;
+  /** Unique per candidate, increasing in the order candidates are made. */
+  readonly id: number;
+  /** The candidate's own nonce, `C` + id in base 36, and the response with it, built when first sent. */
+  nonce?: string;
+  framed?: Buffer;
 }
+
+let nextCandidateId = 1;
 
 /**
  * State-of-the-world ADS: every response carries the full set the proxy subscribed to. A response
@@ -25,7 +36,7 @@ interface Candidate {
  */
 export class SotwStream extends AdsStream<SotwRequest, SotwState> {
   protected newState(typeUrl: string): SotwState {
-    return { typeUrl, wildcard: false, names: new Set(), awaiting: false, inflight: new Map(), live: new Map(), namesKey: '' };
+    return { ...baseState(typeUrl), namesKey: '', sharedId: 0 };
   }
 
   protected applyRequest(req: SotwRequest, state: SotwState): void {
@@ -39,6 +50,7 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
       state.awaiting = false;
       state.version = req.versionInfo || undefined;
       state.inflight = new Map();
+      state.subscription += 1;
       if (req.versionInfo) this.ctx.status.holds(this.proxy, req.typeUrl, req.versionInfo);
     } else if (state.awaiting) {
       state.awaiting = false;
@@ -53,6 +65,9 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
       state.inflight = new Map();
     }
     const names = req.resourceNames;
+    if (state.requested && sameList(state.requested, names)) return;
+    state.requested = names;
+    state.subscription += 1;
     state.wildcard = WILDCARD_TYPES.has(req.typeUrl) ? names.length === 0 || names.includes('*') : names.includes('*');
     state.names.clear();
     for (const n of names) if (n !== '*') state.names.add(n);
@@ -61,10 +76,13 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
 
   protected maybeRespond(state: SotwState, snapshot: Snapshot): boolean {
     if (state.awaiting) return false;
-    const candidate = this.candidate(state, snapshot);
+    const set = snapshot.resources(state.typeUrl);
+    if (this.inStep(state, set)) return false;
+    const retained = this.retained(state.typeUrl, snapshot);
+    const candidate = this.candidate(state, set, retained);
+    this.settle(state, set, retained.length > 0);
     if (candidate.version === state.version) return false;
-    const nonce = this.nextNonce();
-    const bytes = withNonce(candidate.body, nonce);
+    const [nonce, bytes] = this.framed(state, candidate);
     this.write(bytes);
     state.nonce = nonce;
     state.awaiting = true;
@@ -75,9 +93,29 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
     return true;
   }
 
-  private candidate(state: SotwState, snapshot: Snapshot): Candidate {
-    const set = snapshot.resources(state.typeUrl);
-    const retained = this.retained(state.typeUrl, snapshot);
+  /**
+   * The response carrying `candidate`, and its nonce. A nonce only has to be unique on its stream,
+   * so the streams of a group that are sent the same candidate all get the candidate's own nonce
+   * (`C` + its id) and the very same Buffer, framed once. Candidate ids only grow, so a type that
+   * is sent only candidates newer than the last it was sent never gets a nonce twice; a candidate
+   * not newer than that (the same one again after a resubscription, or an older one after a change
+   * of names) gets a nonce of the stream's own counter instead, in a copy of the body. Counter
+   * nonces are base 36 in lower case and candidate nonces start with an upper-case `C`, so the two
+   * never meet, and no nonce is sent twice on a stream: a request echoing an earlier response's
+   * nonce is still recognised as stale.
+   */
+  private framed(state: SotwState, candidate: Candidate): [string, Buffer] {
+    if (candidate.id > state.sharedId) {
+      state.sharedId = candidate.id;
+      candidate.nonce ??= `C${candidate.id.toString(36)}`;
+      candidate.framed ??= withNonce(candidate.body, candidate.nonce);
+      return [candidate.nonce, candidate.framed];
+    }
+    const nonce = this.nextNonce();
+    return [nonce, withNonce(candidate.body, nonce)];
+  }
+
+  private candidate(state: SotwState, set: ResourceSet, retained: readonly EncodedResource[]): Candidate {
     if (state.wildcard && retained.length === 0) {
       return memoCandidate(set, '*', () => [...set.names].map((n) => set.get(n) as EncodedResource));
     }
@@ -99,6 +137,13 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
   }
 }
 
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 const candidates = new WeakMap<object, Map<string, Candidate>>();
 
 /** Streams of one group with the same subscription share one candidate, body bytes included. */
@@ -117,7 +162,7 @@ function memoCandidate(set: ResourceSet, key: string, pick: () => EncodedResourc
 function buildCandidate(typeUrl: string, resources: EncodedResource[]): Candidate {
   const version = setVersion(resources);
   const body = Buffer.concat([stringField(1, version), ...resources.map((r) => r.sotwField), stringField(4, typeUrl), CONTROL_PLANE]);
-  return { version, resources: new Map(resources.map((r) => [r.name, r])), body };
+  return { version, resources: new Map(resources.map((r) => [r.name, r])), body, id: nextCandidateId++ };
 }
 
 /** DiscoveryResponse.control_plane (field 6) = { identifier: "vsxds" }. */
