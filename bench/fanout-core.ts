@@ -7,13 +7,15 @@
  * on a machine that is busy with other work, where the end-to-end latencies of B1 are not.
  *
  *   node --expose-gc --import tsx bench/fanout-core.ts [--clients 10000] [--mode sotw|delta] [--reps 7]
- *     [--scopes one,all,noop] [--one-reps 41]
+ *     [--scopes one,all,noop] [--one-reps 41] [--profile out.cpuprofile]
  *
  * Prints one JSON object: CPU ms per phase (median over repetitions): build (Snapshot.build of
  * the changed groups from their current snapshots, as SnapshotCache.setSnapshot builds), push
  * (setSnapshot: every stream of those groups pumps and writes), ack
  * (the streams handle the ACKs); and the heap each stream holds. Phases are given to 0.01 ms:
  * the one-group change is a fraction of a millisecond, and it is repeated --one-reps times.
+ * --profile samples the measured changes (add --enable-source-maps for TypeScript positions;
+ * summarize with bench/profile-summary.ts); the sampler's overhead is in the figures then.
  */
 import { EventEmitter } from 'node:events';
 import { parseArgs } from 'node:util';
@@ -21,6 +23,7 @@ import pino from 'pino';
 import { DeltaStream } from '../src/xds/delta-stream.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ProxyStatusRegistry, Snapshot, SnapshotCache, type SnapshotInput } from '../src/xds/index.js';
 import { SotwStream } from '../src/xds/sotw-stream.js';
+import { CpuProfiler } from './profiler.js';
 import { clusterName, GroupResources, groupKey, groupName, NAMESPACE, type Shape } from './fleet.js';
 
 const { values: args } = parseArgs({
@@ -30,6 +33,8 @@ const { values: args } = parseArgs({
     reps: { type: 'string', default: '7' },
     /** Repetitions of the one-group change, which takes well under a millisecond: more of them for a stable median. */
     'one-reps': { type: 'string', default: '41' },
+    /** Write a CPU profile of the measured changes (not of connecting) to this .cpuprofile file. */
+    profile: { type: 'string' },
     scopes: { type: 'string', default: 'one,all,noop' },
   },
 });
@@ -237,6 +242,8 @@ const summarize = (ps: Phase[]) => ({
 const scopes = args.scopes.split(',') as Array<'one' | 'all' | 'noop'>;
 // One unmeasured change of each kind first, so no scope pays for the others' first compilation.
 for (const scope of scopes) change(scope);
+const profiler = new CpuProfiler();
+if (args.profile) await profiler.start();
 const results: Record<string, ReturnType<typeof summarize>> = {};
 for (const scope of scopes) {
   const phases: Phase[] = [];
@@ -245,4 +252,5 @@ for (const scope of scopes) {
   results[scope] = summarize(phases);
 }
 
+if (args.profile) await profiler.stop(args.profile);
 console.log(JSON.stringify({ mode: args.mode, clients: N, connectCpuMs: Math.round(connectMs), heapPerStreamKB: Math.round(heapPerStreamKB * 10) / 10, ...results }));

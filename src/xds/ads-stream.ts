@@ -16,6 +16,7 @@ import type { SnapshotCache } from './snapshot-cache.js';
 import type { EncodedResource, ResourceSet, Snapshot } from './snapshot.js';
 import type { ProxyInfo, ProxyStatusRegistry } from './status-registry.js';
 import { CLUSTER_TYPE, compareTypesForPush, ENDPOINT_TYPE, PUSH_ORDER, shortTypeName } from './type-urls.js';
+import { withNonce } from './wire.js';
 
 export interface StreamContext {
   readonly cache: SnapshotCache;
@@ -53,11 +54,44 @@ export interface BaseTypeState {
   settled?: ResourceSet;
   /** `subscription` when `settled` was recorded. */
   settledSubscription: number;
+  /** Id of the last shared response sent with its own nonce (see `framed`); 0 before any. */
+  sharedId: number;
+}
+
+/**
+ * A response body (everything but the nonce) that the streams of a group which are due the same
+ * response share, with its own nonce and the response framed with it, made when first sent.
+ */
+export interface SharedResponse {
+  readonly body: Buffer;
+  /** Unique per shared response, increasing in the order they are made (nextSharedId). */
+  readonly id: number;
+  nonce?: string;
+  framed?: Buffer;
+}
+
+let lastSharedId = 0;
+
+export function nextSharedId(): number {
+  return ++lastSharedId;
 }
 
 /** A type's state before its first request is applied. */
 export function baseState(typeUrl: string): BaseTypeState {
-  return { typeUrl, wildcard: false, names: new Set(), awaiting: false, inflight: new Map(), live: new Map(), subscription: 0, settledSubscription: 0 };
+  // Every field present from the start, so all states of a kind share one object shape.
+  return {
+    typeUrl,
+    wildcard: false,
+    names: new Set(),
+    nonce: undefined,
+    awaiting: false,
+    inflight: new Map(),
+    live: new Map(),
+    subscription: 0,
+    settled: undefined,
+    settledSubscription: 0,
+    sharedId: 0,
+  };
 }
 
 type Call<Req> = ServerDuplexStream<Req | MalformedRequest, Buffer>;
@@ -334,6 +368,28 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       }
     }
     return [...out.values()];
+  }
+
+  /**
+   * The response with `shared`'s body, and its nonce. A nonce only has to be unique on its stream,
+   * so the streams that are sent the same shared response all get that response's own nonce
+   * (`S` + its id in base 36) and the very same Buffer, framed once. Shared ids only grow, so a
+   * type that is sent only shared responses newer than the last it was sent never gets a nonce
+   * twice; one not newer than that (the same again after a resubscription, or an older one after a
+   * change of names) gets a nonce of the stream's own counter instead, in a copy of the body.
+   * Counter nonces are base 36 in lower case and shared ones start with an upper-case `S`, so the
+   * two never meet, and no nonce is sent twice on a stream: a request that echoes an earlier
+   * response's nonce is still recognised as stale.
+   */
+  protected framed(state: State, shared: SharedResponse): [string, Buffer] {
+    if (shared.id > state.sharedId) {
+      state.sharedId = shared.id;
+      shared.nonce ??= `S${shared.id.toString(36)}`;
+      shared.framed ??= withNonce(shared.body, shared.nonce);
+      return [shared.nonce, shared.framed];
+    }
+    const nonce = this.nextNonce();
+    return [nonce, withNonce(shared.body, nonce)];
   }
 
   protected write(bytes: Buffer): void {

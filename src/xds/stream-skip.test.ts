@@ -244,39 +244,48 @@ describe.each(['sotw', 'delta'] as const)('%s stream against kept ResourceSets',
   });
 });
 
-describe('SotW nonces', () => {
+describe.each(['sotw', 'delta'] as const)('%s nonces', (mode) => {
   let cache: SnapshotCache;
   const open = (): Proxy =>
-    new Proxy('sotw', { cache, status: new ProxyStatusRegistry(), log: pino({ level: 'silent' }), nodeAuth: 'none', maxRequestsPerSecond: 0, onClose: () => {} });
+    new Proxy(mode, { cache, status: new ProxyStatusRegistry(), log: pino({ level: 'silent' }), nodeAuth: 'none', maxRequestsPerSecond: 0, onClose: () => {} });
+  const endpointsAt = (ip: string) => snapshotInput(simplePipeline('a', 2000, [ip]));
 
   beforeEach(() => {
     cache = new SnapshotCache();
     cache.markReady();
-    cache.setSnapshot(GROUP, snapshotInput(simplePipeline('a', 2000, ['10.0.0.1'])));
+    cache.setSnapshot(GROUP, endpointsAt('10.0.0.1'));
   });
 
-  it('streams sent the same response share one Buffer; a stream never gets a nonce twice, and stale nonces stay stale', () => {
+  it('streams due the same response share one Buffer; a stream never gets a nonce twice, and stale nonces stay stale', () => {
     const one = open();
     const two = open();
     one.sync(['a']);
     two.sync(['a']);
     expect(two.call.written.map((b, i) => b === one.call.written[i])).toEqual([true, true, true]);
 
-    cache.setSnapshot(GROUP, snapshotInput({ ...simplePipeline('a', 2000, ['10.0.0.2']) }));
+    cache.setSnapshot(GROUP, endpointsAt('10.0.0.2'));
     expect(one.call.written[3]).toBe(two.call.written[3]);
     const [eds] = one.take();
+    expect(addresses(eds)).toEqual(['10.0.0.2']);
     one.ack(eds as Response, ['a']);
-    // A resubscription that holds nothing: the same content again, under a nonce of its own.
-    one.sotw({ typeUrl: ENDPOINT_TYPE, resourceNames: ['a'] });
+    // The same response is due again: a SotW resubscription that holds nothing, a delta
+    // unsubscribe and subscribe. It goes under a nonce of its own.
+    if (mode === 'sotw') {
+      one.sotw({ typeUrl: ENDPOINT_TYPE, resourceNames: ['a'] });
+    } else {
+      one.delta({ typeUrl: ENDPOINT_TYPE, unsubscribe: ['a'] });
+      one.delta({ typeUrl: ENDPOINT_TYPE, subscribe: ['a'] });
+    }
     const [again] = one.take();
-    expect(again?.version_info).toBe(eds?.version_info);
+    expect(addresses(again)).toEqual(['10.0.0.2']);
     expect(again?.nonce).not.toBe(eds?.nonce);
     expect(again?.raw.subarray(0, -(again.nonce.length + 2))).toEqual(eds?.raw.subarray(0, -(eds.nonce.length + 2)));
-    const nonces = one.call.written.map((b) => decodeResponse(b, 'sotw').nonce);
+    const nonces = one.call.written.map((b) => decodeResponse(b, mode).nonce);
     expect(new Set(nonces).size).toBe(nonces.length);
-    // The earlier response's nonce is stale now: an "ACK" with it answers nothing.
+    // The earlier response's nonce is stale now: an ACK with it answers nothing, so the next
+    // change waits for the ACK of the response in flight.
     one.ack(eds as Response, ['a']);
-    cache.setSnapshot(GROUP, snapshotInput({ ...simplePipeline('a', 2000, ['10.0.0.3']) }));
+    cache.setSnapshot(GROUP, endpointsAt('10.0.0.3'));
     expect(one.take()).toEqual([]);
     one.ack(again as Response, ['a']);
     expect(addresses(one.take()[0])).toEqual(['10.0.0.3']);
