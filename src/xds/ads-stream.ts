@@ -56,6 +56,8 @@ export interface BaseTypeState {
   settledSubscription: number;
   /** Id of the last shared response sent with its own nonce (see `framed`); 0 before any. */
   sharedId: number;
+  /** A set with every name of `live` and `inflight`, when known (see `mayHaveLost`). */
+  contained?: ResourceSet;
 }
 
 /**
@@ -91,7 +93,26 @@ export function baseState(typeUrl: string): BaseTypeState {
     settled: undefined,
     settledSubscription: 0,
     sharedId: 0,
+    contained: undefined,
   };
+}
+
+/** The last answer per target set: the streams of a group move between the same two sets. */
+const kept = new WeakMap<ResourceSet, { readonly from: ResourceSet; readonly all: boolean }>();
+
+/** Whether `to` has every name `from` has. */
+function keepsAllNames(from: ResourceSet, to: ResourceSet): boolean {
+  const memo = kept.get(to);
+  if (memo?.from === from) return memo.all;
+  let all = true;
+  for (const name of from.byName.keys()) {
+    if (!to.get(name)) {
+      all = false;
+      break;
+    }
+  }
+  kept.set(to, { from, all });
+  return all;
 }
 
 type Call<Req> = ServerDuplexStream<Req | MalformedRequest, Buffer>;
@@ -106,6 +127,8 @@ let nextStreamId = 1;
 export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }, State extends BaseTypeState> {
   readonly proxy: ProxyInfo;
   protected log: Logger;
+  /** Debug logging is on: per-response debug lines are built only then (a child logger keeps its level). */
+  protected readonly debug: boolean;
   protected snapshot?: Snapshot;
   protected readonly types = new Map<string, State>();
   /** `types` in push order; rebuilt when a type is added. */
@@ -129,6 +152,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     const streamId = nextStreamId++;
     this.proxy = { streamId, nodeId: '', mode, peer: call.getPeer(), types: new Map(), synced: false };
     this.log = ctx.log.child({ stream: streamId, mode });
+    this.debug = this.log.isLevelEnabled('debug');
     call.on('data', (req: Req | MalformedRequest) => this.onData(req));
     call.on('end', () => this.finish());
     call.on('error', (err) => {
@@ -342,18 +366,8 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     const state = this.types.get(typeUrl);
     if (!state) return [];
     // Only what the proxy has and the snapshot lost can be retained: usually nothing, and this
-    // check is much cheaper than walking every reference (it runs for every stream on every push).
-    let lost = false;
-    for (const holder of [state.live, state.inflight]) {
-      for (const name of holder.keys()) {
-        if (!current.get(name)) {
-          lost = true;
-          break;
-        }
-      }
-      if (lost) break;
-    }
-    if (!lost) return [];
+    // check is much cheaper than walking every reference.
+    if (!this.mayHaveLost(state, current)) return [];
     const out = new Map<string, EncodedResource>();
     for (const other of this.types.values()) {
       if (other === state) continue;
@@ -368,6 +382,32 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       }
     }
     return [...out.values()];
+  }
+
+  /**
+   * Whether the proxy has or is being sent resources of this type that `current` lacks. `contained`
+   * remembers a set that holds every name of `live` and `inflight`; they only ever gain what a
+   * response computed right after this check sends, which comes from `current` (or, when
+   * something is retained, outside it: then this answered true and `contained` is cleared). So
+   * while `current` is that set, or has all of its names, nothing is lost and neither map needs
+   * to be walked: on an endpoint change that is every stream's case.
+   */
+  private mayHaveLost(state: State, current: ResourceSet): boolean {
+    const contained = state.contained;
+    if (contained && (contained === current || keepsAllNames(contained, current))) {
+      state.contained = current;
+      return false;
+    }
+    for (const holder of [state.live, state.inflight]) {
+      for (const name of holder.keys()) {
+        if (!current.get(name)) {
+          state.contained = undefined;
+          return true;
+        }
+      }
+    }
+    state.contained = current;
+    return false;
   }
 
   /**

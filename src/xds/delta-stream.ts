@@ -110,7 +110,7 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     state.inflight = inflight;
     state.inflightRemoved = response.removed;
     this.ctx.status.sent(this.proxy, state.typeUrl, set.version, bytes.length);
-    if (this.log.isLevelEnabled('debug')) {
+    if (this.debug) {
       this.log.debug({ type: this.typeLabel(state.typeUrl), updated: response.updated.length, removed: response.removed.length }, 'sent');
     }
     return true;

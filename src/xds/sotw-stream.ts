@@ -81,7 +81,7 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
     state.version = candidate.version;
     state.inflight = candidate.resources;
     this.ctx.status.sent(this.proxy, state.typeUrl, candidate.version, bytes.length);
-    if (this.log.isLevelEnabled('debug')) {
+    if (this.debug) {
       this.log.debug({ type: this.typeLabel(state.typeUrl), version: candidate.version, count: candidate.resources.size }, 'sent');
     }
     return true;
