@@ -7,11 +7,15 @@
  * on a machine that is busy with other work, where the end-to-end latencies of B1 are not.
  *
  *   node --expose-gc --import tsx bench/fanout-core.ts [--clients 10000] [--mode sotw|delta] [--reps 7]
- *     [--scopes one,all,noop]
+ *     [--scopes one,all,noop] [--one-reps 41] [--profile out.cpuprofile]
  *
  * Prints one JSON object: CPU ms per phase (median over repetitions): build (Snapshot.build of
- * the changed groups), push (setSnapshot: every stream of those groups pumps and writes), ack
- * (the streams handle the ACKs); and the heap each stream holds.
+ * the changed groups from their current snapshots, as SnapshotCache.setSnapshot builds), push
+ * (setSnapshot: every stream of those groups pumps and writes), ack
+ * (the streams handle the ACKs); and the heap each stream holds. Phases are given to 0.01 ms:
+ * the one-group change is a fraction of a millisecond, and it is repeated --one-reps times.
+ * --profile samples the measured changes (add --enable-source-maps for TypeScript positions;
+ * summarize with bench/profile-summary.ts); the sampler's overhead is in the figures then.
  */
 import { EventEmitter } from 'node:events';
 import { parseArgs } from 'node:util';
@@ -19,6 +23,7 @@ import pino from 'pino';
 import { DeltaStream } from '../src/xds/delta-stream.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ProxyStatusRegistry, Snapshot, SnapshotCache, type SnapshotInput } from '../src/xds/index.js';
 import { SotwStream } from '../src/xds/sotw-stream.js';
+import { CpuProfiler } from './profiler.js';
 import { clusterName, GroupResources, groupKey, groupName, NAMESPACE, type Shape } from './fleet.js';
 
 const { values: args } = parseArgs({
@@ -26,12 +31,17 @@ const { values: args } = parseArgs({
     clients: { type: 'string', default: '10000' },
     mode: { type: 'string', default: 'sotw' },
     reps: { type: 'string', default: '7' },
+    /** Repetitions of the one-group change, which takes well under a millisecond: more of them for a stable median. */
+    'one-reps': { type: 'string', default: '41' },
+    /** Write a CPU profile of the measured changes (not of connecting) to this .cpuprofile file. */
+    profile: { type: 'string' },
     scopes: { type: 'string', default: 'one,all,noop' },
   },
 });
 const N = Number(args.clients);
 const DELTA = args.mode === 'delta';
 const REPS = Number(args.reps);
+const ONE_REPS = Number(args['one-reps']);
 const shape: Shape = { groups: 100, clustersPerGroup: 10, endpointsPerCluster: 5 };
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
 
@@ -42,35 +52,40 @@ interface Scanned {
   nonce: string;
 }
 
+// The scanner's position; a module variable rather than a closure, so scanning costs this
+// harness as little as possible next to the stream logic it measures.
+let at = 0;
+
+function varint(buf: Buffer): number {
+  let v = 0;
+  let shift = 0;
+  for (;;) {
+    const b = buf[at++] as number;
+    v += (b & 0x7f) * 2 ** shift;
+    if (b < 0x80) return v;
+    shift += 7;
+  }
+}
+
 function scan(buf: Buffer): Scanned {
   const out: Scanned = { version: '', typeUrl: '', nonce: '' };
-  let i = 0;
-  const varint = (): number => {
-    let v = 0;
-    let shift = 0;
-    for (;;) {
-      const b = buf[i++] as number;
-      v += (b & 0x7f) * 2 ** shift;
-      if (b < 0x80) return v;
-      shift += 7;
-    }
-  };
-  while (i < buf.length) {
-    const tag = varint();
+  at = 0;
+  while (at < buf.length) {
+    const tag = varint(buf);
     const field = Math.floor(tag / 8);
     const wire = tag & 7;
     if (wire === 0) {
-      varint();
+      varint(buf);
       continue;
     }
-    const len = varint();
+    const len = varint(buf);
     if (field === 1 || field === 4 || field === 5) {
-      const s = buf.toString('utf8', i, i + len);
+      const s = buf.toString('latin1', at, at + len);
       if (field === 1) out.version = s;
       else if (field === 4) out.typeUrl = s;
       else out.nonce = s;
     }
-    i += len;
+    at += len;
   }
   return out;
 }
@@ -202,7 +217,8 @@ function change(scope: 'one' | 'all' | 'noop'): Phase {
   for (let i = 0; i < affected.length; i++) {
     const gr = affected[i] as GroupResources;
     const a = cpuMs();
-    const snapshot = Snapshot.build(inputs[i] as SnapshotInput);
+    // As setSnapshot builds it: from the group's current snapshot, whose unchanged sets it keeps.
+    const snapshot = Snapshot.build(inputs[i] as SnapshotInput, cache.getSnapshot(groupKey(gr.g)));
     const b = cpuMs();
     // Every stream of the group is notified and writes its response synchronously.
     cache.setSnapshot(groupKey(gr.g), snapshot);
@@ -216,21 +232,30 @@ function change(scope: 'one' | 'all' | 'noop'): Phase {
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? NaN;
+const round2 = (x: number): number => Math.round(x * 100) / 100;
 const summarize = (ps: Phase[]) => ({
-  buildMs: Math.round(median(ps.map((p) => p.buildMs)) * 10) / 10,
-  pushMs: Math.round(median(ps.map((p) => p.pushMs))),
-  ackMs: Math.round(median(ps.map((p) => p.ackMs))),
-  totalMs: Math.round(median(ps.map((p) => p.buildMs + p.pushMs + p.ackMs))),
+  buildMs: round2(median(ps.map((p) => p.buildMs))),
+  pushMs: round2(median(ps.map((p) => p.pushMs))),
+  ackMs: round2(median(ps.map((p) => p.ackMs))),
+  totalMs: round2(median(ps.map((p) => p.buildMs + p.pushMs + p.ackMs))),
+  minTotalMs: round2(Math.min(...ps.map((p) => p.buildMs + p.pushMs + p.ackMs))),
   perResponseUs: Math.round((median(ps.map((p) => p.pushMs + p.ackMs)) * 1000) / Math.max(1, ps[0]?.responses ?? 1)),
   responses: ps[0]?.responses ?? 0,
   bytes: ps[0]?.bytes ?? 0,
 });
 
+const scopes = args.scopes.split(',') as Array<'one' | 'all' | 'noop'>;
+// One unmeasured change of each kind first, so no scope pays for the others' first compilation.
+for (const scope of scopes) change(scope);
+const profiler = new CpuProfiler();
+if (args.profile) await profiler.start();
 const results: Record<string, ReturnType<typeof summarize>> = {};
-for (const scope of args.scopes.split(',') as Array<'one' | 'all' | 'noop'>) {
+for (const scope of scopes) {
   const phases: Phase[] = [];
-  for (let r = 0; r < REPS; r++) phases.push(change(scope));
+  const reps = scope === 'one' ? ONE_REPS : REPS;
+  for (let r = 0; r < reps; r++) phases.push(change(scope));
   results[scope] = summarize(phases);
 }
 
+if (args.profile) await profiler.stop(args.profile);
 console.log(JSON.stringify({ mode: args.mode, clients: N, connectCpuMs: Math.round(connectMs), heapPerStreamKB: Math.round(heapPerStreamKB * 10) / 10, ...results }));

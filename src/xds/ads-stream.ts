@@ -13,9 +13,10 @@ import {
 } from './node-identity.js';
 import { isMalformed, type MalformedRequest } from './requests.js';
 import type { SnapshotCache } from './snapshot-cache.js';
-import type { EncodedResource, Snapshot } from './snapshot.js';
+import type { EncodedResource, ResourceSet, Snapshot } from './snapshot.js';
 import type { ProxyInfo, ProxyStatusRegistry } from './status-registry.js';
 import { CLUSTER_TYPE, compareTypesForPush, ENDPOINT_TYPE, PUSH_ORDER, shortTypeName } from './type-urls.js';
+import { withNonce } from './wire.js';
 
 export interface StreamContext {
   readonly cache: SnapshotCache;
@@ -44,6 +45,74 @@ export interface BaseTypeState {
   inflight: ReadonlyMap<string, EncodedResource>;
   /** Resources the proxy runs: those of its last accepted response. */
   live: ReadonlyMap<string, EncodedResource>;
+  /**
+   * Counts the requests that changed what this type would be sent (subscribed names, wildcard,
+   * the version or resources the proxy says it holds), so a skip (see `inStep`) never outlives one.
+   */
+  subscription: number;
+  /** The set this type was last computed against (in step with it, or sent from it); see `inStep`. */
+  settled?: ResourceSet;
+  /** `subscription` when `settled` was recorded. */
+  settledSubscription: number;
+  /** Id of the last shared response sent with its own nonce (see `framed`); 0 before any. */
+  sharedId: number;
+  /** A set with every name of `live` and `inflight`, when known (see `mayHaveLost`). */
+  contained?: ResourceSet;
+}
+
+/**
+ * A response body (everything but the nonce) that the streams of a group which are due the same
+ * response share, with its own nonce and the response framed with it, made when first sent.
+ */
+export interface SharedResponse {
+  readonly body: Buffer;
+  /** Unique per shared response, increasing in the order they are made (nextSharedId). */
+  readonly id: number;
+  nonce?: string;
+  framed?: Buffer;
+}
+
+let lastSharedId = 0;
+
+export function nextSharedId(): number {
+  return ++lastSharedId;
+}
+
+/** A type's state before its first request is applied. */
+export function baseState(typeUrl: string): BaseTypeState {
+  // Every field present from the start, so all states of a kind share one object shape.
+  return {
+    typeUrl,
+    wildcard: false,
+    names: new Set(),
+    nonce: undefined,
+    awaiting: false,
+    inflight: new Map(),
+    live: new Map(),
+    subscription: 0,
+    settled: undefined,
+    settledSubscription: 0,
+    sharedId: 0,
+    contained: undefined,
+  };
+}
+
+/** The last answer per target set: the streams of a group move between the same two sets. */
+const kept = new WeakMap<ResourceSet, { readonly from: ResourceSet; readonly all: boolean }>();
+
+/** Whether `to` has every name `from` has. */
+function keepsAllNames(from: ResourceSet, to: ResourceSet): boolean {
+  const memo = kept.get(to);
+  if (memo?.from === from) return memo.all;
+  let all = true;
+  for (const name of from.byName.keys()) {
+    if (!to.get(name)) {
+      all = false;
+      break;
+    }
+  }
+  kept.set(to, { from, all });
+  return all;
 }
 
 type Call<Req> = ServerDuplexStream<Req | MalformedRequest, Buffer>;
@@ -58,6 +127,8 @@ let nextStreamId = 1;
 export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }, State extends BaseTypeState> {
   readonly proxy: ProxyInfo;
   protected log: Logger;
+  /** Debug logging is on: per-response debug lines are built only then (a child logger keeps its level). */
+  protected readonly debug: boolean;
   protected snapshot?: Snapshot;
   protected readonly types = new Map<string, State>();
   /** `types` in push order; rebuilt when a type is added. */
@@ -81,6 +152,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     const streamId = nextStreamId++;
     this.proxy = { streamId, nodeId: '', mode, peer: call.getPeer(), types: new Map(), synced: false };
     this.log = ctx.log.child({ stream: streamId, mode });
+    this.debug = this.log.isLevelEnabled('debug');
     call.on('data', (req: Req | MalformedRequest) => this.onData(req));
     call.on('end', () => this.finish());
     call.on('error', (err) => {
@@ -260,6 +332,32 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   }
 
   /**
+   * Whether the type is known to need nothing from `set`: the last computation for it ran against
+   * this very set object, with the subscription as it is now, and retained nothing. What that
+   * computation decided stands, so it is not redone (with a ResourceSet kept across snapshots,
+   * an endpoint change costs CDS and LDS this one comparison per stream):
+   * - the set, the subscription and the version or resources the proxy holds are the same;
+   * - `retained` stays empty: it returns resources of this type that the proxy has, `set` lacks
+   *   and another type the proxy has still references. Responses of this type computed from `set`
+   *   with nothing retained add nothing outside `set`; other types are sent their snapshot sets,
+   *   whose references all lie within `set` (the snapshot is checked), plus old resources they
+   *   already had, so references outside `set` only ever go away while `set` is current;
+   * - an ACK or NACK changes what the proxy runs or what was offered to it, never what is due:
+   *   an accepted response was computed from `set`, and a rejected one is not offered again.
+   * A computation that retained resources is not settled: those go as soon as the referring
+   * type lets go, which the next pump must see.
+   */
+  protected inStep(state: State, set: ResourceSet): boolean {
+    return state.settled === set && state.settledSubscription === state.subscription;
+  }
+
+  /** Records what the type was computed against; `retained`: the computation kept resources `set` lacks. */
+  protected settle(state: State, set: ResourceSet, retained: boolean): void {
+    state.settled = retained ? undefined : set;
+    state.settledSubscription = state.subscription;
+  }
+
+  /**
    * Resources of `typeUrl` that another type the proxy runs still references but the snapshot
    * no longer has: they stay until the referring resource lets go (make-before-break).
    */
@@ -268,18 +366,8 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     const state = this.types.get(typeUrl);
     if (!state) return [];
     // Only what the proxy has and the snapshot lost can be retained: usually nothing, and this
-    // check is much cheaper than walking every reference (it runs for every stream on every push).
-    let lost = false;
-    for (const holder of [state.live, state.inflight]) {
-      for (const name of holder.keys()) {
-        if (!current.get(name)) {
-          lost = true;
-          break;
-        }
-      }
-      if (lost) break;
-    }
-    if (!lost) return [];
+    // check is much cheaper than walking every reference.
+    if (!this.mayHaveLost(state, current)) return [];
     const out = new Map<string, EncodedResource>();
     for (const other of this.types.values()) {
       if (other === state) continue;
@@ -294,6 +382,54 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       }
     }
     return [...out.values()];
+  }
+
+  /**
+   * Whether the proxy has or is being sent resources of this type that `current` lacks. `contained`
+   * remembers a set that holds every name of `live` and `inflight`; they only ever gain what a
+   * response computed right after this check sends, which comes from `current` (or, when
+   * something is retained, outside it: then this answered true and `contained` is cleared). So
+   * while `current` is that set, or has all of its names, nothing is lost and neither map needs
+   * to be walked: on an endpoint change that is every stream's case.
+   */
+  private mayHaveLost(state: State, current: ResourceSet): boolean {
+    const contained = state.contained;
+    if (contained && (contained === current || keepsAllNames(contained, current))) {
+      state.contained = current;
+      return false;
+    }
+    for (const holder of [state.live, state.inflight]) {
+      for (const name of holder.keys()) {
+        if (!current.get(name)) {
+          state.contained = undefined;
+          return true;
+        }
+      }
+    }
+    state.contained = current;
+    return false;
+  }
+
+  /**
+   * The response with `shared`'s body, and its nonce. A nonce only has to be unique on its stream,
+   * so the streams that are sent the same shared response all get that response's own nonce
+   * (`S` + its id in base 36) and the very same Buffer, framed once. Shared ids only grow, so a
+   * type that is sent only shared responses newer than the last it was sent never gets a nonce
+   * twice; one not newer than that (the same again after a resubscription, or an older one after a
+   * change of names) gets a nonce of the stream's own counter instead, in a copy of the body.
+   * Counter nonces are base 36 in lower case and shared ones start with an upper-case `S`, so the
+   * two never meet, and no nonce is sent twice on a stream: a request that echoes an earlier
+   * response's nonce is still recognised as stale.
+   */
+  protected framed(state: State, shared: SharedResponse): [string, Buffer] {
+    if (shared.id > state.sharedId) {
+      state.sharedId = shared.id;
+      shared.nonce ??= `S${shared.id.toString(36)}`;
+      shared.framed ??= withNonce(shared.body, shared.nonce);
+      return [shared.nonce, shared.framed];
+    }
+    const nonce = this.nextNonce();
+    return [nonce, withNonce(shared.body, nonce)];
   }
 
   protected write(bytes: Buffer): void {

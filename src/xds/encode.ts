@@ -23,7 +23,7 @@ function checkFields(type: protobuf.Type, object: unknown, where: string): void 
   if (object === null || typeof object !== 'object' || Array.isArray(object)) {
     throw new ResourceEncodingError(`${where}: expected an object for ${type.fullName.slice(1)}`);
   }
-  if (type.fullName === '.google.protobuf.Any' && '@type' in object) {
+  if (isAny(type) && '@type' in object) {
     const url = (object as Record<string, unknown>)['@type'];
     const inner = typeof url === 'string' ? typeForUrl(url) : undefined;
     if (!inner) throw new ResourceEncodingError(`${where}: unknown @type ${String(url)}`);
@@ -51,6 +51,16 @@ function checkFields(type: protobuf.Type, object: unknown, where: string): void 
       checkFields(fieldType, value, path);
     }
   }
+}
+
+// protobufjs computes `fullName` on every read (walking the parent chain and joining), and this
+// test runs for every nested object of every resource encoded: answer it once per Type.
+const anyByType = new WeakMap<protobuf.Type, boolean>();
+
+function isAny(type: protobuf.Type): boolean {
+  let any = anyByType.get(type);
+  if (any === undefined) anyByType.set(type, (any = type.fullName === '.google.protobuf.Any'));
+  return any;
 }
 
 function asList(value: unknown, path: string): unknown[] {

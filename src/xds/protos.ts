@@ -35,19 +35,32 @@ export function protoRoot(): protobuf.Root {
   return root;
 }
 
+// protobufjs's lookupType searches the namespace tree on every call; decoding every request and
+// encoding every resource looked the same few types up again and again.
+const typesByName = new Map<string, protobuf.Type>();
+const typesByUrl = new Map<string, protobuf.Type>();
+
 export function messageType(fullName: string): protobuf.Type {
-  return protoRoot().lookupType(fullName);
+  let type = typesByName.get(fullName);
+  if (!type) typesByName.set(fullName, (type = protoRoot().lookupType(fullName)));
+  return type;
 }
 
 /** The message type that a type URL (type.googleapis.com/<full name>) names, or undefined. */
 export function typeForUrl(typeUrl: string): protobuf.Type | undefined {
+  const known = typesByUrl.get(typeUrl);
+  if (known) return known;
   const slash = typeUrl.lastIndexOf('/');
   if (slash < 0) return undefined;
+  let type: protobuf.Type;
   try {
-    return protoRoot().lookupType(typeUrl.slice(slash + 1));
+    type = protoRoot().lookupType(typeUrl.slice(slash + 1));
   } catch {
+    // Not cached: only URLs that name a type are, so the map stays as small as the proto tree.
     return undefined;
   }
+  typesByUrl.set(typeUrl, type);
+  return type;
 }
 
 /** Options for turning decoded messages into plain objects, shared by everything that inspects protos. */

@@ -36,10 +36,12 @@ export class SnapshotCache {
 
   /**
    * Builds, checks and stores a group's snapshot, then notifies its watchers. On an inconsistent
-   * input it throws SnapshotConsistencyError and the previous snapshot stays in place.
+   * input it throws SnapshotConsistencyError and the previous snapshot stays in place. The build
+   * starts from the group's current snapshot: types whose input did not change keep their
+   * ResourceSet (see Snapshot.build), which is what lets streams skip them.
    */
   setSnapshot(groupKey: string, input: SnapshotInput | Snapshot): Snapshot {
-    const snapshot = input instanceof Snapshot ? input : Snapshot.build(input);
+    const snapshot = input instanceof Snapshot ? input : Snapshot.build(input, this.groups.get(groupKey)?.snapshot);
     const entry = this.entry(groupKey);
     // Same content, same versions: keep the snapshot the streams already hold and wake none of them.
     if (entry.snapshot && sameVersions(entry.snapshot, snapshot)) return entry.snapshot;
@@ -104,6 +106,7 @@ export class SnapshotCache {
 }
 
 function sameVersions(a: Snapshot, b: Snapshot): boolean {
+  if (a === b) return true;
   const va = a.versions();
   const vb = b.versions();
   const keys = Object.keys(va);

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from './type-urls.js';
-import { Snapshot, SnapshotConsistencyError, type SnapshotInput } from './snapshot.js';
+import { Snapshot, SnapshotConsistencyError, type ResourceInput, type SnapshotInput } from './snapshot.js';
 
 const listener = (name: string, cluster: string) => ({
   name,
@@ -78,5 +78,89 @@ describe('Snapshot', () => {
     const one = Snapshot.build({ [ENDPOINT_TYPE]: [shared] });
     const two = Snapshot.build({ [ENDPOINT_TYPE]: [shared, cla('b')] });
     expect(two.resources(ENDPOINT_TYPE).get('a')).toBe(one.resources(ENDPOINT_TYPE).get('a'));
+  });
+});
+
+describe('Snapshot.build from the previous snapshot', () => {
+  const base = () => {
+    const [la, lb, ca, cb, ea, eb] = [listener('l-a', 'a'), listener('l-b', 'b'), edsCluster('a'), edsCluster('b'), cla('a'), cla('b')];
+    const input = { [LISTENER_TYPE]: [la, lb], [CLUSTER_TYPE]: [ca, cb], [ENDPOINT_TYPE]: [ea, eb] };
+    return { input, snapshot: Snapshot.build(input), la, lb, ca, ea, eb };
+  };
+
+  it('keeps the ResourceSet of every type whose input is unchanged, and makes a new one for the changed type', () => {
+    const { input, snapshot, ea } = base();
+    const next = Snapshot.build({ ...input, [ENDPOINT_TYPE]: [ea, cla('b', '10.0.0.2')] }, snapshot);
+    expect(next).not.toBe(snapshot);
+    expect(next.resources(LISTENER_TYPE)).toBe(snapshot.resources(LISTENER_TYPE));
+    expect(next.resources(CLUSTER_TYPE)).toBe(snapshot.resources(CLUSTER_TYPE));
+    expect(next.resources(ENDPOINT_TYPE)).not.toBe(snapshot.resources(ENDPOINT_TYPE));
+    expect(next.versions()[ENDPOINT_TYPE]).not.toBe(snapshot.versions()[ENDPOINT_TYPE]);
+    // The same as building it afresh.
+    expect(next.versions()).toEqual(Snapshot.build({ ...input, [ENDPOINT_TYPE]: [cla('a'), cla('b', '10.0.0.2')] }).versions());
+  });
+
+  it('returns the previous snapshot itself when nothing changed, also for new arrays and new ResourceInput wrappers of the same resources', () => {
+    const { input, snapshot } = base();
+    expect(Snapshot.build(input, snapshot)).toBe(snapshot);
+    const rewrapped = Object.fromEntries(Object.entries(input).map(([t, items]) => [t, items.map((i) => ({ ...i }))]));
+    expect(Snapshot.build(rewrapped, snapshot)).toBe(snapshot);
+  });
+
+  it('makes a new set when the same resources come in another order, under another name, with other references, or one more or less', () => {
+    const { input, snapshot, la, lb, ea, eb } = base();
+    const variants: ResourceInput[][] = [
+      [lb, la],
+      [la, { ...lb, references: [{ typeUrl: CLUSTER_TYPE, name: 'a' }] }],
+      [la],
+      [la, lb, listener('l-c', 'a')],
+    ];
+    for (const listeners of variants) {
+      const next = Snapshot.build({ ...input, [LISTENER_TYPE]: listeners }, snapshot);
+      expect(next.resources(LISTENER_TYPE)).not.toBe(snapshot.resources(LISTENER_TYPE));
+      expect(next.resources(CLUSTER_TYPE)).toBe(snapshot.resources(CLUSTER_TYPE));
+    }
+    // The same resource object under another name is not the set that was checked before.
+    expect(() => Snapshot.build({ ...input, [ENDPOINT_TYPE]: [ea, { ...eb, name: 'c' }] }, snapshot)).toThrow('EDS "c" has cluster_name "b"');
+  });
+
+  it('still checks every reference that touches a changed set, when only one side changed', () => {
+    const { input, snapshot, ca, ea } = base();
+    const problems = (next: SnapshotInput): string[] => {
+      try {
+        Snapshot.build(next, snapshot);
+        return [];
+      } catch (err) {
+        expect(err).toBeInstanceOf(SnapshotConsistencyError);
+        return [...(err as SnapshotConsistencyError).problems];
+      }
+    };
+    // Clusters (and their assignments) lose b; the listeners are the very same objects.
+    expect(problems({ ...input, [CLUSTER_TYPE]: [ca], [ENDPOINT_TYPE]: [ea] })).toEqual(['LDS "l-b" references CDS "b", which is not in the snapshot']);
+    // Only the assignments change: the unchanged clusters are checked against them.
+    expect(problems({ ...input, [ENDPOINT_TYPE]: [ea] })).toEqual(['EDS cluster "b" has no ClusterLoadAssignment "b" in the snapshot']);
+    // Only the listeners change: checked against the unchanged clusters.
+    expect(problems({ ...input, [LISTENER_TYPE]: [...input[LISTENER_TYPE], listener('l-c', 'c')] })).toEqual([
+      'LDS "l-c" references CDS "c", which is not in the snapshot',
+    ]);
+    // A type disappears from the input: what referenced it is checked again.
+    const { [CLUSTER_TYPE]: _clusters, ...withoutClusters } = input;
+    expect(problems(withoutClusters)).toEqual([
+      'LDS "l-a" references CDS "a", which is not in the snapshot',
+      'LDS "l-b" references CDS "b", which is not in the snapshot',
+    ]);
+    // A changed set's own problems.
+    expect(problems({ ...input, [ENDPOINT_TYPE]: [ea, { name: 'b', resource: { cluster_name: 'x' } }] })).toEqual([
+      'EDS "b" has cluster_name "x"; the two must match',
+    ]);
+    // The failed builds left nothing behind: the unchanged input still gives the previous snapshot.
+    expect(Snapshot.build(input, snapshot)).toBe(snapshot);
+  });
+
+  it('gives a type the snapshot does not mention the same empty set in every snapshot', () => {
+    const one = Snapshot.build({ [ENDPOINT_TYPE]: [cla('a')] });
+    const two = Snapshot.build({ [ENDPOINT_TYPE]: [cla('b')] });
+    expect(one.resources(LISTENER_TYPE)).toBe(two.resources(LISTENER_TYPE));
+    expect(one.resources(LISTENER_TYPE).names).toEqual([]);
   });
 });

@@ -87,9 +87,11 @@ function sameRefs(a: readonly ResourceRef[], b: readonly ResourceRef[]): boolean
 export class ResourceSet {
   readonly version: string;
   readonly names: readonly string[];
+  private referenced?: ReadonlySet<string>;
 
   constructor(
     readonly typeUrl: string,
+    /** In the order of the input the set was built from. */
     readonly byName: ReadonlyMap<string, EncodedResource>,
   ) {
     this.names = [...byName.keys()].sort();
@@ -99,27 +101,81 @@ export class ResourceSet {
   get(name: string): EncodedResource | undefined {
     return this.byName.get(name);
   }
+
+  /** Type URLs this set's resources reference. */
+  referencedTypes(): ReadonlySet<string> {
+    if (!this.referenced) {
+      const types = new Set<string>();
+      for (const r of this.byName.values()) for (const ref of r.references) types.add(ref.typeUrl);
+      this.referenced = types;
+    }
+    return this.referenced;
+  }
+
+  /**
+   * The input would encode to exactly this set's resources, in the same order: the same resource
+   * objects (the encode cache is keyed by them) under the same names and explicit references.
+   */
+  builtFrom(typeUrl: string, items: readonly ResourceInput[]): boolean {
+    if (typeUrl !== this.typeUrl || items.length !== this.byName.size) return false;
+    let i = 0;
+    for (const r of this.byName.values()) {
+      const item = items[i++] as ResourceInput;
+      if (r.source !== item.resource || r.name !== item.name) return false;
+      const refs = item.references ?? NO_REFS;
+      if (r.explicitReferences !== refs && !sameRefs(r.explicitReferences, refs)) return false;
+    }
+    return true;
+  }
+}
+
+const NO_REFS: readonly ResourceRef[] = [];
+
+/** The set of a type a snapshot does not mention: empty, and one per type, so it is the same object in every snapshot. */
+const absentSets = new Map<string, ResourceSet>();
+
+function absentSet(typeUrl: string): ResourceSet {
+  let set = absentSets.get(typeUrl);
+  if (!set) {
+    // Only types a stream asked for and is served land here; bound it all the same.
+    if (absentSets.size >= 64) absentSets.clear();
+    absentSets.set(typeUrl, (set = new ResourceSet(typeUrl, new Map())));
+  }
+  return set;
 }
 
 const EMPTY_SETS = new Map<string, ResourceSet>();
 
 /** An immutable, consistency-checked set of resources for one node group. */
 export class Snapshot {
-  private readonly absent = new Map<string, ResourceSet>();
-
   private constructor(private readonly sets: ReadonlyMap<string, ResourceSet>) {}
 
   static empty(): Snapshot {
     return new Snapshot(EMPTY_SETS);
   }
 
-  /** Encodes and checks the input. Throws SnapshotConsistencyError naming every problem found. */
-  static build(input: SnapshotInput): Snapshot {
+  /**
+   * Encodes and checks the input. Throws SnapshotConsistencyError naming every problem found.
+   *
+   * With `previous` (the snapshot this one replaces), a type whose input is the previous one's
+   * (ResourceSet.builtFrom) keeps the previous ResourceSet object: nothing is encoded, sorted or
+   * hashed for it, and streams that settled against that object skip the type. Checks that only
+   * involve kept sets passed when `previous` was built and are not run again; every check that
+   * touches a new set is. When every set is kept, `previous` itself is returned.
+   */
+  static build(input: SnapshotInput, previous?: Snapshot): Snapshot {
     const problems: string[] = [];
     const sets = new Map<string, ResourceSet>();
+    const before = previous?.sets ?? EMPTY_SETS;
     for (const typeUrl of Object.keys(input).sort()) {
+      const items = input[typeUrl] ?? [];
+      const kept = before.get(typeUrl);
+      if (kept?.builtFrom(typeUrl, items)) {
+        sets.set(typeUrl, kept);
+        continue;
+      }
       const byName = new Map<string, EncodedResource>();
-      for (const item of input[typeUrl] ?? []) {
+      for (const item of items) {
         if (!item.name) {
           problems.push(`a ${shortTypeName(typeUrl)} resource has an empty name`);
           continue;
@@ -136,16 +192,16 @@ export class Snapshot {
       }
       sets.set(typeUrl, new ResourceSet(typeUrl, byName));
     }
-    problems.push(...checkNames(sets), ...checkEdsClusters(sets), ...checkReferences(sets));
+    const changed = (typeUrl: string): boolean => sets.get(typeUrl) !== before.get(typeUrl);
+    if (previous && sets.size === before.size && [...sets.keys()].every((t) => !changed(t))) return previous;
+    problems.push(...checkNames(sets, changed), ...checkEdsClusters(sets, changed), ...checkReferences(sets, changed));
     if (problems.length > 0) throw new SnapshotConsistencyError(problems);
     return new Snapshot(sets);
   }
 
   /** The resources of a type; an empty set for a type the snapshot does not mention. */
   resources(typeUrl: string): ResourceSet {
-    let set = this.sets.get(typeUrl) ?? this.absent.get(typeUrl);
-    if (!set) this.absent.set(typeUrl, (set = new ResourceSet(typeUrl, new Map())));
-    return set;
+    return this.sets.get(typeUrl) ?? absentSet(typeUrl);
   }
 
   typeUrls(): string[] {
@@ -166,11 +222,14 @@ const NAME_FIELD: Readonly<Record<string, string>> = {
   [ENDPOINT_TYPE]: 'cluster_name',
 };
 
-function checkNames(sets: ReadonlyMap<string, ResourceSet>): string[] {
+/** Whether a type's set differs from the previous snapshot's (every type does without one). */
+type Changed = (typeUrl: string) => boolean;
+
+function checkNames(sets: ReadonlyMap<string, ResourceSet>, changed: Changed): string[] {
   const problems: string[] = [];
   for (const [typeUrl, set] of sets) {
     const field = NAME_FIELD[typeUrl];
-    if (!field) continue;
+    if (!field || !changed(typeUrl)) continue;
     for (const r of set.byName.values()) {
       const own = (r.source as Record<string, unknown>)[field];
       if (own !== r.name) {
@@ -181,9 +240,9 @@ function checkNames(sets: ReadonlyMap<string, ResourceSet>): string[] {
   return problems;
 }
 
-function checkEdsClusters(sets: ReadonlyMap<string, ResourceSet>): string[] {
+function checkEdsClusters(sets: ReadonlyMap<string, ResourceSet>, changed: Changed): string[] {
   const clusters = sets.get(CLUSTER_TYPE);
-  if (!clusters) return [];
+  if (!clusters || !(changed(CLUSTER_TYPE) || changed(ENDPOINT_TYPE))) return [];
   const assignments = sets.get(ENDPOINT_TYPE);
   const problems: string[] = [];
   for (const c of clusters.byName.values()) {
@@ -196,9 +255,11 @@ function checkEdsClusters(sets: ReadonlyMap<string, ResourceSet>): string[] {
   return problems;
 }
 
-function checkReferences(sets: ReadonlyMap<string, ResourceSet>): string[] {
+function checkReferences(sets: ReadonlyMap<string, ResourceSet>, changed: Changed): string[] {
   const problems: string[] = [];
   for (const set of sets.values()) {
+    // A kept set whose referenced types are all kept too had its references checked before.
+    if (!changed(set.typeUrl) && ![...set.referencedTypes()].some(changed)) continue;
     for (const r of set.byName.values()) {
       for (const ref of r.references) {
         // An EDS cluster's own assignment has its own message (checkEdsClusters).
