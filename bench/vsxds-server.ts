@@ -74,10 +74,13 @@ const control = http.createServer((req, res) => {
       case '/ready':
         return reply(200, { port });
       case '/change': {
+        // CLOCK_MONOTONIC (libuv's hrtime), the clock the load generator compares with: the
+        // wall clock is only to the millisecond here, and performance.timeOrigin's mapping to
+        // it drifts by tenths of a millisecond, as much as a one-group push takes.
+        const startMonoNano = Number(process.hrtime.bigint());
         const start = performance.now();
         const n = await change(url.searchParams.get('scope') ?? '', Number(url.searchParams.get('gen')), url.searchParams.get('warmup') === 'true');
-        const startUnixNano = Math.round((performance.timeOrigin + start) * 1e6);
-        return reply(200, { groups: n, applyMs: performance.now() - start, startUnixNano });
+        return reply(200, { groups: n, applyMs: performance.now() - start, startMonoNano });
       }
       case '/done':
         await done();

@@ -19,8 +19,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"vsxds.bench/internal/clock"
 	"vsxds.bench/internal/fleet"
 )
+
+// Ties this process's clock to CLOCK_MONOTONIC, the clock servers report change starts by.
+var monoBase = clock.NewBase()
 
 type config struct {
 	target, control, mode, pid, label string
@@ -320,15 +324,17 @@ func (lg *loadgen) measure(scope string, rep, gen int, clients []*client, post f
 	res := &scenarioResult{Scope: scope, Rep: rep, Gen: gen, Affected: expected, ControlMs: ms(posted.Sub(e.t0))}
 	var applied struct {
 		ApplyMs       float64 `json:"applyMs"`
-		StartUnixNano int64   `json:"startUnixNano"`
+		StartMonoNano int64   `json:"startMonoNano"`
 	}
 	json.Unmarshal(body, &applied)
 	res.ApplyMs = applied.ApplyMs
 	// Latencies count from when the server started applying the change (same machine, same
-	// clock), so the control request, which is no part of xDS, does not count against a server.
+	// CLOCK_MONOTONIC), so the control request, which is no part of xDS, does not count against a server.
 	t0 := e.t0
-	if start := time.Unix(0, applied.StartUnixNano); applied.StartUnixNano > 0 && !start.Before(e.t0) && !start.After(posted) {
+	if start := monoBase.Time(applied.StartMonoNano); applied.StartMonoNano > 0 && !start.Before(e.t0) && !start.After(posted) {
 		t0 = start
+	} else {
+		log.Printf("%s: the server's start time %d is not between the control request and its answer; counting from the request", cfg.label, applied.StartMonoNano)
 	}
 
 	recv := make([]float64, 0, expected)
