@@ -18,6 +18,8 @@ export interface KubernetesSourceOptions {
   readonly log: Logger;
   /** Injectable for tests: delay before retrying a failed list/watch. */
   readonly backoff?: (attempt: number) => number;
+  /** Injectable for tests: how long a list/watch attempt may take to connect before it is started over. */
+  readonly stallMs?: number;
   /** Only the holder of this Lease writes status and events; without it, this replica always does. */
   readonly leaderElection?: {
     readonly namespace: string;
@@ -37,7 +39,18 @@ interface WatchState {
   attempt: number;
   lastErrorKind?: string;
   timer?: NodeJS.Timeout;
+  /** Fires when an attempt has not connected in time (see `run`). */
+  watchdog?: NodeJS.Timeout;
+  /** When the last list completed or object arrived. */
+  lastHealthy: number;
 }
+
+/**
+ * How long a list/watch attempt may go without connecting before it is started over: longer
+ * than the API server lets any list run (its --request-timeout, one minute by default), so a
+ * slow list of a large cluster is never cut short.
+ */
+const STALL_MS = 75_000;
 
 /**
  * VirtualServices and Pods from the Kubernetes API through informers. An informer that fails
@@ -127,6 +140,7 @@ export class KubernetesSource implements Source {
     this.statusWriter.stop();
     for (const w of this.watches.values()) {
       clearTimeout(w.timer);
+      clearTimeout(w.watchdog);
       await w.informer.stop().catch(() => undefined);
     }
   }
@@ -141,6 +155,7 @@ export class KubernetesSource implements Source {
       }),
       listed: false,
       attempt: 0,
+      lastHealthy: 0,
     };
     const informer = state.informer;
     const onObject = (obj: KubernetesObject) => {
@@ -161,10 +176,25 @@ export class KubernetesSource implements Source {
     if (state.lastErrorKind) this.log.info({ what }, `${what}: list/watch working again`);
     state.lastErrorKind = undefined;
     state.attempt = 0;
+    state.lastHealthy = performance.now();
   }
 
   private async run(state: WatchState, what: Watched): Promise<void> {
     if (this.stopped) return;
+    // client-node puts no timeout on the list nor on connecting the watch: an API server that
+    // accepts the connection and never answers (seen while one starts under load) would stop
+    // this watch for good. An attempt that neither connected its watch nor got anything in
+    // time is started over.
+    const started = performance.now();
+    clearTimeout(state.watchdog);
+    state.watchdog = setTimeout(() => {
+      const connected = (state.informer as unknown as { request?: unknown }).request !== undefined;
+      if (this.stopped || connected || state.lastHealthy > started) return;
+      this.log.warn({ what }, `${what}: list/watch got no answer in ${(this.options.stallMs ?? STALL_MS) / 1000} s; starting it over`);
+      this.watchRestarts += 1;
+      void state.informer.stop().catch(() => undefined).then(() => this.run(state, what));
+    }, this.options.stallMs ?? STALL_MS);
+    state.watchdog.unref();
     try {
       await state.informer.start();
     } catch (err) {
@@ -181,6 +211,8 @@ export class KubernetesSource implements Source {
     if (explained.kind !== state.lastErrorKind) this.log.error({ what }, explained.message);
     else this.log.debug({ what }, explained.message);
     state.lastErrorKind = explained.kind;
+    // The attempt ended: its retry is scheduled here, not by the watchdog.
+    clearTimeout(state.watchdog);
     const delay = (this.options.backoff ?? backoffMs)(state.attempt++);
     this.watchRestarts += 1;
     clearTimeout(state.timer);
