@@ -189,6 +189,26 @@ describe('incremental pipeline', () => {
   });
 });
 
+describe('pipeline builds', () => {
+  it('only from a synced state, also when asked to rebuild right away', () => {
+    const source = storeSource();
+    const cache = new SnapshotCache();
+    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
+    cache.watch(nodeGroup('red', { app: 'ingress' }), () => {});
+    pipeline.start();
+    source.store.setVirtualService('red/vs0', virtualService('red', 0, 0, { app: 'ingress' }, 0));
+    source.subject.next(source.store.state(false));
+    pipeline.rebuild();
+    expect(pipeline.current.builds).toBe(0);
+    expect(cache.ready).toBe(false);
+    source.subject.next(source.store.state(true));
+    pipeline.rebuild();
+    expect(pipeline.current.builds).toBe(1);
+    expect(cache.getSnapshot('red/app=ingress')?.resources(LISTENER_TYPE).names).toEqual(['l0']);
+    pipeline.stop();
+  });
+});
+
 describe('object store', () => {
   it('gives states that stay true to their moment and say what changed since the previous one', () => {
     const store = new ObjectStore();

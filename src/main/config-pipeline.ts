@@ -132,6 +132,8 @@ export class ConfigPipeline {
 
   start(): void {
     const { source, cache, coalesceMs } = this.options;
+    // The source replays only its latest state: compare everything on the first build after (re)starting.
+    this.pending.full = true;
     this.subscription = combineLatest([
       source.state$.pipe(tap((state) => this.collect(state))),
       cache.demand$.pipe(
@@ -143,7 +145,7 @@ export class ConfigPipeline {
         filter(([state]) => state.synced),
         auditTime(coalesceMs),
       )
-      .subscribe(([state]) => this.build(state));
+      .subscribe(() => this.build());
   }
 
   stop(): void {
@@ -152,7 +154,7 @@ export class ConfigPipeline {
 
   /** Builds from the latest synced state right away (tests, and `render`). */
   rebuild(): void {
-    if (this.lastState) this.build(this.lastState);
+    this.build();
   }
 
   evaluate(raw: RawObject): Evaluated {
@@ -209,16 +211,23 @@ export class ConfigPipeline {
     return { full: true, virtualServices: vss, pods };
   }
 
+  private dropIfEmpty(name: string): void {
+    const ns = this.namespaces.get(name);
+    if (ns && ns.vss.size === 0 && ns.groups.size === 0 && ns.clustersByLabel.size === 0) this.namespaces.delete(name);
+  }
+
   private namespace(name: string): NamespaceState {
     let ns = this.namespaces.get(name);
     if (!ns) this.namespaces.set(name, (ns = { vss: new Map(), groups: new Map(), clustersByLabel: new Map() }));
     return ns;
   }
 
-  private build(state: SourceState): void {
+  /** Builds from the latest state the source emitted (with every change collected since the last build), once it is synced. */
+  private build(): void {
+    const state = this.lastState;
+    if (!state?.synced) return;
     const { cache, log } = this.options;
     const started = performance.now();
-    if (this.lastState !== state) this.collect(state);
     const changes = this.takePending(state);
     /** Groups to translate whole. */
     const retranslate = new Set<GroupState>();
@@ -245,6 +254,7 @@ export class ConfigPipeline {
       const ns = this.namespace(key.slice(0, key.indexOf('/')));
       if (newVs) ns.vss.set(key, newVs);
       else ns.vss.delete(key);
+      this.dropIfEmpty(key.slice(0, key.indexOf('/')));
       for (const g of ns.groups.values()) {
         if (newVs && appliesTo(newVs, g.group)) g.vss.set(key, newVs);
         else if (!g.vss.delete(key)) continue;
@@ -272,15 +282,18 @@ export class ConfigPipeline {
     const touched = new Set<GroupState>();
     for (const g of retranslate) {
       // Clusters it had before keep their assignments, so pod changes of this build apply below.
-      g.translation = translateSelected(g.group, [...g.vss.values()], this.podIndex, g.translation);
-      this.file(g);
-      touched.add(g);
+      if (this.guarded(g, () => (g.translation = translateSelected(g.group, [...g.vss.values()], this.podIndex, g.translation)))) {
+        this.file(g);
+        touched.add(g);
+      } else {
+        reassignments.delete(g);
+      }
     }
     for (const [g, clusters] of reassignments) {
-      if (!g.translation) continue;
-      const translation = reassign(g.translation, g.group, clusters, this.podIndex);
-      if (translation === g.translation && !this.buildErrors.has(g.group.key)) continue;
-      g.translation = translation;
+      const before = g.translation;
+      if (!before) continue;
+      if (!this.guarded(g, () => (g.translation = reassign(before, g.group, clusters, this.podIndex)))) continue;
+      if (g.translation === before && !this.buildErrors.has(g.group.key)) continue;
       touched.add(g);
     }
     for (const g of touched) this.setGroup(g);
@@ -325,10 +338,26 @@ export class ConfigPipeline {
       this.unfile(g);
       this.groups.delete(key);
       this.namespaces.get(g.group.namespace)?.groups.delete(key);
+      this.dropIfEmpty(g.group.namespace);
       this.translations.delete(key);
       this.buildErrors.delete(key);
     }
     for (const key of cache.groupKeys()) if (!watchedKeys.has(key)) cache.clearSnapshot(key);
+  }
+
+  /**
+   * Runs a group's translation; a throw (a bug, not bad input: invalid VirtualServices were
+   * rejected before) is the group's build error and leaves the rest of the build going.
+   */
+  private guarded(g: GroupState, translate: () => unknown): boolean {
+    try {
+      translate();
+      return true;
+    } catch (err) {
+      this.buildErrors.set(g.group.key, { group: g.group, message: `translation failed: ${(err as Error).message}` });
+      this.options.log.error({ group: g.group.key, err: (err as Error).message }, 'cannot translate; keeping the previous snapshot');
+      return false;
+    }
   }
 
   private setGroup(g: GroupState): void {

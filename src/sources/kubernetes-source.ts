@@ -39,10 +39,8 @@ interface WatchState {
   attempt: number;
   lastErrorKind?: string;
   timer?: NodeJS.Timeout;
-  /** Fires when an attempt has not connected in time (see `run`). */
+  /** Fires when an attempt has not connected its watch in time (see `armWatchdog`). */
   watchdog?: NodeJS.Timeout;
-  /** When the last list completed or object arrived. */
-  lastHealthy: number;
 }
 
 /**
@@ -151,11 +149,12 @@ export class KubernetesSource implements Source {
         const result = await list();
         state.listed = true;
         this.healthy(state, what);
+        // The list answered: the watch gets a window of its own to connect.
+        this.armWatchdog(state, what);
         return result;
       }),
       listed: false,
       attempt: 0,
-      lastHealthy: 0,
     };
     const informer = state.informer;
     const onObject = (obj: KubernetesObject) => {
@@ -166,7 +165,10 @@ export class KubernetesSource implements Source {
     informer.on('add', onObject);
     informer.on('update', onObject);
     informer.on('delete', (obj) => (what === 'pods' ? this.deletePod(obj) : this.deleteVirtualService(obj)));
-    informer.on('connect', () => this.log.debug({ what }, `${what}: starting list/watch`));
+    informer.on('connect', () => {
+      this.log.debug({ what }, `${what}: starting list/watch`);
+      this.armWatchdog(state, what);
+    });
     informer.on('error', (err) => this.onError(state, what, err));
     this.watches.set(what, state);
   }
@@ -176,25 +178,34 @@ export class KubernetesSource implements Source {
     if (state.lastErrorKind) this.log.info({ what }, `${what}: list/watch working again`);
     state.lastErrorKind = undefined;
     state.attempt = 0;
-    state.lastHealthy = performance.now();
+  }
+
+  /**
+   * client-node puts no timeout on the list nor on connecting the watch: an API server that
+   * accepts the connection and never answers (seen while one restarts under load) would stop
+   * this informer for good. Every attempt (ours, or client-node's own after a watch ended)
+   * announces itself with `connect`; one whose watch is not connected in time is started over.
+   * A request that hangs cannot be aborted (the list takes no signal): if it ever answers, its
+   * attempt carries on beside the new one until the next error stops both.
+   */
+  private armWatchdog(state: WatchState, what: Watched): void {
+    const stallMs = this.options.stallMs ?? STALL_MS;
+    clearTimeout(state.watchdog);
+    state.watchdog = setTimeout(() => {
+      const connected = (state.informer as unknown as { request?: unknown }).request !== undefined;
+      if (this.stopped || connected) return;
+      this.log.warn({ what }, `${what}: list/watch got no answer in ${stallMs / 1000} s; starting it over`);
+      this.watchRestarts += 1;
+      void state.informer
+        .stop()
+        .catch(() => undefined)
+        .then(() => this.run(state, what));
+    }, stallMs);
+    state.watchdog.unref();
   }
 
   private async run(state: WatchState, what: Watched): Promise<void> {
     if (this.stopped) return;
-    // client-node puts no timeout on the list nor on connecting the watch: an API server that
-    // accepts the connection and never answers (seen while one starts under load) would stop
-    // this watch for good. An attempt that neither connected its watch nor got anything in
-    // time is started over.
-    const started = performance.now();
-    clearTimeout(state.watchdog);
-    state.watchdog = setTimeout(() => {
-      const connected = (state.informer as unknown as { request?: unknown }).request !== undefined;
-      if (this.stopped || connected || state.lastHealthy > started) return;
-      this.log.warn({ what }, `${what}: list/watch got no answer in ${(this.options.stallMs ?? STALL_MS) / 1000} s; starting it over`);
-      this.watchRestarts += 1;
-      void state.informer.stop().catch(() => undefined).then(() => this.run(state, what));
-    }, this.options.stallMs ?? STALL_MS);
-    state.watchdog.unref();
     try {
       await state.informer.start();
     } catch (err) {
