@@ -23,6 +23,7 @@ import pino from 'pino';
 import { BehaviorSubject } from 'rxjs';
 import { ConfigPipeline } from '../src/main/config-pipeline.js';
 import { parsePod, type Pod } from '../src/model/index.js';
+import { podKey } from '../src/model/types.js';
 import { ObjectStore } from '../src/sources/object-store.js';
 import type { RawObject, Source, SourceState } from '../src/sources/source.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, nodeGroup, SnapshotCache, type NodeGroup } from '../src/xds/index.js';
@@ -167,7 +168,6 @@ async function profileStop(name: string): Promise<void> {
   if (args['profile-dir']) await profiler.stop(path.join(args['profile-dir'], `b3-${VS_COUNT}-${name}.cpuprofile`));
 }
 
-const podKey = (p: Pod): string => `${p.namespace}/${p.name}`;
 for (let i = 0; i < VS_COUNT; i++) store.setVirtualService(`${namespaceOf(i)}/${vsName(i)}`, rawVirtualService(i));
 const pods: Pod[] = [];
 for (let i = 0; i < VS_COUNT; i++) for (let p = 0; p < PODS_PER_VS; p++) pods.push(pod(i, p));

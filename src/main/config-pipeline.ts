@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { auditTime, BehaviorSubject, combineLatest, filter, startWith, tap, type Subscription } from 'rxjs';
 import { parseVirtualService, validateVirtualService, type Conflict } from '../model/index.js';
-import { selectorMatches, type ClusterSpec, type Labels, type Pod, type VirtualService } from '../model/types.js';
+import { podKey, selectorMatches, vsKey, type ClusterSpec, type Labels, type Pod, type VirtualService } from '../model/types.js';
 import type { Snapshot } from '../xds/snapshot.js';
 import type { RawObject, Source, SourceProblem, SourceState } from '../sources/source.js';
 import { appliesTo, labelKey, PodIndex, reassign, translateSelected, type GroupTranslation } from '../translate/index.js';
@@ -89,8 +89,17 @@ const EMPTY_VIEW: PipelineView = {
   lastBuildGroups: 0,
 };
 
-function keyOf(meta: { readonly namespace: string; readonly name: string }): string {
-  return `${meta.namespace}/${meta.name}`;
+/** What differs between `items` and `known`, by identity: the new object by key, undefined for one gone. */
+function changedByIdentity<T>(items: readonly T[], keyOf: (item: T) => string, known: ReadonlyMap<string, T>): Map<string, T | undefined> {
+  const changed = new Map<string, T | undefined>();
+  const seen = new Set<string>();
+  for (const item of items) {
+    const key = keyOf(item);
+    seen.add(key);
+    if (known.get(key) !== item) changed.set(key, item);
+  }
+  for (const key of known.keys()) if (!seen.has(key)) changed.set(key, undefined);
+  return changed;
 }
 
 /**
@@ -160,7 +169,7 @@ export class ConfigPipeline {
   evaluate(raw: RawObject): Evaluated {
     const cached = this.evaluations.get(raw);
     if (cached) return cached;
-    const key = keyOf(raw.metadata);
+    const key = vsKey(raw);
     const generation = typeof raw.metadata['generation'] === 'number' ? (raw.metadata['generation'] as number) : undefined;
     let result: Evaluated;
     const parsed = parseVirtualService(raw, raw.metadata.namespace);
@@ -192,23 +201,11 @@ export class ConfigPipeline {
     const pending = this.pending;
     this.pending = { full: false, virtualServices: new Map(), pods: new Map() };
     if (!pending.full) return pending;
-    const vss = new Map<string, RawObject | undefined>();
-    const seen = new Set<string>();
-    for (const raw of state.virtualServices) {
-      const key = keyOf(raw.metadata);
-      seen.add(key);
-      if (this.raws.get(key) !== raw) vss.set(key, raw);
-    }
-    for (const key of this.raws.keys()) if (!seen.has(key)) vss.set(key, undefined);
-    const pods = new Map<string, Pod | undefined>();
-    seen.clear();
-    for (const pod of state.pods) {
-      const key = keyOf(pod);
-      seen.add(key);
-      if (this.pods.get(key) !== pod) pods.set(key, pod);
-    }
-    for (const key of this.pods.keys()) if (!seen.has(key)) pods.set(key, undefined);
-    return { full: true, virtualServices: vss, pods };
+    return {
+      full: true,
+      virtualServices: changedByIdentity(state.virtualServices, vsKey, this.raws),
+      pods: changedByIdentity(state.pods, podKey, this.pods),
+    };
   }
 
   private dropIfEmpty(name: string): void {

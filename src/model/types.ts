@@ -118,6 +118,11 @@ export function vsKey(vs: { readonly metadata: Pick<ObjectMeta, 'namespace' | 'n
   return `${vs.metadata.namespace}/${vs.metadata.name}`;
 }
 
+/** `namespace/name`, the key of a pod everywhere in vsxds. */
+export function podKey(pod: Pick<Pod, 'namespace' | 'name'>): string {
+  return `${pod.namespace}/${pod.name}`;
+}
+
 /** Kubernetes matchLabels: every selector label must be present with the same value. */
 export function selectorMatches(selector: Labels, labels: Labels): boolean {
   for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;

@@ -1,7 +1,7 @@
 import { CoreV1Api, CustomObjectsApi, KubeConfig, makeInformer, type Informer, type KubernetesObject, type ObjectCache } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
-import { GROUP, PLURAL, VERSION, type Pod } from '../model/types.js';
+import { GROUP, PLURAL, VERSION, podKey, type Pod } from '../model/types.js';
 import type { PodLookup } from '../xds/node-identity.js';
 import { backoffMs, explainKubeError } from './kube-errors.js';
 import { KubernetesEventRecorder } from './kube-events.js';
@@ -265,7 +265,7 @@ export class KubernetesSource implements Source {
       return;
     }
     const pod = parsed.pod;
-    const key = `${pod.namespace}/${pod.name}`;
+    const key = podKey(pod);
     const old = this.store.pod(key);
     if (old && JSON.stringify(old) === JSON.stringify(pod)) return;
     if (old?.uid) this.podsByUid.delete(old.uid);
