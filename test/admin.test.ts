@@ -1,10 +1,12 @@
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Running } from '../src/main/serve.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream } from './support/ads-client.js';
+import { waitUntil } from './support/wait.js';
+import { RTCP_CLUSTER, RTP_CLUSTER } from './support/envoy-scenario.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -28,10 +30,10 @@ describe('admin HTTP', () => {
     stream.send({ node: nodeFor('default', { app: 'ingress' }, 'default/ingress-1'), type_url: CLUSTER_TYPE });
     stream.send({ type_url: LISTENER_TYPE });
     const cds = await stream.next();
-    stream.send({ type_url: ENDPOINT_TYPE, resource_names: ['worker-rtp', 'worker-rtcp'] });
+    stream.send({ type_url: ENDPOINT_TYPE, resource_names: [RTP_CLUSTER, RTCP_CLUSTER] });
     stream.ack(cds);
     const eds = await stream.next();
-    stream.nack(eds, 'endpoints look wrong to me', '', { resource_names: ['worker-rtp', 'worker-rtcp'] });
+    stream.nack(eds, 'endpoints look wrong to me', '', { resource_names: [RTP_CLUSTER, RTCP_CLUSTER] });
     stream.ack(await stream.next());
   });
   afterAll(async () => {
@@ -86,5 +88,44 @@ describe('admin HTTP', () => {
     const body = JSON.parse((await get('/debug/virtualservices')).text);
     expect(body['default/ingress'].nackMessage).toBe('endpoints look wrong to me');
     expect(body['default/ingress'].conditions.find((c: any) => c.type === 'Synced')).toMatchObject({ status: 'False', reason: 'Rejected' });
+  });
+
+  it('traces where a new call\'s time goes in /debug/changes and vsxds_change_seconds: queued, build, push and ACK per type', async () => {
+    const call = {
+      apiVersion: 'servicemesh.l7mp.io/v1',
+      kind: 'VirtualService',
+      metadata: { name: 'call-1', namespace: 'default' },
+      spec: {
+        selector: { app: 'ingress' },
+        listeners: [
+          {
+            name: 'call-1-l',
+            udp: { port: 20000, cluster: { name: 'call-1-c', service_discovery: 'eds', hash_key: 'call-1', health_check: { interval: 1000, protocol: 'TCP' }, endpoints: [{ name: 'worker', host: { selector: { app: 'worker' } }, port: 2001, health_check_port: 1233 }] } },
+          },
+        ],
+      },
+    };
+    const before = Date.now();
+    await writeFile(path.join(dir, 'virtualservices', 'call-1.yaml'), JSON.stringify(call));
+    // Its cluster is the examples' RTP cluster, shared: only the listener is new.
+    const lds = await stream.next();
+    expect(lds.type_url).toBe(LISTENER_TYPE);
+    expect(lds.resources.map((r) => r.name).sort()).toEqual(['call-1-l', 'ingress-rtcp', 'ingress-rtp']);
+    stream.ack(lds);
+    const trace = await waitUntil(async () => {
+      const { changes } = JSON.parse((await get('/debug/changes')).text);
+      const t = changes.find((c: any) => c.key === 'default/call-1');
+      return t?.completedAt ? t : undefined;
+    }, 'the call traced to its ACK');
+    expect(trace).toMatchObject({ kind: 'upsert', groups: 1, proxies: 1 });
+    expect(Object.keys(trace.types)).toEqual(['Listener']);
+    const { receivedAt, buildStartedAt, builtAt } = trace;
+    const { sentAt, ackedAt } = trace.types.Listener;
+    const times = [before, receivedAt, buildStartedAt, builtAt, sentAt, ackedAt, trace.completedAt];
+    expect([...times].sort((a, b) => a - b)).toEqual(times);
+    expect(trace.completedAt).toBeLessThan(Date.now() + 1);
+    const metrics = (await get('/metrics')).text;
+    expect(metrics).toMatch(/vsxds_change_seconds_count\{stage="total",type=""\} [1-9]/);
+    expect(metrics).toMatch(/vsxds_change_seconds_count\{stage="ack",type="LDS"\} [1-9]/);
   });
 });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream } from './support/ads-client.js';
+import { RTCP_CLUSTER, RTP_CLUSTER } from './support/envoy-scenario.js';
 import { waitUntil } from './support/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -72,11 +73,11 @@ describe('vsxds CLI', { timeout: 60_000 }, () => {
     s.send({ node: nodeFor('default', { app: 'ingress' }, 'default/ingress-1'), type_url: CLUSTER_TYPE });
     s.send({ type_url: LISTENER_TYPE });
     const cds = await s.next();
-    expect(cds.resources.map((r) => r.name).sort()).toEqual(['worker-rtcp', 'worker-rtp']);
-    s.send({ type_url: ENDPOINT_TYPE, resource_names: ['worker-rtp', 'worker-rtcp'] });
+    expect(cds.resources.map((r) => r.name).sort()).toEqual([RTP_CLUSTER, RTCP_CLUSTER]);
+    s.send({ type_url: ENDPOINT_TYPE, resource_names: [RTP_CLUSTER, RTCP_CLUSTER] });
     s.ack(cds);
     const eds = await s.next();
-    s.ack(eds, { resource_names: ['worker-rtp', 'worker-rtcp'] });
+    s.ack(eds, { resource_names: [RTP_CLUSTER, RTCP_CLUSTER] });
     const lds = await s.next();
     expect(lds.resources.map((r) => r.name).sort()).toEqual(['ingress-rtcp', 'ingress-rtp']);
     s.ack(lds);
@@ -89,7 +90,7 @@ describe('vsxds CLI', { timeout: 60_000 }, () => {
     const update = await s.next();
     expect(update.type_url).toBe(ENDPOINT_TYPE);
     expect(JSON.stringify(update.resources)).toContain('127.0.0.9');
-    s.ack(update, { resource_names: ['worker-rtp', 'worker-rtcp'] });
+    s.ack(update, { resource_names: [RTP_CLUSTER, RTCP_CLUSTER] });
 
     // A broken file is reported; the rest keeps being served.
     await writeFile(path.join(dir, 'virtualservices', 'broken.yaml'), 'kind: VirtualService\n  - nope: [');

@@ -124,7 +124,8 @@ describe('incremental pipeline', () => {
   it('a changed pod rebuilds only the groups with a cluster selecting it, and only their endpoints', () => {
     const source = storeSource();
     const cache = new SnapshotCache();
-    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
+    // The clusters keep their own names (c0, c1) here, so the test can name them.
+    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000, translate: { shareClusters: false } });
     const zoneA = nodeGroup('red', { app: 'ingress', zone: 'a' });
     const zoneB = nodeGroup('red', { app: 'ingress', zone: 'b' });
     cache.watch(zoneA, () => {});

@@ -49,9 +49,12 @@ function pod(name: string, ip: string | undefined, labels: Obj = { app: 'worker'
 
 const ingress = nodeGroup('media', { app: 'ingress' });
 
-/** Translates and proves the result is a consistent snapshot of valid protos. */
-function translate(group = ingress, vss: readonly VirtualService[] = [], pods: readonly Pod[] = []): GroupTranslation {
-  const t = translateGroup(group, vss, pods);
+/**
+ * Translates and proves the result is a consistent snapshot of valid protos. Clusters keep the
+ * user's names here, as with --share-clusters false; `describe('shared clusters')` covers the default.
+ */
+function translate(group = ingress, vss: readonly VirtualService[] = [], pods: readonly Pod[] = [], shareClusters = false): GroupTranslation {
+  const t = translateGroup(group, vss, pods, { shareClusters });
   Snapshot.build(t.snapshot);
   return t;
 }
@@ -68,9 +71,11 @@ function input(t: GroupTranslation, typeUrl: string, name: string): ResourceInpu
   return found;
 }
 
-const names = (t: GroupTranslation, typeUrl: string) => t.snapshot[typeUrl]?.map((r) => r.name);
+const names = (t: GroupTranslation, typeUrl: string): string[] => t.snapshot[typeUrl]?.map((r) => r.name) ?? [];
 const lbEndpoints = (cla: Obj): Obj[] => cla['endpoints'].flatMap((l: Obj) => l['lb_endpoints']);
 const addresses = (cla: Obj): string[] => lbEndpoints(cla).map((e) => `${e.endpoint.address.socket_address.address}:${e.endpoint.address.socket_address.port_value}`);
+
+const filterConfig = (l: Obj): Obj => l['listener_filters'][0].typed_config;
 
 const workers = [pod('w-1', '10.0.0.1'), pod('w-2', '10.0.0.2')];
 
@@ -259,9 +264,10 @@ describe('conflicts', () => {
     const t = translate(ingress, [younger, older]);
     expect(names(t, LISTENER_TYPE)).toEqual(['ok', 'rtp']);
     expect(names(t, CLUSTER_TYPE)).toEqual(['a', 'c']);
-    expect(t.contributions.get('media/older')).toEqual({ listeners: ['rtp'], conflicts: [] });
+    expect(t.contributions.get('media/older')).toEqual({ listeners: ['rtp'], clusters: new Map([['a', 'a']]), conflicts: [] });
     expect(t.contributions.get('media/younger')).toEqual({
       listeners: ['ok'],
+      clusters: new Map([['c', 'c']]),
       conflicts: [expect.objectContaining({ listener: 'rtp2', kind: 'Port', winner: 'media/older' })],
     });
   });
@@ -323,6 +329,71 @@ describe('caching and determinism', () => {
     const before = JSON.stringify([vss, pods]);
     translateGroup(ingress, vss, pods);
     expect(JSON.stringify([vss, pods])).toBe(before);
+  });
+});
+
+describe('shared clusters (the default)', () => {
+  const hc = { health_check: { interval: 500, protocol: 'TCP' } };
+  /** One VirtualService per call, as media controllers create them: own port, own cluster name, the call id as hash key. */
+  const call = (id: string, port: number, extra: Obj = hc, created?: string) =>
+    virtualService(id, [listener(`${id}-l`, port, eds(`${id}-c`, [selectorEndpoint({ app: 'worker' }, 2001, 1233)], { hash_key: id, ...extra }))], { created });
+  const shared = (vss: VirtualService[], pods: readonly Pod[] = workers) => translate(ingress, vss, pods, true);
+  const route = (t: GroupTranslation, name: string) => filterConfig(resource(t, LISTENER_TYPE, name));
+
+  it('give calls whose clusters have the same endpoints and health check one Envoy cluster, named by that content', () => {
+    const t = shared([call('call-1', 20000), call('call-2', 20001), call('call-3', 20002)]);
+    expect(names(t, LISTENER_TYPE)).toEqual(['call-1-l', 'call-2-l', 'call-3-l']);
+    const [name] = names(t, CLUSTER_TYPE);
+    expect(names(t, CLUSTER_TYPE)).toEqual([name]);
+    expect(name).toMatch(/^vsxds-eds-2001-[0-9a-f]{12}$/);
+    expect(names(t, ENDPOINT_TYPE)).toEqual([name]);
+    expect(resource(t, ENDPOINT_TYPE, name!).cluster_name).toBe(name);
+    expect(addresses(resource(t, ENDPOINT_TYPE, name!))).toEqual(['10.0.0.1:2001', '10.0.0.2:2001']);
+    for (const id of ['call-1', 'call-2', 'call-3']) {
+      // Each listener routes to the shared cluster and keeps its own call's hash key.
+      expect(route(t, `${id}-l`).matcher.on_no_match.action.typed_config.cluster).toBe(name);
+      expect(route(t, `${id}-l`).hash_policies).toEqual([{ key: id }]);
+      expect(t.contributions.get(`media/${id}`)?.clusters).toEqual(new Map([[`${id}-c`, name]]));
+    }
+  });
+
+  it('name the shared cluster by content alone: the same whichever call came first or is still there', () => {
+    const first = shared([call('call-1', 20000, hc, '2024-01-01T00:00:00Z'), call('call-2', 20001, hc, '2024-01-02T00:00:00Z')]);
+    const afterFirstEnded = shared([call('call-2', 20001, hc, '2024-01-02T00:00:00Z'), call('call-3', 20002, hc, '2024-01-03T00:00:00Z')]);
+    expect(names(afterFirstEnded, CLUSTER_TYPE)).toEqual(names(first, CLUSTER_TYPE));
+    // So the listener of a call that outlives others is the very same resource.
+    expect(resource(afterFirstEnded, LISTENER_TYPE, 'call-2-l')).toBe(resource(first, LISTENER_TYPE, 'call-2-l'));
+  });
+
+  it('keep clusters apart that differ in health check, endpoints or discovery', () => {
+    const t = shared([
+      call('a', 20000),
+      call('b', 20001, { health_check: { interval: 1000, protocol: 'TCP' } }),
+      call('c', 20002, {}),
+      virtualService('d', [listener('d-l', 20003, eds('d-c', [selectorEndpoint({ app: 'worker' }, 2003, 1233)]))]),
+      virtualService('e', [listener('e-l', 20004, strictdns('e-c', [addressEndpoint('10.0.0.1', 2001, 1233)], hc))]),
+    ]);
+    expect(names(t, CLUSTER_TYPE)).toHaveLength(5);
+    expect(names(t, CLUSTER_TYPE).filter((n) => n.startsWith('vsxds-dns-'))).toHaveLength(1);
+    expect(names(t, ENDPOINT_TYPE)).toHaveLength(4);
+  });
+
+  it('let every shared cluster carry far more than Envoy\'s default of 1,024 concurrent UDP sessions', () => {
+    const t = shared([call('call-1', 20000)]);
+    const [name] = names(t, CLUSTER_TYPE);
+    expect(resource(t, CLUSTER_TYPE, name!).circuit_breakers.thresholds[0].max_connections.value).toBeGreaterThanOrEqual(1_000_000);
+  });
+
+  it('are the same for RTP and RTCP of a call on different ports only when their endpoints are', () => {
+    const rtpRtcp = virtualService('call', [
+      listener('rtp', 20000, eds('rtp-c', [selectorEndpoint({ app: 'worker' }, 2001, 1233)], { hash_key: 'call', ...hc })),
+      listener('rtcp', 20001, eds('rtcp-c', [selectorEndpoint({ app: 'worker' }, 2003, 1233)], { hash_key: 'call', ...hc })),
+    ]);
+    const t = shared([rtpRtcp]);
+    expect(names(t, CLUSTER_TYPE)).toHaveLength(2);
+    // Maglev picks by the endpoints' address-only hash keys, so both land on the same worker.
+    const hashKeys = names(t, ENDPOINT_TYPE).map((n) => resource(t, ENDPOINT_TYPE, n).endpoints[0].lb_endpoints.map((e: Obj) => e.metadata.filter_metadata['envoy.lb'].fields.hash_key.stringValue));
+    expect(hashKeys[0]).toEqual(hashKeys[1]);
   });
 });
 

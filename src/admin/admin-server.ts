@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import type { ChangeTracker } from '../main/change-tracker.js';
 import type { ConfigPipeline } from '../main/config-pipeline.js';
 import type { Metrics } from './metrics.js';
 import type { StatusReporter } from '../main/status-reporter.js';
@@ -13,6 +14,7 @@ export interface AdminDeps {
   readonly pipeline: ConfigPipeline;
   readonly reporter: StatusReporter;
   readonly metrics?: Metrics;
+  readonly tracker?: ChangeTracker;
   readonly log: Logger;
 }
 
@@ -38,6 +40,7 @@ export class AdminServer {
       '/debug/stream_errors': () => ({ status: 200, body: deps.registry.streamErrors() }),
       '/debug/config_dump': (url) => this.configDump(url.searchParams.get('node') ?? ''),
       '/debug/virtualservices': () => ({ status: 200, body: Object.fromEntries(deps.reporter.current()) }),
+      '/debug/changes': () => (deps.tracker ? { status: 200, body: { changes: deps.tracker.list() } } : { status: 404, body: 'change tracking is off' }),
       '/metrics': async () =>
         deps.metrics ? { status: 200, body: await deps.metrics.text(), contentType: deps.metrics.contentType } : { status: 404, body: 'metrics are off' },
     };

@@ -1,12 +1,14 @@
 import type { Logger } from 'pino';
-import { auditTime, BehaviorSubject, combineLatest, filter, startWith, tap, type Subscription } from 'rxjs';
+import { asyncScheduler, auditTime, BehaviorSubject, combineLatest, filter, startWith, tap, throttleTime, type Subscription } from 'rxjs';
 import { parseVirtualService, validateVirtualService, type Conflict } from '../model/index.js';
 import { podKey, selectorMatches, vsKey, type ClusterSpec, type Labels, type Pod, type VirtualService } from '../model/types.js';
 import type { Snapshot } from '../xds/snapshot.js';
 import type { RawObject, Source, SourceProblem, SourceState } from '../sources/source.js';
-import { appliesTo, labelKey, PodIndex, reassign, translateSelected, type GroupTranslation } from '../translate/index.js';
+import { appliesTo, DEFAULT_TRANSLATE_OPTIONS, labelKey, PodIndex, reassign, translateSelected, type GroupTranslation, type TranslateOptions } from '../translate/index.js';
 import type { NodeGroup } from '../xds/node-identity.js';
 import type { SnapshotCache } from '../xds/snapshot-cache.js';
+import type { ProxyStatusRegistry } from '../xds/status-registry.js';
+import { wallNow, type BuiltChange, type ChangeTracker } from './change-tracker.js';
 
 /** One VirtualService as the pipeline judged it. */
 export interface Evaluated {
@@ -39,8 +41,14 @@ export interface PipelineOptions {
   readonly source: Source;
   readonly cache: SnapshotCache;
   readonly log: Logger;
-  /** Changes arriving within this window are built together. */
+  /**
+   * A change after a quiet spell is built at once (with whatever else arrived in the same turn of
+   * the event loop); the changes that follow within this window are built together at its end.
+   */
   readonly coalesceMs: number;
+  readonly translate?: TranslateOptions;
+  /** Told what each build changed, with the proxies of the groups (from `registry`) it changed. */
+  readonly tracker?: { readonly tracker: ChangeTracker; readonly registry: ProxyStatusRegistry };
 }
 
 /** One EDS cluster of a group, filed under the rarest label of each of its pod selectors. */
@@ -121,6 +129,9 @@ export class ConfigPipeline {
   private readonly evaluations = new WeakMap<RawObject, Evaluated>();
   private lastState?: SourceState;
   private pending: Pending = { full: true, virtualServices: new Map(), pods: new Map() };
+  /** When each pending VirtualService change arrived (wall clock), and when the first pending state did. */
+  private receivedAt = new Map<string, number>();
+  private pendingSince?: number;
   /** A proxy started or stopped watching some group since the last build. */
   private demandChanged = true;
   /** The objects the last build saw. */
@@ -152,7 +163,9 @@ export class ConfigPipeline {
     ])
       .pipe(
         filter(([state]) => state.synced),
-        auditTime(coalesceMs),
+        // The events of one informer batch arrive in one turn of the event loop: build them together.
+        auditTime(0),
+        throttleTime(coalesceMs, asyncScheduler, { leading: true, trailing: true }),
       )
       .subscribe(() => this.build());
   }
@@ -188,6 +201,11 @@ export class ConfigPipeline {
   /** Sees every state the source emits, also those a coalesced build skips: their changes add up. */
   private collect(state: SourceState): void {
     this.lastState = state;
+    if (this.options.tracker) {
+      const now = wallNow();
+      this.pendingSince ??= now;
+      for (const key of state.changes?.virtualServices.keys() ?? []) if (!this.receivedAt.has(key)) this.receivedAt.set(key, now);
+    }
     if (!state.changes) {
       this.pending.full = true;
       return;
@@ -225,7 +243,10 @@ export class ConfigPipeline {
     if (!state?.synced) return;
     const { cache, log } = this.options;
     const started = performance.now();
+    const startedAt = this.options.tracker ? wallNow() : 0;
     const changes = this.takePending(state);
+    /** Accepted VirtualServices that came, went or changed, and the groups they changed: what the tracker follows. */
+    const traced = this.options.tracker ? new Map<string, { kind: 'upsert' | 'delete'; groups: Set<GroupState> }>() : undefined;
     /** Groups to translate whole. */
     const retranslate = new Set<GroupState>();
     /** Groups whose assignments of these clusters may have changed. */
@@ -252,11 +273,14 @@ export class ConfigPipeline {
       if (newVs) ns.vss.set(key, newVs);
       else ns.vss.delete(key);
       this.dropIfEmpty(key.slice(0, key.indexOf('/')));
+      const groups = new Set<GroupState>();
       for (const g of ns.groups.values()) {
         if (newVs && appliesTo(newVs, g.group)) g.vss.set(key, newVs);
         else if (!g.vss.delete(key)) continue;
         retranslate.add(g);
+        groups.add(g);
       }
+      traced?.set(key, { kind: newVs ? 'upsert' : 'delete', groups });
     }
 
     // Changed pods: the index first, then the clusters whose selectors match the pod before or after.
@@ -279,7 +303,7 @@ export class ConfigPipeline {
     const touched = new Set<GroupState>();
     for (const g of retranslate) {
       // Clusters it had before keep their assignments, so pod changes of this build apply below.
-      if (this.guarded(g, () => (g.translation = translateSelected(g.group, [...g.vss.values()], this.podIndex, g.translation)))) {
+      if (this.guarded(g, () => (g.translation = translateSelected(g.group, [...g.vss.values()], this.podIndex, g.translation, this.options.translate ?? DEFAULT_TRANSLATE_OPTIONS)))) {
         this.file(g);
         touched.add(g);
       } else {
@@ -293,7 +317,10 @@ export class ConfigPipeline {
       if (g.translation === before && !this.buildErrors.has(g.group.key)) continue;
       touched.add(g);
     }
+    const before = traced && new Map([...touched].map((g) => [g, g.snapshot]));
+    const translatedAt = traced ? wallNow() : 0;
     for (const g of touched) this.setGroup(g);
+    if (traced && before) this.report(traced, before, startedAt, translatedAt);
 
     if (!cache.ready) {
       log.info({ virtualServices: this.evaluated.size, pods: this.pods.size }, 'sources synced; serving configuration');
@@ -308,6 +335,31 @@ export class ConfigPipeline {
       lastBuildMs: performance.now() - started,
       lastBuildGroups: touched.size,
     });
+  }
+
+  /** Tells the tracker which VirtualService changes reached which groups' snapshots. */
+  private report(traced: Map<string, { kind: 'upsert' | 'delete'; groups: Set<GroupState> }>, before: Map<GroupState, Snapshot | undefined>, startedAt: number, builtAt: number): void {
+    const { tracker, registry } = this.options.tracker as NonNullable<PipelineOptions['tracker']>;
+    const proxies = new Map<string, ReturnType<ProxyStatusRegistry['list']>>();
+    const changes: BuiltChange[] = [];
+    for (const [key, { kind, groups }] of traced) {
+      const changed = [...groups].filter((g) => before.has(g) && g.snapshot && g.snapshot !== before.get(g));
+      if (changed.length === 0) continue;
+      changes.push({
+        key,
+        kind,
+        receivedAt: this.receivedAt.get(key) ?? this.pendingSince ?? startedAt,
+        groups: changed.map((g) => {
+          const k = g.group.key;
+          if (!proxies.has(k)) proxies.set(k, registry.list(k));
+          return { key: k, before: before.get(g), after: g.snapshot as Snapshot, proxies: proxies.get(k) ?? [] };
+        }),
+      });
+    }
+    this.receivedAt = new Map();
+    this.pendingSince = undefined;
+    // Even with no VirtualService change: the tracker forgets the pushes it could not place yet.
+    tracker.built({ startedAt, builtAt, changes });
   }
 
   /** Starts the groups proxies began watching (to be translated) and forgets those no proxy watches. */

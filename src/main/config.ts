@@ -19,7 +19,8 @@ export const OPTIONS = {
   source: { flag: 'source', env: 'VSXDS_SOURCE', help: 'kubernetes | file:DIR (default: kubernetes when a cluster is configured, else file:examples)' },
   xdsAddress: { flag: 'xds-address', env: 'VSXDS_XDS_ADDRESS', help: 'host:port of the ADS gRPC server', default: '0.0.0.0:18000' },
   adminAddress: { flag: 'admin-address', env: 'VSXDS_ADMIN_ADDRESS', help: 'host:port of the admin HTTP server (health, debug)', default: '0.0.0.0:18001' },
-  coalesceMs: { flag: 'coalesce-ms', env: 'VSXDS_COALESCE_MS', help: 'changes arriving within this many ms are built into one snapshot', default: '100' },
+  coalesceMs: { flag: 'coalesce-ms', env: 'VSXDS_COALESCE_MS', help: 'a change after a quiet spell is built at once; the changes that follow within this many ms are built together', default: '100' },
+  shareClusters: { flag: 'share-clusters', env: 'VSXDS_SHARE_CLUSTERS', help: 'true | false: one Envoy cluster (named vsxds-eds-<hash>) for all clusters of a proxy with the same endpoints and health check', default: 'true' },
   statusMs: { flag: 'status-interval-ms', env: 'VSXDS_STATUS_INTERVAL_MS', help: 'VirtualService status is recomputed at most this often', default: '250' },
   logLevel: { flag: 'log-level', env: 'VSXDS_LOG_LEVEL', help: 'trace | debug | info | warn | error', default: 'info' },
   kubeconfig: { flag: 'kubeconfig', env: 'KUBECONFIG', help: 'kubeconfig file (default: in-cluster config, then ~/.kube/config)' },
@@ -92,6 +93,13 @@ export function integer(settings: Settings, name: OptionName): number {
   const n = Number(raw);
   if (raw === undefined || !Number.isInteger(n) || n < 0) throw new UsageError(`--${OPTIONS[name].flag} must be a non-negative integer, got ${JSON.stringify(raw)}`);
   return n;
+}
+
+export function boolean(settings: Settings, name: OptionName): boolean {
+  const raw = settings[name] ?? (OPTIONS[name] as OptionSpec).default;
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  throw new UsageError(`--${OPTIONS[name].flag} must be true or false, got ${JSON.stringify(raw)}`);
 }
 
 /** The source to use when none is given: a cluster if one is configured, else the examples. */

@@ -4,7 +4,7 @@ import { nodeGroup, type NodeGroup, type PodLookup } from '../xds/node-identity.
 import { shortTypeName } from '../xds/type-urls.js';
 import { appliesTo, translateGroup } from '../translate/index.js';
 import { ConfigPipeline } from './config-pipeline.js';
-import { defaultSource, parseLabels, UsageError, type Settings } from './config.js';
+import { boolean, defaultSource, parseLabels, UsageError, type Settings } from './config.js';
 import { createLogger } from './logger.js';
 import { makeSource } from './make-source.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
@@ -23,7 +23,7 @@ export async function render(settings: Settings, out: NodeJS.WritableStream, err
     const group = resolveGroup(settings, source.podLookup);
     const pipeline = new ConfigPipeline({ source, cache: new SnapshotCache(), log, coalesceMs: 0 });
     const evaluated = state.virtualServices.map((raw) => pipeline.evaluate(raw));
-    const translation = translateGroup(group, evaluated.flatMap((e) => (e.accepted && e.vs ? [e.vs] : [])), state.pods);
+    const translation = translateGroup(group, evaluated.flatMap((e) => (e.accepted && e.vs ? [e.vs] : [])), state.pods, { shareClusters: boolean(settings, 'shareClusters') });
     const resources: Record<string, unknown[]> = {};
     for (const [typeUrl, items] of Object.entries(translation.snapshot)) {
       resources[shortTypeName(typeUrl)] = items.map((i) => i.resource);

@@ -5,8 +5,9 @@ import { adsCredentials, AdsServer, type AdsTls } from '../xds/ads-server.js';
 import { NODE_AUTH_MODES, type NodeAuthMode } from '../xds/node-auth.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
 import { ProxyStatusRegistry } from '../xds/status-registry.js';
+import { ChangeTracker } from './change-tracker.js';
 import { ConfigPipeline } from './config-pipeline.js';
-import { defaultSource, integer, UsageError, type Settings } from './config.js';
+import { boolean, defaultSource, integer, UsageError, type Settings } from './config.js';
 import { createLogger } from './logger.js';
 import { makeSource } from './make-source.js';
 import { StatusReporter } from './status-reporter.js';
@@ -46,10 +47,20 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
       maxRequestsPerSecond: integer(settings, 'maxRequestsPerSecond'),
     },
   });
-  const pipeline = new ConfigPipeline({ source, cache, log: log.child({ component: 'pipeline' }), coalesceMs: integer(settings, 'coalesceMs') });
+  const tracker = new ChangeTracker();
+  registry.tracer = tracker;
+  const pipeline = new ConfigPipeline({
+    source,
+    tracker: { tracker, registry },
+    cache,
+    log: log.child({ component: 'pipeline' }),
+    coalesceMs: integer(settings, 'coalesceMs'),
+    translate: { shareClusters: boolean(settings, 'shareClusters') },
+  });
   const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'), undefined, source.events);
   const metrics = new Metrics({ registry, pipeline, cache, source });
-  const admin = new AdminServer({ cache, registry, pipeline, reporter, metrics, log });
+  tracker.registerMetrics(metrics.prometheus);
+  const admin = new AdminServer({ cache, registry, pipeline, reporter, metrics, tracker, log });
 
   // Listen first: Envoys may connect at once; they wait, unanswered, until the sources synced.
   const xdsPort = await ads.listen(settings.xdsAddress ?? '0.0.0.0:18000', adsCredentials(tls));

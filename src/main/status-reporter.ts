@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { auditTime, combineLatest, startWith, type Subscription } from 'rxjs';
-import type { Condition, VirtualService, VirtualServiceStatus } from '../model/types.js';
+import { vsKey, type Condition, type VirtualService, type VirtualServiceStatus } from '../model/types.js';
 import { appliesTo } from '../translate/index.js';
 import type { NodeGroup } from '../xds/node-identity.js';
 import type { EventSink, StatusWriter } from '../sources/source.js';
@@ -195,12 +195,17 @@ export class StatusReporter {
       syncedCondition = { type: 'Synced', status: 'True', reason: 'Synced', message: `all ${matched.length} matched proxies accepted the current configuration`, observedGeneration: e.generation };
     }
     conditions.push(syncedCondition);
+    const envoyClusters: Record<string, string> = {};
+    for (const g of groups) {
+      for (const [name, envoyName] of g.translation?.contributions.get(e.key)?.clusters ?? []) envoyClusters[name] = envoyName;
+    }
     return {
       observedGeneration: e.generation,
       conditions,
       listeners,
       proxies: { matched: matched.length, synced: synced.length, nacked: nackedProxies.length, summary: `${synced.length}/${matched.length}` },
       ...(nackMessage ? { nackMessage } : {}),
+      ...(Object.keys(envoyClusters).length > 0 ? { envoyClusters } : {}),
     };
   }
 }
@@ -231,9 +236,14 @@ function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
  * one naming no known resource is blamed on every VirtualService of the proxy.
  */
 function nackBlames(message: string, vs: VirtualService, view: PipelineView, proxy: ProxyInfo): boolean {
-  const mentions = (v: VirtualService) => resourceNames(v).some((n) => new RegExp(`(^|[^a-z0-9-])${escapeRegExp(n)}($|[^a-z0-9-])`).test(message));
-  if (mentions(vs)) return true;
   const group = proxy.group;
+  const contributions = group ? view.translations.get(group.key)?.translation.contributions : undefined;
+  // Envoy names the Envoy cluster, which may be a shared one: each user of it is blamed.
+  const mentions = (v: VirtualService) =>
+    [...resourceNames(v), ...(contributions?.get(vsKey(v))?.clusters.values() ?? [])].some((n) =>
+      new RegExp(`(^|[^a-z0-9-])${escapeRegExp(n)}($|[^a-z0-9-])`).test(message),
+    );
+  if (mentions(vs)) return true;
   if (!group) return true;
   // The other VirtualServices of the proxy's group, as the pipeline last translated it.
   const others = [...(view.translations.get(group.key)?.translation.contributions.keys() ?? [])].flatMap((k) => {

@@ -91,6 +91,8 @@ export interface VirtualServiceStatus {
   readonly proxies?: ProxyCounts & { readonly summary?: string };
   /** The latest rejection message, when a proxy NACKed this VirtualService's configuration. */
   readonly nackMessage?: string;
+  /** Its clusters' names in Envoy, by the cluster's name in the spec (shared clusters are named by content). */
+  readonly envoyClusters?: Readonly<Record<string, string>>;
 }
 
 export interface VirtualService {

@@ -1,11 +1,19 @@
-import { deepFreeze } from '../model/canonical.js';
+import { createHash } from 'node:crypto';
+import { canonicalJson, deepFreeze } from '../model/canonical.js';
 import type { ClusterSpec, HealthCheckSpec } from '../model/types.js';
 import type { ResourceInput } from '../xds/snapshot.js';
 import { durationMs } from './duration.js';
 import { localityEndpoints, normalizeTargets, type EndpointTarget } from './lb-endpoint.js';
-import { SpecMemo } from './memo.js';
+import { BoundedCache, SpecMemo } from './memo.js';
 
 const MAX_HEALTH_CHECK_TIMEOUT_MS = 1000;
+
+/**
+ * Concurrent UDP sessions Envoy lets one cluster carry: udp_proxy counts each session against the
+ * cluster's max_connections circuit breaker, whose default (1,024) silently drops every session past
+ * it, and a shared cluster carries the sessions of every call that uses it.
+ */
+export const MAX_SESSIONS_PER_CLUSTER = 1_000_000;
 
 /**
  * A TCP connect check (the old operator sent HTTP by mistake). One failure marks a host
@@ -55,6 +63,7 @@ function buildCluster(spec: ClusterSpec): ResourceInput {
       connect_timeout: { seconds: 1 },
       lb_policy: 'MAGLEV',
       common_lb_config: { healthy_panic_threshold: { value: 0 } },
+      circuit_breakers: { thresholds: [{ max_connections: { value: MAX_SESSIONS_PER_CLUSTER } }] },
       ...(spec.health_check ? { health_checks: [healthCheck(spec.health_check)] } : {}),
     },
   });
@@ -71,4 +80,45 @@ const clusters = new SpecMemo(buildCluster, clusterContent, 65_536);
 
 export function clusterResource(spec: ClusterSpec): ResourceInput {
   return clusters.get(spec);
+}
+
+/** What Envoy sees of a cluster, besides its name: the hash key belongs to the listener's hash policy. */
+function envoyContent(spec: ClusterSpec): string {
+  const hc = spec.health_check;
+  const endpoints = spec.endpoints
+    .map((e) => canonicalJson([e.host.selector ?? null, e.host.address ?? null, e.port, hc ? (e.health_check_port ?? e.port) : null]))
+    .sort();
+  return JSON.stringify([spec.service_discovery, hc ? [hc.interval, hc.protocol] : null, [...new Set(endpoints)]]);
+}
+
+const sharedByContent = new BoundedCache<string, ClusterSpec>(65_536);
+const sharedBySpec = new WeakMap<ClusterSpec, ClusterSpec>();
+
+/**
+ * The cluster Envoy is given for a user's cluster. Shared: one cluster for every user cluster of
+ * the same content (discovery, health check, endpoints), named by that content, so a new call
+ * whose cluster matches one the proxy runs needs no cluster to create and warm, and the proxy
+ * health-checks each worker once instead of once per call. The name depends on the content only,
+ * never on which VirtualService came first, so a call's listener keeps its cluster while other
+ * calls come and go. The hash key lives in the listener's hash policy, not in the cluster, so
+ * listeners with different keys share it and still pick their workers by their own key.
+ * Not shared: the user's cluster as it is.
+ */
+export function envoyClusterSpec(spec: ClusterSpec, share: boolean): ClusterSpec {
+  if (!share) return spec;
+  const known = sharedBySpec.get(spec);
+  if (known) return known;
+  const content = envoyContent(spec);
+  let shared = sharedByContent.get(content);
+  if (!shared) {
+    // A readable part (discovery, the lowest endpoint port: RTP and RTCP clusters tell apart), then the content's hash.
+    const kind = spec.service_discovery === 'eds' ? 'eds' : 'dns';
+    const port = Math.min(...spec.endpoints.map((e) => e.port));
+    const name = `vsxds-${kind}-${Number.isFinite(port) ? port : 0}-${createHash('sha256').update(content).digest('hex').slice(0, 12)}`;
+    const { hash_key: _key, ...rest } = spec;
+    shared = deepFreeze({ ...rest, name });
+    sharedByContent.set(content, shared);
+  }
+  sharedBySpec.set(spec, shared);
+  return shared;
 }

@@ -4,15 +4,25 @@ import type { NodeGroup } from '../xds/node-identity.js';
 import type { ResourceInput, SnapshotInput } from '../xds/snapshot.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../xds/type-urls.js';
 import { assignmentResource } from './assignment.js';
-import { clusterResource } from './cluster.js';
+import { clusterResource, envoyClusterSpec } from './cluster.js';
 import { listenerResource } from './listener.js';
 import { podIndex, type PodIndex } from './pod-index.js';
 import { virtualServicesFor } from './select.js';
+
+/** How a translation is done; the same for every group of a server. */
+export interface TranslateOptions {
+  /** One Envoy cluster for all user clusters of the same content (see envoyClusterSpec). */
+  readonly shareClusters: boolean;
+}
+
+export const DEFAULT_TRANSLATE_OPTIONS: TranslateOptions = { shareClusters: true };
 
 /** What one VirtualService gives one node group: the listeners it keeps, and the ones it lost. */
 export interface Contribution {
   /** Sorted. */
   readonly listeners: readonly string[];
+  /** Its clusters' names, user's → Envoy's, sorted by the user's: where operators find them in Envoy. */
+  readonly clusters: ReadonlyMap<string, string>;
   readonly conflicts: readonly Conflict[];
 }
 
@@ -31,8 +41,13 @@ export interface GroupTranslation {
  * and unchanged parts give the very same objects as the previous call. Both arrays are taken
  * as immutable: indexes over them are kept per array, for the other groups of the same build.
  */
-export function translateGroup(group: NodeGroup, virtualServices: readonly VirtualService[], pods: readonly Pod[]): GroupTranslation {
-  return translateSelected(group, virtualServicesFor(group, virtualServices), podIndex(pods));
+export function translateGroup(
+  group: NodeGroup,
+  virtualServices: readonly VirtualService[],
+  pods: readonly Pod[],
+  options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
+): GroupTranslation {
+  return translateSelected(group, virtualServicesFor(group, virtualServices), podIndex(pods), undefined, options);
 }
 
 /**
@@ -42,18 +57,34 @@ export function translateGroup(group: NodeGroup, virtualServices: readonly Virtu
  * spec is the very same object keeps its assignment without selecting pods again: the caller
  * promises that `previous` is up to date with `index` (it `reassign`ed what pods changed).
  */
-export function translateSelected(group: NodeGroup, selected: readonly VirtualService[], index: PodIndex, previous?: GroupTranslation): GroupTranslation {
+export function translateSelected(
+  group: NodeGroup,
+  selected: readonly VirtualService[],
+  index: PodIndex,
+  previous?: GroupTranslation,
+  options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
+): GroupTranslation {
   const previousAssignments = previous ? new Map((previous.snapshot[ENDPOINT_TYPE] ?? []).map((r) => [r.name, r])) : undefined;
   const { kept, conflicts } = resolveConflicts(selected);
 
   const listeners: ResourceInput[] = [];
   const clusters = new Map<string, ClusterSpec>();
-  for (const specs of kept.values()) {
+  const contributions = new Map<string, Contribution>();
+  for (const key of [...kept.keys()].sort()) {
+    const specs = kept.get(key) ?? [];
+    const names = new Map<string, string>();
     for (const l of specs) {
-      listeners.push(listenerResource(l));
-      // Two listeners sharing a cluster define it identically (resolveConflicts made sure): the oldest's is used.
-      if (!clusters.has(l.udp.cluster.name)) clusters.set(l.udp.cluster.name, l.udp.cluster);
+      // Two listeners sharing a user cluster define it identically (resolveConflicts made sure): the oldest's is used.
+      const cluster = envoyClusterSpec(l.udp.cluster, options.shareClusters);
+      listeners.push(listenerResource(l, cluster.name));
+      if (!clusters.has(cluster.name)) clusters.set(cluster.name, cluster);
+      names.set(l.udp.cluster.name, cluster.name);
     }
+    contributions.set(key, {
+      listeners: specs.map((l) => l.name).sort(),
+      clusters: new Map([...names].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+      conflicts: conflicts.filter((c) => c.vs === key),
+    });
   }
   const clusterInputs: ResourceInput[] = [];
   const assignmentInputs: ResourceInput[] = [];
@@ -65,14 +96,6 @@ export function translateSelected(group: NodeGroup, selected: readonly VirtualSe
       assignmentInputs.push(kept ?? assignmentResource(spec, group.namespace, index));
       edsClusters.set(spec.name, spec);
     }
-  }
-
-  const contributions = new Map<string, Contribution>();
-  for (const key of [...kept.keys()].sort()) {
-    contributions.set(key, {
-      listeners: (kept.get(key) ?? []).map((l) => l.name).sort(),
-      conflicts: conflicts.filter((c) => c.vs === key),
-    });
   }
   return {
     snapshot: {
@@ -113,10 +136,11 @@ export function translateAll(
   groups: readonly NodeGroup[],
   virtualServices: readonly VirtualService[],
   pods: readonly Pod[],
+  options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): Map<string, GroupTranslation> {
   const out = new Map<string, GroupTranslation>();
   for (const group of [...groups].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
-    out.set(group.key, translateGroup(group, virtualServices, pods));
+    out.set(group.key, translateGroup(group, virtualServices, pods, options));
   }
   return out;
 }

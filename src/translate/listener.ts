@@ -11,12 +11,12 @@ import { SpecMemo } from './memo.js';
  * deprecated. With a hash_key, one constant-key hash policy makes Maglev pick by the endpoints'
  * own hash keys, so every stream of a call lands on the same worker.
  */
-function buildListener(spec: ListenerSpec): ResourceInput {
+function buildListener({ spec, clusterName }: ListenerInput): ResourceInput {
   const { name } = spec;
   const { port, cluster } = spec.udp;
   return deepFreeze({
     name,
-    references: [{ typeUrl: CLUSTER_TYPE, name: cluster.name }],
+    references: [{ typeUrl: CLUSTER_TYPE, name: clusterName }],
     resource: {
       name,
       address: { socket_address: { protocol: 'UDP', address: '0.0.0.0', port_value: port } },
@@ -28,7 +28,7 @@ function buildListener(spec: ListenerSpec): ResourceInput {
             stat_prefix: name,
             matcher: {
               on_no_match: {
-                action: { name: 'route', typed_config: { '@type': UDP_PROXY_ROUTE_TYPE, cluster: cluster.name } },
+                action: { name: 'route', typed_config: { '@type': UDP_PROXY_ROUTE_TYPE, cluster: clusterName } },
               },
             },
             ...(cluster.hash_key ? { hash_policies: [{ key: cluster.hash_key }] } : {}),
@@ -39,13 +39,22 @@ function buildListener(spec: ListenerSpec): ResourceInput {
   });
 }
 
+interface ListenerInput {
+  readonly spec: ListenerSpec;
+  /** The Envoy cluster it routes to (see envoyClusterSpec). */
+  readonly clusterName: string;
+}
+
 // Listeners change only when VirtualServices do; this covers a large fleet's worth.
-const listeners = new SpecMemo(
+const listeners = new SpecMemo<ListenerInput, ResourceInput>(
   buildListener,
-  (l) => JSON.stringify([l.name, l.udp.port, l.udp.cluster.name, l.udp.cluster.hash_key ?? '']),
+  ({ spec: l, clusterName }) => JSON.stringify([l.name, l.udp.port, clusterName, l.udp.cluster.hash_key ?? '']),
   65_536,
 );
+const inputs = new WeakMap<ListenerSpec, ListenerInput>();
 
-export function listenerResource(spec: ListenerSpec): ResourceInput {
-  return listeners.get(spec);
+export function listenerResource(spec: ListenerSpec, clusterName: string): ResourceInput {
+  let input = inputs.get(spec);
+  if (input?.clusterName !== clusterName) inputs.set(spec, (input = { spec, clusterName }));
+  return listeners.get(input);
 }

@@ -16,6 +16,13 @@ export interface XdsObserver {
   answered(typeUrl: string, mode: 'sotw' | 'delta', accepted: boolean, latencyMs: number | undefined): void;
 }
 
+/** Follows versions through pushes and ACKs (where a change's time goes); called on every push and ACK, so keep it cheap. */
+export interface PushTracer {
+  sent(proxy: ProxyInfo, typeUrl: string, version: string): void;
+  acked(proxy: ProxyInfo, typeUrl: string, version: string): void;
+  disconnected(proxy: ProxyInfo): void;
+}
+
 export interface TypeSyncState {
   /** Version of the last response sent on the stream. */
   sent?: string;
@@ -67,6 +74,7 @@ export class ProxyStatusRegistry {
   private readonly subject = new Subject<ProxyEvent>();
   readonly events$ = this.subject.asObservable();
   observer?: XdsObserver;
+  tracer?: PushTracer;
   private readonly errors: StreamError[] = [];
 
   connected(proxy: ProxyInfo): void {
@@ -81,6 +89,7 @@ export class ProxyStatusRegistry {
 
   disconnected(proxy: ProxyInfo): void {
     if (!this.proxies.delete(proxy.streamId)) return;
+    this.tracer?.disconnected(proxy);
     if (proxy.group) {
       for (const rec of this.nacks.get(proxy.group.key)?.values() ?? []) rec.nodeIds.delete(proxy.nodeId);
     }
@@ -104,6 +113,7 @@ export class ProxyStatusRegistry {
     st.responses += 1;
     st.sentAt = performance.now();
     this.observer?.pushed(typeUrl, proxy.mode, bytes);
+    this.tracer?.sent(proxy, typeUrl, version);
   }
 
   private answered(proxy: ProxyInfo, st: TypeSyncState, typeUrl: string, accepted: boolean): void {
@@ -124,6 +134,7 @@ export class ProxyStatusRegistry {
     st.acked = version;
     delete st.nack;
     this.answered(proxy, st, typeUrl, true);
+    this.tracer?.acked(proxy, typeUrl, version);
     const groupNacks = proxy.group ? this.nacks.get(proxy.group.key) : undefined;
     const rec = groupNacks?.get(typeUrl);
     if (groupNacks && rec && rec.version !== version) {

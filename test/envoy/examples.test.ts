@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pointAtVsxds, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
-import { EXAMPLE_PORTS, FileVsxds, loadExamples, printEnvoyLogsOnFailure, waitForStats } from '../support/envoy-scenario.js';
+import { EXAMPLE_PORTS, FileVsxds, loadExamples, printEnvoyLogsOnFailure, waitForStats, type Examples } from '../support/envoy-scenario.js';
 import { freePort, TcpPort, UdpEcho, udpEventually, waitUntil } from '../support/udp.js';
 
 const MODES: AdsApiType[] = ['GRPC', 'DELTA_GRPC'];
@@ -18,12 +18,14 @@ describe.each(MODES)('the examples pipeline through real Envoys on %s', { timeou
   let vsxds: FileVsxds;
   let ingress: Envoy;
   let worker: Envoy;
+  let clusters: Examples['clusters'];
 
   printEnvoyLogsOnFailure(() => [ingress, worker]);
 
   beforeAll(async () => {
     for (const p of EXAMPLE_PORTS) port.set(p, await freePort());
     const examples = await loadExamples(port);
+    clusters = examples.clusters;
     // The media app behind the worker sidecar (examples/virtualservices/worker.yaml), and the
     // workers' health-check port.
     sockets.push(await UdpEcho.start('app-rtp', '127.0.0.1', port.get(1234)!), await UdpEcho.start('app-rtcp', '127.0.0.1', port.get(1235)!));
@@ -47,7 +49,7 @@ describe.each(MODES)('the examples pipeline through real Envoys on %s', { timeou
   });
 
   it('carries RTP and RTCP from a client through the ingress and the worker sidecar to the app, and the replies back', async () => {
-    await waitForStats(ingress, ['cluster.worker-rtp.membership_healthy', 'cluster.worker-rtcp.membership_healthy'], (v) => v === WORKER_IPS.length, 'both workers healthy');
+    await waitForStats(ingress, [`cluster.${clusters['worker-rtp']}.membership_healthy`, `cluster.${clusters['worker-rtcp']}.membership_healthy`], (v) => v === WORKER_IPS.length, 'both workers healthy');
     expect(await udpEventually(port.get(2000)!, 'rtp hello')).toBe('app-rtp|rtp hello');
     expect(await udpEventually(port.get(2002)!, 'rtcp hello')).toBe('app-rtcp|rtcp hello');
     // Both hops forwarded both ways: the ingress listeners and the sidecar's listeners received

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adsBootstrap, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
-import { FileVsxds, listener, pod, printEnvoyLogsOnFailure, virtualService, waitForStats } from '../support/envoy-scenario.js';
+import { envoyClusterName, FileVsxds, listener, pod, printEnvoyLogsOnFailure, virtualService, waitForStats, type ClusterOptions } from '../support/envoy-scenario.js';
 import { answeredBy, freePort, freePorts, TcpPort, UdpEcho, udpEventually, udpRoundTrip, waitUntil } from '../support/udp.js';
 
 const MODES: AdsApiType[] = ['GRPC', 'DELTA_GRPC'];
@@ -13,7 +13,6 @@ const KEYS = 100;
 const KEYS_PER_VS = 50;
 // With four workers, RTP and RTCP of five calls meet by chance once in 4^5.
 const CALLS = 5;
-const HEALTHY_STATS = ['cluster.call-1-rtp.membership_healthy', 'cluster.call-1-rtcp.membership_healthy'];
 
 interface Worker {
   readonly ip: string;
@@ -29,6 +28,9 @@ describe.each(MODES)('hash keys and health checks, Envoy on %s', { timeout: 240_
   let vsxds: FileVsxds;
   let envoy: Envoy;
   let ports: { rtpEcho: number; rtcpEcho: number; health: number; calls: Array<{ rtp: number; rtcp: number }>; keys: number[] };
+  /** Healthy members of the first call's RTP and RTCP clusters, as Envoy names them. */
+  let healthyStats: string[];
+  const keyCluster = (i: number): ClusterOptions => ({ name: `key-${i}`, to: { selector: { app: 'worker' } }, port: ports.rtpEcho, hashKey: `stream-${i}` });
 
   printEnvoyLogsOnFailure(() => [envoy]);
 
@@ -82,6 +84,8 @@ describe.each(MODES)('hash keys and health checks, Envoy on %s', { timeout: 240_
         listener(`${hashKey}-rtcp`, rtcp, { name: `${hashKey}-rtcp`, to: workerPods, port: ports.rtcpEcho, hashKey, healthCheck }),
       ];
     });
+    const firstCall = { to: workerPods, hashKey: 'call-1', healthCheck: { intervalMs: 500, port: ports.health } };
+    healthyStats = [ports.rtpEcho, ports.rtcpEcho].map((port) => `cluster.${envoyClusterName({ name: 'call-1', port, ...firstCall })}.membership_healthy`);
     const keyVs = (part: number) =>
       virtualService(
         `keys-${part}`,
@@ -90,7 +94,7 @@ describe.each(MODES)('hash keys and health checks, Envoy on %s', { timeout: 240_
           .slice(part * KEYS_PER_VS, (part + 1) * KEYS_PER_VS)
           .map((port, j) => {
             const i = part * KEYS_PER_VS + j;
-            return listener(`key-${i}`, port, { name: `key-${i}`, to: workerPods, port: ports.rtpEcho, hashKey: `stream-${i}` });
+            return listener(`key-${i}`, port, keyCluster(i));
           }),
       );
     vsxds = await FileVsxds.start({
@@ -113,7 +117,7 @@ describe.each(MODES)('hash keys and health checks, Envoy on %s', { timeout: 240_
 
   it('sends every datagram of one call to one worker, and its RTP and RTCP to the same one', async () => {
     // Health-checked hosts take traffic only once they passed a check; wait for all of them.
-    await waitForStats(envoy, HEALTHY_STATS, (v) => v === 4, 'all workers healthy');
+    await waitForStats(envoy, healthyStats, (v) => v === 4, 'all workers healthy');
     for (const [call, { rtp: port }] of ports.calls.entries()) {
       await udpEventually(port, 'first');
       const { rtp, rtcp } = await callPlacement(10, call);
@@ -132,7 +136,7 @@ describe.each(MODES)('hash keys and health checks, Envoy on %s', { timeout: 240_
 
     const added = await addWorker();
     await vsxds.write('pods.yaml', podsFile());
-    await waitForStats(envoy, ports.keys.map((_, i) => `cluster.key-${i}.membership_total`), (v) => v === workers.length, 'the new worker in every cluster');
+    await waitForStats(envoy, [...new Set(ports.keys.map((_, i) => `cluster.${envoyClusterName(keyCluster(i))}.membership_total`))], (v) => v === workers.length, 'the new worker in every cluster');
 
     const after = await keyPlacement();
     const moved = after.filter((w, i) => w !== before[i]).length;
@@ -148,7 +152,7 @@ describe.each(MODES)('hash keys and health checks, Envoy on %s', { timeout: 240_
   });
 
   it('takes a worker whose health-check port stops accepting out of the call, and brings it back when it accepts again', async () => {
-    await waitForStats(envoy, HEALTHY_STATS, (v) => v === workers.length, 'all workers healthy');
+    await waitForStats(envoy, healthyStats, (v) => v === workers.length, 'all workers healthy');
     // A new session picks again once the new worker is in: settle on where the call lives now.
     const home = await waitUntil(async () => {
       const { rtp, rtcp } = await callPlacement(3);
@@ -157,7 +161,7 @@ describe.each(MODES)('hash keys and health checks, Envoy on %s', { timeout: 240_
     const worker = workers.find((w) => w.ip === home) as Worker;
 
     await worker.health.close();
-    await waitForStats(envoy, HEALTHY_STATS, (v) => v === workers.length - 1, 'the worker marked unhealthy');
+    await waitForStats(envoy, healthyStats, (v) => v === workers.length - 1, 'the worker marked unhealthy');
     const away = await waitUntil(async () => {
       const { rtp, rtcp } = await callPlacement(3);
       const [r] = [...rtp];
@@ -169,7 +173,7 @@ describe.each(MODES)('hash keys and health checks, Envoy on %s', { timeout: 240_
     expect([...rtp, ...rtcp].filter((w) => w !== away)).toEqual([]);
 
     await worker.health.listen();
-    await waitForStats(envoy, HEALTHY_STATS, (v) => v === workers.length, 'the worker healthy again');
+    await waitForStats(envoy, healthyStats, (v) => v === workers.length, 'the worker healthy again');
     await waitUntil(async () => {
       const back = await callPlacement(3);
       return [...back.rtp, ...back.rtcp].every((w) => w === home);

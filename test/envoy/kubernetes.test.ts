@@ -148,7 +148,7 @@ describe('Envoys through Kubernetes', { timeout: 240_000 }, () => {
     });
 
     it('serves the example VirtualServices applied with kubectl to Envoys known only by node.id', async () => {
-      await waitForStats(ingress, ['cluster.worker-rtp.membership_healthy', 'cluster.worker-rtcp.membership_healthy'], (v) => v === 2, 'both worker pods healthy');
+      await waitForStats(ingress, [`cluster.${examples.clusters['worker-rtp']}.membership_healthy`, `cluster.${examples.clusters['worker-rtcp']}.membership_healthy`], (v) => v === 2, 'both worker pods healthy');
       expect(await udpEventually(port.get(2000)!, 'rtp via k8s')).toBe('app-rtp|rtp via k8s');
       expect(await udpEventually(port.get(2002)!, 'rtcp via k8s')).toBe('app-rtcp|rtcp via k8s');
       const table = await waitUntil(async () => {

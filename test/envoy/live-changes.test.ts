@@ -40,7 +40,9 @@ describe.each(MODES)('live changes on a running Envoy on %s', { timeout: 120_000
     ports = { echo: echo!, rtp: rtpPort!, rtcp: rtcpPort!, busy: busy!, fixed: fixed! };
     for (let host = 2; host <= 4; host++) echoes.push(await UdpEcho.start(ip(host), ip(host), ports.echo));
     pods = [pod('worker-1', { app: 'worker' }, ip(2)), pod('worker-2', { app: 'worker' }, ip(3))];
-    vsxds = await FileVsxds.start({ 'pods.yaml': pods, 'media.yaml': [media(rtp())] });
+    // Each listener keeps a cluster of its own name (rtp's and rtcp's are alike, so by default
+    // they would share one): this follows each cluster's make-before-break through Envoy.
+    vsxds = await FileVsxds.start({ 'pods.yaml': pods, 'media.yaml': [media(rtp())] }, ['--share-clusters', 'false']);
     envoy = await startEnvoy({
       name: `ingress-${apiType}`,
       bootstrap: adsBootstrap({ nodeId: NODE_ID, metadata: { namespace: 'default', labels: { app: 'ingress' } }, xdsPort: vsxds.xdsPort, apiType }),

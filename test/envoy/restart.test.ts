@@ -16,6 +16,7 @@ import {
   startVsxdsProcess,
   waitForStats,
   writeDocs,
+  type Examples,
   type VsxdsProcess,
 } from '../support/envoy-scenario.js';
 import { freePort, TcpPort, UdpEcho, udpEventually, UdpStream, waitUntil } from '../support/udp.js';
@@ -23,7 +24,10 @@ import { freePort, TcpPort, UdpEcho, udpEventually, UdpStream, waitUntil } from 
 const MODES: AdsApiType[] = ['GRPC', 'DELTA_GRPC'];
 const WORKER_IPS = ['127.0.0.2', '127.0.0.3'];
 // Endpoint updates count on the EDS clusters' own stats, not on cds/lds.
-const EDS_STATS = ['cluster.worker-rtp.update_success', 'cluster.worker-rtcp.update_success', 'cluster.worker-rtp.update_rejected'];
+const edsStats = (clusters: Examples['clusters']) => {
+  const [rtp, rtcp] = [clusters['worker-rtp'], clusters['worker-rtcp']];
+  return [`cluster.${rtp}.update_success`, `cluster.${rtcp}.update_success`, `cluster.${rtp}.update_rejected`];
+};
 
 describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }, (apiType) => {
   const port = new Map<number, number>();
@@ -33,6 +37,7 @@ describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }
   let vsxds: VsxdsProcess | undefined;
   let ingress: Envoy;
   let worker: Envoy;
+  let clusters: Examples['clusters'];
   let stream: UdpStream | undefined;
 
   printEnvoyLogsOnFailure(() => [ingress, worker]);
@@ -48,6 +53,7 @@ describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }
     for (const p of EXAMPLE_PORTS) port.set(p, await freePort());
     ports = { xds: await freePort(), admin: await freePort() };
     const examples = await loadExamples(port);
+    clusters = examples.clusters;
     dir = await mkdtemp(join(tmpdir(), 'vsxds-restart-'));
     for (const [name, docs] of Object.entries(examples.files)) await writeDocs(dir, name, docs);
     sockets.push(await UdpEcho.start('app-rtp', '127.0.0.1', port.get(1234)!), await UdpEcho.start('app-rtcp', '127.0.0.1', port.get(1235)!));
@@ -74,7 +80,7 @@ describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }
 
   it('keeps traffic flowing while vsxds is down, and the reconnected Envoys get nothing new', async () => {
     await bothSynced();
-    await waitForStats(ingress, ['cluster.worker-rtp.membership_healthy'], (v) => v === WORKER_IPS.length, 'both workers healthy');
+    await waitForStats(ingress, [`cluster.${clusters['worker-rtp']}.membership_healthy`], (v) => v === WORKER_IPS.length, 'both workers healthy');
     await udpEventually(port.get(2000)!, 'warm up');
     stream = await UdpStream.start(port.get(2000)!);
     await stream.moreReplies(10);
@@ -96,7 +102,7 @@ describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }
     }
     await stream.moreReplies(20);
     const after = { ingress: await ingress.stats(), worker: await worker.stats() };
-    expect(changedStats(before.ingress, after.ingress, [...CONFIG_CHURN_STATS, ...EDS_STATS])).toEqual({});
+    expect(changedStats(before.ingress, after.ingress, [...CONFIG_CHURN_STATS, ...edsStats(clusters)])).toEqual({});
     expect(changedStats(before.worker, after.worker, CONFIG_CHURN_STATS)).toEqual({});
     expect(stream.replies.every((r) => r.startsWith('app-rtp|seq '))).toBe(true);
   });

@@ -53,6 +53,9 @@ export class RawAdsStream {
     });
   }
 
+  /** Responses handed to the test so far (see next). */
+  private read = 0;
+
   send(request: Record<string, unknown>): void {
     this.call.write(request);
   }
@@ -64,13 +67,17 @@ export class RawAdsStream {
 
   /** The n-th response (0-based), waiting for it up to `timeoutMs`. */
   async response(n: number, timeoutMs = 5_000): Promise<Response> {
+    this.read = Math.max(this.read, n + 1);
     await this.until(() => this.responses.length > n, timeoutMs, `response #${n}`);
     return this.responses[n] as Response;
   }
 
-  /** The next response after those already seen. */
+  /**
+   * The first response the test has not read yet (with next or response). One that arrived while
+   * the test was still making the change counts: vsxds may answer before kubectl returns.
+   */
   next(timeoutMs = 5_000): Promise<Response> {
-    return this.response(this.responses.length, timeoutMs);
+    return this.response(this.read, timeoutMs);
   }
 
   async end(timeoutMs = 5_000): Promise<{ code: number; details: string }> {

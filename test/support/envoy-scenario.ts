@@ -11,6 +11,10 @@ import { beforeEach } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
 import { parseCommandLine } from '../../src/main/config.js';
 import { serve, type Running } from '../../src/main/serve.js';
+import { parseVirtualService } from '../../src/model/index.js';
+import type { ListenerSpec } from '../../src/model/types.js';
+import type { RawObject } from '../../src/sources/source.js';
+import { envoyClusterSpec } from '../../src/translate/cluster.js';
 import { ensureEnvoy, spawnTied, type Envoy } from './envoy.js';
 import { waitUntil } from './udp.js';
 
@@ -26,7 +30,7 @@ export class FileVsxds {
     readonly running: Running,
   ) {}
 
-  static async start(files: Record<string, readonly object[]> = {}): Promise<FileVsxds> {
+  static async start(files: Record<string, readonly object[]> = {}, extraFlags: readonly string[] = []): Promise<FileVsxds> {
     const dir = await mkdtemp(join(tmpdir(), 'vsxds-e2e-'));
     for (const [name, docs] of Object.entries(files)) await writeDocs(dir, name, docs);
     const running = await serve(
@@ -38,6 +42,7 @@ export class FileVsxds {
         '--status-interval-ms', '50',
         '--shutdown-grace-ms', '100',
         '--log-level', process.env['VSXDS_TEST_LOG'] ?? 'silent',
+        ...extraFlags,
       ]),
       {},
     );
@@ -107,6 +112,13 @@ export function listener(name: string, port: number, cluster: ClusterOptions): o
       },
     },
   };
+}
+
+/** The Envoy cluster vsxds makes of `cluster` by default (shared clusters are named by content). */
+export function envoyClusterName(cluster: ClusterOptions): string {
+  const vs = parseVirtualService({ ...(virtualService('x', {}, [listener('x', 1, cluster)]) as RawObject) }, 'default');
+  if (!vs.ok) throw new Error(vs.message);
+  return envoyClusterSpec((vs.vs.spec.listeners[0] as ListenerSpec).udp.cluster, true).name;
 }
 
 export function virtualService(name: string, selector: Record<string, string>, listeners: readonly object[], namespace = 'default'): object {
@@ -192,6 +204,14 @@ export function printEnvoyLogsOnFailure(envoys: () => ReadonlyArray<Envoy | unde
 export const EXAMPLES_DIR = fileURLToPath(new URL('../../examples', import.meta.url));
 
 /** Every port number examples/ uses: the ingress and worker listeners, the app and its health check. */
+/**
+ * The Envoy clusters of the examples' ingress: shared clusters are named by content, so these are
+ * the same in every process and every release that keeps the translation (a change would move
+ * every proxy's listeners to new clusters on upgrade).
+ */
+export const EXAMPLE_ENVOY_CLUSTERS = { 'worker-rtp': 'vsxds-eds-2001-5642117eafda', 'worker-rtcp': 'vsxds-eds-2003-54375c6cc3c3' } as const;
+export const [RTP_CLUSTER, RTCP_CLUSTER] = [EXAMPLE_ENVOY_CLUSTERS['worker-rtp'], EXAMPLE_ENVOY_CLUSTERS['worker-rtcp']];
+
 export const EXAMPLE_PORTS = [2000, 2001, 2002, 2003, 1233, 1234, 1235] as const;
 
 export interface Examples {
@@ -199,6 +219,8 @@ export interface Examples {
   readonly files: Record<string, object[]>;
   /** examples/envoy/*.yaml, by proxy. */
   readonly bootstraps: { readonly ingress: any; readonly worker: any };
+  /** The ingress's clusters as Envoy names them, by their names in ingress.yaml. */
+  readonly clusters: Readonly<Record<string, string>>;
 }
 
 /**
@@ -212,7 +234,13 @@ export async function loadExamples(ports: ReadonlyMap<number, number> = new Map(
   for (const name of ['ingress.yaml', 'worker.yaml', 'pods.yaml']) files[name] = await read(join('virtualservices', name));
   const [ingress] = await read(join('envoy', 'ingress.yaml'));
   const [worker] = await read(join('envoy', 'worker.yaml'));
-  return { files, bootstraps: { ingress, worker } };
+  const clusters: Record<string, string> = {};
+  for (const doc of files['ingress.yaml'] ?? []) {
+    const parsed = parseVirtualService(doc as RawObject, 'default');
+    if (!parsed.ok) throw new Error(parsed.message);
+    for (const l of parsed.vs.spec.listeners) clusters[l.udp.cluster.name] = envoyClusterSpec(l.udp.cluster, true).name;
+  }
+  return { files, bootstraps: { ingress, worker }, clusters };
 }
 
 function remapPorts(value: unknown, ports: ReadonlyMap<number, number>): unknown {
