@@ -96,11 +96,21 @@ describe('two vsxds replicas against one cluster', { timeout: 120_000 }, () => {
     await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(bad));
     const events = async (name: string) =>
       JSON.parse(await kube.kubectlOk(['get', 'events', '--field-selector', `involvedObject.name=${name}`, '-o', 'json'])).items as any[];
-    const accepted = await waitUntil(async () => (await events('ingress')).find((e) => e.reason === 'Accepted'), 'Accepted event');
-    expect(accepted).toMatchObject({ type: 'Normal', involvedObject: { kind: 'VirtualService', name: 'ingress' }, source: { component: 'vsxds' } });
     const rejected = await waitUntil(async () => (await events('dns-in-eds')).find((e) => e.type === 'Warning'), 'rejection event');
+    expect(rejected).toMatchObject({ involvedObject: { kind: 'VirtualService', name: 'dns-in-eds' }, source: { component: 'vsxds' }, count: 1 });
     expect(rejected.message).toMatch(/strictdns/);
-    expect((await events('ingress')).filter((e) => e.reason === 'Accepted')).toHaveLength(1);
+    // Fixed: one Normal event says it is served again. Being accepted from the start is no event
+    // (the status says so): with one VirtualService per call that would be one write per call.
+    const fixed = { ...bad, spec: { ...bad.spec, listeners: [{ name: 'dns', udp: { port: 3000, cluster: { name: 'dns', service_discovery: 'strictdns', endpoints: [{ host: { address: 'media.example.com' }, port: 1 }] } } }] } };
+    await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(fixed));
+    const recovered = await waitUntil(async () => (await events('dns-in-eds')).find((e) => e.reason === 'Accepted'), 'Accepted event');
+    expect(recovered).toMatchObject({ type: 'Normal', message: expect.stringContaining('valid again') });
+    // Broken the same way again: the same Warning, counted on the event already recorded.
+    await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(bad));
+    const repeated = await waitUntil(async () => (await events('dns-in-eds')).find((e) => e.type === 'Warning' && e.count === 2), 'the rejection counted twice');
+    expect(repeated.metadata.name).toBe(rejected.metadata.name);
+    expect((await events('dns-in-eds')).filter((e) => e.type === 'Warning')).toHaveLength(1);
+    expect((await events('ingress')).filter((e) => e.reason === 'Accepted')).toHaveLength(0);
 
     const leader = replicas.get((await holder()) as string) as Running;
     const s = new RawAdsStream(`127.0.0.1:${leader.xdsPort}`, 'sotw');

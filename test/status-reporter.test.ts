@@ -40,7 +40,7 @@ describe('status reporter', () => {
     const inA = proxy(1);
     proxy(2, groupB);
     const writes: Array<[string, VirtualServiceStatus]> = [];
-    const writer: StatusWriter = { write: (key, _generation, status) => writes.push([key, status]), forget: () => {} };
+    const writer: StatusWriter = { write: (key, _generation, status) => writes.push([key, status]), forget: () => {}, writes: 0 };
     const reporter = new StatusReporter(pipeline, registry, writer, pino({ level: 'silent' }), 2 ** 30);
     const synced = (key: string) => reporter.current().get(key)?.conditions?.find((c) => c.type === 'Synced');
 

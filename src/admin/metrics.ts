@@ -61,6 +61,17 @@ export class Metrics {
         this.inc(deps.source.watchRestarts ?? 0);
       },
     });
+    new Counter({
+      name: 'vsxds_kube_writes_total',
+      help: 'Writes to the Kubernetes API server: VirtualService status patches, and Events (created, or a repeat counted on the one recorded)',
+      labelNames: ['kind'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        this.inc({ kind: 'status' }, deps.source.statusWriter?.writes ?? 0);
+        this.inc({ kind: 'event' }, deps.source.events?.writes ?? 0);
+      },
+    });
     const pushes = new Counter({ name: 'vsxds_xds_pushes_total', help: 'xDS responses sent', labelNames: ['type', 'mode'], registers: [reg] });
     const bytes = new Counter({ name: 'vsxds_xds_push_bytes_total', help: 'Bytes of xDS responses sent', labelNames: ['type', 'mode'], registers: [reg] });
     const acks = new Counter({ name: 'vsxds_xds_acks_total', help: 'xDS responses accepted by proxies', labelNames: ['type', 'mode'], registers: [reg] });

@@ -125,7 +125,7 @@ export class StatusReporter {
     return keys.indexes.map((i) => ns.groups[i] as GroupView);
   }
 
-  /** Events on transitions only: accepted/rejected, and each new rejection by a proxy. */
+  /** Events on what an operator acts on: a VirtualService rejected, accepted again after that, and each new rejection by a proxy. */
   private recordEvents(e: Evaluated, before: VirtualServiceStatus | undefined, after: VirtualServiceStatus): void {
     if (!this.events) return;
     const uid = typeof e.raw.metadata['uid'] === 'string' ? (e.raw.metadata['uid'] as string) : undefined;
@@ -133,8 +133,10 @@ export class StatusReporter {
     const was = accepted(before);
     const now = accepted(after);
     if (now && (was?.status !== now.status || was?.message !== now.message)) {
-      if (now.status === 'True') this.events.record(e.key, uid, 'Normal', 'Accepted', 'VirtualService is valid and served to the proxies it selects');
-      else this.events.record(e.key, uid, 'Warning', now.reason, now.message);
+      // Being accepted is the normal case and the status says so: an event per call created would
+      // be one write per call for nothing to act on. A recovery is worth one.
+      if (now.status !== 'True') this.events.record(e.key, uid, 'Warning', now.reason, now.message);
+      else if (was && was.status !== 'True') this.events.record(e.key, uid, 'Normal', 'Accepted', 'VirtualService is valid again and served to the proxies it selects');
     }
     if (after.nackMessage && after.nackMessage !== before?.nackMessage) {
       this.events.record(e.key, uid, 'Warning', 'ProxyRejected', `${after.proxies?.nacked ?? 1} proxy(s) rejected the configuration: ${after.nackMessage}`);

@@ -52,27 +52,41 @@ interface Holder {
   readonly listener: ListenerSpec;
 }
 
-/**
- * Decides which listeners of the VirtualServices that apply to one node group a proxy of
- * that group gets. An Envoy holds one listener per name and per port, and one cluster per
- * name; a later VirtualService loses only the listener that collides, not its others. Two
- * listeners may use one cluster name when they define the cluster identically.
- */
-export function resolveConflicts(virtualServices: readonly VirtualService[]): ConflictResolution {
-  const byName = new Map<string, Holder>();
-  const byPort = new Map<number, Holder>();
-  const byCluster = new Map<string, Holder & { readonly cluster: ClusterSpec }>();
-  const kept = new Map<string, ListenerSpec[]>();
-  const conflicts: Conflict[] = [];
+interface ClusterHolder extends Holder {
+  readonly cluster: ClusterSpec;
+  /** Kept listeners that use this cluster name. */
+  users: number;
+}
 
-  for (const vs of [...virtualServices].sort(compareAge)) {
+/**
+ * The names and ports the listeners of one node group hold, kept so that a VirtualService
+ * younger than all the others can be added, and one that won no conflict removed, without
+ * resolving everything again: one VirtualService per call makes those the common changes.
+ */
+export class ConflictState {
+  private readonly byName = new Map<string, Holder>();
+  private readonly byPort = new Map<number, Holder>();
+  private readonly byCluster = new Map<string, ClusterHolder>();
+  /** Conflicts each VirtualService won (it is the `winner`), by key. */
+  private readonly wins = new Map<string, number>();
+  /** The youngest VirtualService ever added: a newcomer younger than it is younger than all. */
+  private youngest?: VirtualService;
+
+  /**
+   * Adds a VirtualService younger than every one added before: its listeners that collide lose.
+   * Returns undefined (and changes nothing) when it is not the youngest.
+   */
+  addYoungest(vs: VirtualService): { readonly keep: ListenerSpec[]; readonly conflicts: Conflict[] } | undefined {
+    if (this.youngest && compareAge(vs, this.youngest) <= 0) return undefined;
+    this.youngest = vs;
     const key = vsKey(vs);
     const keep: ListenerSpec[] = [];
+    const conflicts: Conflict[] = [];
     for (const listener of vs.spec.listeners) {
       const cluster = listener.udp.cluster;
-      const sameName = byName.get(listener.name);
-      const samePort = byPort.get(listener.udp.port);
-      const sameCluster = byCluster.get(cluster.name);
+      const sameName = this.byName.get(listener.name);
+      const samePort = this.byPort.get(listener.udp.port);
+      const sameCluster = this.byCluster.get(cluster.name);
       const clusterClash = sameCluster !== undefined && !deepEqual(sameCluster.cluster, cluster);
       const clash: [ConflictKind, Holder, string] | undefined = sameName
         ? ['ListenerName', sameName, `listener name "${listener.name}"`]
@@ -90,15 +104,59 @@ export function resolveConflicts(virtualServices: readonly VirtualService[]): Co
           winner: winner.vs,
           message: `listener "${listener.name}" (UDP port ${listener.udp.port}) conflicts with VirtualService ${winner.vs} on ${what}; the oldest VirtualService wins`,
         });
+        this.wins.set(winner.vs, (this.wins.get(winner.vs) ?? 0) + 1);
         continue;
       }
       const holder = { vs: key, listener };
       keep.push(listener);
-      byName.set(listener.name, holder);
-      byPort.set(listener.udp.port, holder);
-      if (!sameCluster) byCluster.set(cluster.name, { ...holder, cluster });
+      this.byName.set(listener.name, holder);
+      this.byPort.set(listener.udp.port, holder);
+      if (sameCluster) sameCluster.users += 1;
+      else this.byCluster.set(cluster.name, { ...holder, cluster, users: 1 });
     }
-    kept.set(key, keep);
+    return { keep, conflicts };
   }
-  return { kept, conflicts };
+
+  /**
+   * Removes a VirtualService's kept listeners. Returns false (and changes nothing) when that
+   * could change who wins elsewhere: it won a conflict, or holds a cluster name others use too.
+   */
+  remove(key: string, kept: readonly ListenerSpec[], conflicts: readonly Conflict[]): boolean {
+    if ((this.wins.get(key) ?? 0) > 0) return false;
+    for (const l of kept) {
+      const holder = this.byCluster.get(l.udp.cluster.name);
+      if (holder && holder.vs === key && holder.users > 1) return false;
+    }
+    for (const l of kept) {
+      this.byName.delete(l.name);
+      this.byPort.delete(l.udp.port);
+      const holder = this.byCluster.get(l.udp.cluster.name);
+      if (holder && --holder.users === 0) this.byCluster.delete(l.udp.cluster.name);
+    }
+    for (const c of conflicts) {
+      const n = (this.wins.get(c.winner) ?? 0) - 1;
+      if (n > 0) this.wins.set(c.winner, n);
+      else this.wins.delete(c.winner);
+    }
+    return true;
+  }
+}
+
+/**
+ * Decides which listeners of the VirtualServices that apply to one node group a proxy of
+ * that group gets. An Envoy holds one listener per name and per port, and one cluster per
+ * name; a later VirtualService loses only the listener that collides, not its others. Two
+ * listeners may use one cluster name when they define it identically. `state` is what the
+ * resolution leaves, for adding and removing VirtualServices later (ConflictState).
+ */
+export function resolveConflicts(virtualServices: readonly VirtualService[]): ConflictResolution & { readonly state: ConflictState } {
+  const state = new ConflictState();
+  const kept = new Map<string, ListenerSpec[]>();
+  const conflicts: Conflict[] = [];
+  for (const vs of [...virtualServices].sort(compareAge)) {
+    const added = state.addYoungest(vs) as NonNullable<ReturnType<ConflictState['addYoungest']>>;
+    kept.set(vsKey(vs), added.keep);
+    conflicts.push(...added.conflicts);
+  }
+  return { kept, conflicts, state };
 }

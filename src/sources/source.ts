@@ -48,11 +48,15 @@ export interface StatusWriter {
   write(key: string, generation: number | undefined, status: VirtualServiceStatus): void;
   /** Forget a VirtualService that is gone. */
   forget(key: string): void;
+  /** Status writes made to the API server so far. */
+  readonly writes: number;
 }
 
 /** Kubernetes Events on VirtualServices; implemented by the Kubernetes source only. */
 export interface EventSink {
   record(key: string, uid: string | undefined, type: 'Normal' | 'Warning', reason: string, message: string): void;
+  /** Event writes (creates and count updates) made to the API server so far. */
+  readonly writes: number;
 }
 
 export interface Source {

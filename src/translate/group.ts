@@ -1,5 +1,5 @@
-import { resolveConflicts, type Conflict } from '../model/conflicts.js';
-import { type ClusterSpec, type Pod, type VirtualService } from '../model/types.js';
+import { compareAge, resolveConflicts, type Conflict, type ConflictState } from '../model/conflicts.js';
+import { vsKey, type ClusterSpec, type ListenerSpec, type Pod, type VirtualService } from '../model/types.js';
 import type { NodeGroup } from '../xds/node-identity.js';
 import type { ResourceInput, SnapshotInput } from '../xds/snapshot.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../xds/type-urls.js';
@@ -64,27 +64,56 @@ export function translateSelected(
   previous?: GroupTranslation,
   options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): GroupTranslation {
+  return (previous && extend(group, selected, index, previous, options)) ?? translateWhole(group, selected, index, previous, options);
+}
+
+/**
+ * What a translation leaves for the next one of the same group to start from, when only a few
+ * VirtualServices came or went. It is changed in place by that next translation, so only the
+ * latest translation of a line owns it (`owner`); an older one is translated whole.
+ */
+interface Continuation {
+  owner?: GroupTranslation;
+  readonly shareClusters: boolean;
+  readonly conflicts: ConflictState;
+  /** The selected VirtualServices, by key. */
+  readonly vss: Map<string, VirtualService>;
+  /** What each kept and lost, by key. */
+  readonly kept: Map<string, readonly ListenerSpec[]>;
+  readonly lost: Map<string, readonly Conflict[]>;
+  /** Kept listeners using each Envoy cluster, by its name. */
+  readonly clusterUsers: Map<string, number>;
+}
+
+const continuations = new WeakMap<GroupTranslation, Continuation>();
+
+/** More changed VirtualServices than this in one translation: translating the group whole is as cheap. */
+const MAX_EXTENDED = 64;
+
+function translateWhole(group: NodeGroup, selected: readonly VirtualService[], index: PodIndex, previous: GroupTranslation | undefined, options: TranslateOptions): GroupTranslation {
   const previousAssignments = previous ? new Map((previous.snapshot[ENDPOINT_TYPE] ?? []).map((r) => [r.name, r])) : undefined;
-  const { kept, conflicts } = resolveConflicts(selected);
+  const { kept, conflicts, state } = resolveConflicts(selected);
+  const lost = new Map<string, Conflict[]>();
+  for (const c of conflicts) {
+    const list = lost.get(c.vs);
+    if (list) list.push(c);
+    else lost.set(c.vs, [c]);
+  }
 
   const listeners: ResourceInput[] = [];
   const clusters = new Map<string, ClusterSpec>();
+  const clusterUsers = new Map<string, number>();
   const contributions = new Map<string, Contribution>();
   for (const key of [...kept.keys()].sort()) {
     const specs = kept.get(key) ?? [];
-    const names = new Map<string, string>();
     for (const l of specs) {
-      // Two listeners sharing a user cluster define it identically (resolveConflicts made sure): the oldest's is used.
+      // Two listeners sharing a user cluster define it identically (resolveConflicts made sure): the first's is used.
       const cluster = envoyClusterSpec(l.udp.cluster, options.shareClusters);
       listeners.push(listenerResource(l, cluster.name));
       if (!clusters.has(cluster.name)) clusters.set(cluster.name, cluster);
-      names.set(l.udp.cluster.name, cluster.name);
+      clusterUsers.set(cluster.name, (clusterUsers.get(cluster.name) ?? 0) + 1);
     }
-    contributions.set(key, {
-      listeners: specs.map((l) => l.name).sort(),
-      clusters: new Map([...names].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
-      conflicts: conflicts.filter((c) => c.vs === key),
-    });
+    contributions.set(key, contribution(specs, lost.get(key) ?? [], options));
   }
   const clusterInputs: ResourceInput[] = [];
   const assignmentInputs: ResourceInput[] = [];
@@ -97,7 +126,7 @@ export function translateSelected(
       edsClusters.set(spec.name, spec);
     }
   }
-  return {
+  const translation: GroupTranslation = {
     snapshot: {
       [LISTENER_TYPE]: byName(listeners),
       [CLUSTER_TYPE]: byName(clusterInputs),
@@ -106,6 +135,146 @@ export function translateSelected(
     contributions,
     edsClusters,
   };
+  continuations.set(translation, {
+    owner: translation,
+    shareClusters: options.shareClusters,
+    conflicts: state,
+    vss: new Map(selected.map((vs) => [vsKey(vs), vs])),
+    // resolveConflicts made it, and nothing else holds it.
+    kept: kept as Map<string, readonly ListenerSpec[]>,
+    lost,
+    clusterUsers,
+  });
+  return translation;
+}
+
+function contribution(kept: readonly ListenerSpec[], lost: readonly Conflict[], options: TranslateOptions): Contribution {
+  const names = new Map<string, string>();
+  for (const l of kept) names.set(l.udp.cluster.name, envoyClusterSpec(l.udp.cluster, options.shareClusters).name);
+  return {
+    listeners: kept.map((l) => l.name).sort(),
+    clusters: new Map([...names].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    conflicts: lost,
+  };
+}
+
+/**
+ * `previous` with the VirtualServices that went taken out and those that came added, when that
+ * gives what translating the group whole would (see ConflictState): the newcomers are younger
+ * than every VirtualService before them, and those gone won no conflict. Its cost follows the
+ * change, not the group's size, which is what one VirtualService per call needs. Undefined when
+ * the group must be translated whole.
+ */
+function extend(group: NodeGroup, selected: readonly VirtualService[], index: PodIndex, previous: GroupTranslation, options: TranslateOptions): GroupTranslation | undefined {
+  const c = continuations.get(previous);
+  if (!c || c.owner !== previous || c.shareClusters !== options.shareClusters) return undefined;
+  const removed: string[] = [];
+  const added: VirtualService[] = [];
+  const keys = new Set<string>();
+  for (const vs of selected) {
+    const key = vsKey(vs);
+    keys.add(key);
+    const old = c.vss.get(key);
+    if (old === vs) continue;
+    if (old) removed.push(key);
+    added.push(vs);
+  }
+  if (keys.size !== selected.length) return undefined;
+  if (keys.size - added.length !== c.vss.size - removed.length) {
+    for (const key of c.vss.keys()) if (!keys.has(key)) removed.push(key);
+  }
+  if (removed.length === 0 && added.length === 0) return previous;
+  if (removed.length + added.length > MAX_EXTENDED) return undefined;
+  // From here on the continuation is changed in place: on any way out it is dropped.
+  c.owner = undefined;
+
+  const snapshot = previous.snapshot;
+  const listeners = [...(snapshot[LISTENER_TYPE] ?? [])];
+  const clusters = [...(snapshot[CLUSTER_TYPE] ?? [])];
+  const assignments = [...(snapshot[ENDPOINT_TYPE] ?? [])];
+  const contributions = new Map(previous.contributions);
+  const edsClusters = new Map(previous.edsClusters);
+  /** Assignments of clusters this change dropped: one it brings back keeps its assignment. */
+  const dropped = new Map<string, { readonly spec: ClusterSpec; readonly assignment?: ResourceInput }>();
+
+  for (const key of removed) {
+    const kept = c.kept.get(key) ?? [];
+    if (!c.conflicts.remove(key, kept, c.lost.get(key) ?? [])) return undefined;
+    for (const l of kept) {
+      removeByName(listeners, l.name);
+      const cluster = envoyClusterSpec(l.udp.cluster, options.shareClusters);
+      const users = (c.clusterUsers.get(cluster.name) ?? 0) - 1;
+      if (users > 0) {
+        c.clusterUsers.set(cluster.name, users);
+        continue;
+      }
+      c.clusterUsers.delete(cluster.name);
+      removeByName(clusters, cluster.name);
+      dropped.set(cluster.name, { spec: edsClusters.get(cluster.name) ?? cluster, assignment: removeByName(assignments, cluster.name) });
+      edsClusters.delete(cluster.name);
+    }
+    c.vss.delete(key);
+    c.kept.delete(key);
+    c.lost.delete(key);
+    contributions.delete(key);
+  }
+
+  for (const vs of added.sort(compareAge)) {
+    const result = c.conflicts.addYoungest(vs);
+    if (!result) return undefined;
+    const key = vsKey(vs);
+    for (const l of result.keep) {
+      const cluster = envoyClusterSpec(l.udp.cluster, options.shareClusters);
+      insertByName(listeners, listenerResource(l, cluster.name));
+      const users = (c.clusterUsers.get(cluster.name) ?? 0) + 1;
+      c.clusterUsers.set(cluster.name, users);
+      if (users > 1) continue;
+      insertByName(clusters, clusterResource(cluster));
+      if (cluster.service_discovery === 'eds') {
+        const back = dropped.get(cluster.name);
+        insertByName(assignments, (back?.spec === cluster ? back.assignment : undefined) ?? assignmentResource(cluster, group.namespace, index));
+        edsClusters.set(cluster.name, cluster);
+      }
+    }
+    c.vss.set(key, vs);
+    c.kept.set(key, result.keep);
+    c.lost.set(key, result.conflicts);
+    contributions.set(key, contribution(result.keep, result.conflicts, options));
+  }
+
+  const translation: GroupTranslation = {
+    snapshot: { ...snapshot, [LISTENER_TYPE]: listeners, [CLUSTER_TYPE]: clusters, [ENDPOINT_TYPE]: assignments },
+    contributions,
+    edsClusters,
+  };
+  c.owner = translation;
+  continuations.set(translation, c);
+  return translation;
+}
+
+/** Index of `name` in an array sorted by name, or where it would go (as ~index). */
+function findByName(inputs: readonly ResourceInput[], name: string): number {
+  let lo = 0;
+  let hi = inputs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const n = (inputs[mid] as ResourceInput).name;
+    if (n === name) return mid;
+    if (n < name) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return ~lo;
+}
+
+function insertByName(inputs: ResourceInput[], input: ResourceInput): void {
+  const at = findByName(inputs, input.name);
+  if (at >= 0) inputs[at] = input;
+  else inputs.splice(~at, 0, input);
+}
+
+function removeByName(inputs: ResourceInput[], name: string): ResourceInput | undefined {
+  const at = findByName(inputs, name);
+  return at >= 0 ? inputs.splice(at, 1)[0] : undefined;
 }
 
 /**
@@ -121,10 +290,17 @@ export function reassign(translation: GroupTranslation, group: NodeGroup, cluste
   }
   const current = translation.snapshot[ENDPOINT_TYPE] ?? [];
   if (current.every((r) => (replaced.get(r.name) ?? r) === r)) return translation;
-  return {
+  const next: GroupTranslation = {
     ...translation,
     snapshot: { ...translation.snapshot, [ENDPOINT_TYPE]: current.map((r) => replaced.get(r.name) ?? r) },
   };
+  // Listeners and clusters are those of `translation`: the next translation may extend this one.
+  const c = continuations.get(translation);
+  if (c?.owner === translation) {
+    c.owner = next;
+    continuations.set(next, c);
+  }
+  return next;
 }
 
 function byName(inputs: ResourceInput[]): ResourceInput[] {
