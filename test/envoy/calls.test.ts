@@ -1,0 +1,113 @@
+/**
+ * Calls at scale, through the real parts: a media controller creates one VirtualService per
+ * call through the Kubernetes API (a UDP listener on a port of its own, an EDS cluster of the
+ * worker pods with a TCP health check, hash_key = the call's name) and deletes it when the call
+ * ends; a real Envoy forwards each call's datagrams to UDP sinks on the worker pods' IPs.
+ *
+ * 20 calls/s for 10 s, each living ~3 s, in both ADS modes. Outcomes, not times: every call
+ * connects, no datagram sent after a call's first one arrived is lost, each call's two streams
+ * (two client sockets, as RTP and RTCP) land on exactly one worker, and a port freed by a call
+ * that ended is given to a new call at once, which connects too. The same workload at larger
+ * rates, with times, is bench B5 (bench/calls.ts).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Running } from '../../src/main/serve.js';
+import { CallLoad, runArrivals, summarize, WorkerSinks, type CallRecord } from '../support/calls.js';
+import { adsBootstrap, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
+import { printEnvoyLogsOnFailure } from '../support/envoy-scenario.js';
+import { startKubeEnv, type KubeEnv } from '../support/kube-env.js';
+import { freePorts, waitUntil } from '../support/udp.js';
+import { installCrd, readyPod, serveKubernetes } from '../support/vsxds-kube.js';
+
+const MODES: AdsApiType[] = ['GRPC', 'DELTA_GRPC'];
+const RATE = 20;
+const ARRIVALS_MS = 10_000;
+const PLAN = { lifetimeMs: 3_000, connectDeadlineMs: 15_000, minHoldMs: 1_000 };
+// A /16 of loopback of its own: these workers never answer for another suite's.
+const WORKERS = [2, 3, 4].map((i) => ({ name: `calls-worker-${i - 1}`, ip: `127.31.0.${i}` }));
+const WORKER_LABELS = { app: 'calls-worker' };
+const PROXY_LABELS = { app: 'envoy-ingress' };
+
+describe('calls at scale through Kubernetes', { timeout: 120_000 }, () => {
+  let kube: KubeEnv;
+  let vsxds: Running;
+  let sinks: WorkerSinks;
+  let sinkPort: number;
+  let healthPort: number;
+  let pool: number[];
+
+  beforeAll(async () => {
+    [sinkPort, healthPort] = (await freePorts(2)) as [number, number];
+    // ~60 calls live at once, plus the sampled ones held while their teardown is probed.
+    pool = await freePorts(120);
+    sinks = await WorkerSinks.start(WORKERS, sinkPort, healthPort);
+    kube = await startKubeEnv();
+    await installCrd(kube);
+    for (const w of WORKERS) await readyPod(kube, w.name, WORKER_LABELS, w.ip);
+    vsxds = await serveKubernetes(kube);
+  }, 45 * 60_000);
+
+  afterAll(async () => {
+    await vsxds?.shutdown('test over');
+    await kube?.stop();
+    await sinks?.close();
+  });
+
+  describe.each(MODES)('Envoy on %s', (apiType) => {
+    let envoy: Envoy;
+
+    printEnvoyLogsOnFailure(() => [envoy]);
+
+    beforeAll(async () => {
+      envoy = await startEnvoy({
+        name: `calls-${apiType}`,
+        bootstrap: adsBootstrap({ nodeId: `default/calls-ingress-${apiType}`, metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType }),
+      });
+    }, 60_000);
+
+    afterAll(async () => {
+      await envoy?.stop();
+    });
+
+    it(`${RATE} calls/s for ${ARRIVALS_MS / 1000} s: every call connects on one worker and loses nothing, freed ports are reused at once`, async () => {
+      const load = new CallLoad(
+        {
+          kubeconfigPath: kube.kubeconfigPath,
+          proxySelector: PROXY_LABELS,
+          workerSelector: WORKER_LABELS,
+          sinkPort,
+          healthPort,
+          ports: pool,
+          teardownSampleEvery: 10,
+          socketsPerCall: 2,
+          firstIndex: 1 + MODES.indexOf(apiType) * 10_000,
+          ...(process.env['CALLS_TEST_BREAK_HASH_KEY'] === '1' ? { hashKey: () => '' } : {}),
+        },
+        sinks,
+      );
+      try {
+        await runArrivals(load, RATE, ARRIVALS_MS, PLAN);
+      } finally {
+        load.stop();
+      }
+      const s = summarize(load.records, load.poolExhausted);
+      const show = (rs: CallRecord[]) => rs.slice(0, 5).map((r) => `${r.name} port ${r.port}${r.reusedPort ? ' (reused)' : ''}: ${r.createError ?? ''} sent ${r.seq}, received ${r.received} on ${[...r.workers].join('+') || 'none'}`).join('; ');
+      console.log(`calls ${apiType}: ${JSON.stringify(s)}`);
+
+      expect(s.calls).toBe((RATE * ARRIVALS_MS) / 1000);
+      expect(s.poolExhausted).toBe(0);
+      expect(s.createErrors, show(load.records.filter((r) => r.createError))).toBe(0);
+      expect(s.deleteErrors, show(load.records.filter((r) => r.deleteError))).toBe(0);
+      expect(s.neverConnected, `calls that never connected: ${show(load.records.filter((r) => r.firstAt === undefined))}`).toBe(0);
+      expect(s.established.lost, `datagrams lost on established calls: ${show(load.records.filter((r) => r.establishedSeq !== undefined && r.seq - r.establishedSeq - r.probesSent > r.receivedEstablished))}`).toBe(0);
+      expect(s.split, `calls on more than one worker: ${show(load.records.filter((r) => r.workers.size > 1))}`).toBe(0);
+      // A port freed by a call that ended went to a new call at once, and that call connected.
+      expect(s.reusedPort.calls).toBeGreaterThan(RATE);
+      expect(s.reusedPort.connected).toBe(s.reusedPort.calls);
+      expect(Object.keys(s.perWorker).length, 'calls spread over the workers').toBeGreaterThan(1);
+
+      // Every call's listener is gone again.
+      await waitUntil(async () => !(await envoy.listeners()).some((l) => l.startsWith('call-')), 'every call listener removed from Envoy', 30_000, 250);
+    });
+  });
+});
