@@ -57,6 +57,8 @@ export interface CallRecord {
   firstAt?: number;
   /** Workers that received this call's datagrams (not probes). */
   readonly workers: Set<string>;
+  /** Per worker: datagrams received, and the first and last arrival (ms after the create was sent). */
+  readonly byWorker: Record<string, { n: number; firstMs: number; lastMs: number }>;
   /** Next sequence number to send. */
   seq: number;
   /** First sequence number sent after the first datagram arrived (undefined: none yet). */
@@ -248,6 +250,9 @@ export class CallLoad {
     }
     r.received += 1;
     r.workers.add(worker);
+    const w = (r.byWorker[worker] ??= { n: 0, firstMs: at - r.createSentAt, lastMs: 0 });
+    w.n += 1;
+    w.lastMs = at - r.createSentAt;
     r.firstAt ??= at;
     if (r.establishedSeq !== undefined && seq >= r.establishedSeq) r.receivedEstablished += 1;
   }
@@ -270,6 +275,7 @@ export class CallLoad {
       sampled: sampleEvery > 0 && index % sampleEvery === 0,
       createSentAt: now(),
       workers: new Set(),
+      byWorker: {},
       seq: 0,
       receivedEstablished: 0,
       received: 0,
@@ -461,6 +467,17 @@ export interface CallSummary {
   established: { sent: number; lost: number; callsWithLoss: number };
   /** Calls whose datagrams reached more than one worker. */
   split: number;
+  /** Of those, calls on a port no call had before (a hash-key failure), and on a reused port. */
+  splitFreshPort: number;
+  splitReusedPort: number;
+  /**
+   * Split calls on a reused port whose other worker is the final worker of the previous call on
+   * that port: the previous call's listener, still running, forwarded the new call's first
+   * datagrams until the new listener replaced it.
+   */
+  splitViaPreviousListener: number;
+  /** Create → first datagram at the worker the call ended on (through its own listener). */
+  ownSetupMs: { p50: number; p99: number; max: number };
   /** Calls that got a port another call had used, and how many of them connected. */
   reusedPort: { calls: number; connected: number };
   poolExhausted: number;
@@ -489,6 +506,9 @@ export function summarize(records: readonly CallRecord[], poolExhausted = 0): Ca
     perWorker[w] = (perWorker[w] ?? 0) + 1;
   }
   const reused = created.filter((r) => r.reusedPort);
+  const split = connected.filter((r) => r.workers.size > 1);
+  const previous = previousOnPort(records);
+  const ownSetup = connected.map((r) => (r.byWorker[finalWorker(r) as string] as { firstMs: number }).firstMs);
   return {
     calls: records.length,
     created: created.length,
@@ -499,9 +519,43 @@ export function summarize(records: readonly CallRecord[], poolExhausted = 0): Ca
     setupMs: { p50: quantile(setup, 0.5), p99: quantile(setup, 0.99), max: setup.length ? Math.max(...setup) : NaN },
     teardownMs: { p50: quantile(teardown, 0.5), p99: quantile(teardown, 0.99), max: teardown.length ? Math.max(...teardown) : NaN, samples: teardown.length },
     established: { sent, lost, callsWithLoss },
-    split: connected.filter((r) => r.workers.size > 1).length,
+    split: split.length,
+    splitFreshPort: split.filter((r) => !r.reusedPort).length,
+    splitReusedPort: split.filter((r) => r.reusedPort).length,
+    splitViaPreviousListener: split.filter((r) => {
+      const prev = previous.get(r);
+      const prevWorker = prev && finalWorker(prev);
+      const final = finalWorker(r);
+      return r.reusedPort && prevWorker !== undefined && [...r.workers].every((w) => w === final || w === prevWorker);
+    }).length,
+    ownSetupMs: { p50: quantile(ownSetup, 0.5), p99: quantile(ownSetup, 0.99), max: ownSetup.length ? Math.max(...ownSetup) : NaN },
     reusedPort: { calls: reused.length, connected: reused.filter((r) => r.firstAt !== undefined).length },
     poolExhausted,
     perWorker,
   };
+}
+
+/** The worker a call's last datagram reached: the one its own listener hashes it to. */
+export function finalWorker(r: CallRecord): string | undefined {
+  let best: string | undefined;
+  let last = -Infinity;
+  for (const [w, x] of Object.entries(r.byWorker)) {
+    if (x.lastMs > last) {
+      last = x.lastMs;
+      best = w;
+    }
+  }
+  return best;
+}
+
+/** For each call on a reused port, the call that had the port before it. */
+export function previousOnPort(records: readonly CallRecord[]): Map<CallRecord, CallRecord> {
+  const last = new Map<number, CallRecord>();
+  const out = new Map<CallRecord, CallRecord>();
+  for (const r of [...records].sort((a, b) => a.createSentAt - b.createSentAt)) {
+    const prev = last.get(r.port);
+    if (prev) out.set(r, prev);
+    last.set(r.port, r);
+  }
+  return out;
 }
