@@ -24,15 +24,15 @@
  *   --arrivals-s 30            how long calls arrive in the rate scenarios
  *   --envoy-flags "..."        Envoy flags instead of ENVOY_FLAGS (e.g. "--drain-time-s 1")
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
-import { CallLoad, now, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallRecord, type CallSummary } from '../test/support/calls.js';
+import { CallLoad, now, PortPool, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallRecord, type CallSummary } from '../test/support/calls.js';
 import { adsBootstrap, ensureEnvoy, parseStats, spawnTied, startEnvoy, type AdsApiType, type Envoy } from '../test/support/envoy.js';
 import { startKubeEnv, type KubeEnv } from '../test/support/kube-env.js';
 import { freePort, freePorts } from '../test/support/udp.js';
@@ -355,7 +355,18 @@ export interface ScenarioResult {
 }
 
 async function deleteAllVirtualServices(api: CustomObjectsApi): Promise<void> {
-  const list = (await api.listNamespacedCustomObject({ group: 'servicemesh.l7mp.io', version: 'v1', namespace: 'default', plural: 'virtualservices' })) as { items: Array<{ metadata: { name: string } }> };
+  type List = { items: Array<{ metadata: { name: string } }> };
+  let list: List;
+  // Right after the CRD is established its storage may still answer 429 "(re)initializing".
+  for (let attempt = 0; ; attempt++) {
+    try {
+      list = (await api.listNamespacedCustomObject({ group: 'servicemesh.l7mp.io', version: 'v1', namespace: 'default', plural: 'virtualservices' })) as List;
+      break;
+    } catch (err) {
+      if (attempt >= 60) throw err;
+      await sleep(500);
+    }
+  }
   for (const item of list.items) {
     await api.deleteNamespacedCustomObject({ group: 'servicemesh.l7mp.io', version: 'v1', namespace: 'default', plural: 'virtualservices', name: item.metadata.name }).catch(() => undefined);
   }
@@ -404,11 +415,12 @@ async function scenario(
       workerSelector: WORKER_LABELS,
       sinkPort: SINK_PORT,
       healthPort: HEALTH_PORT,
-      ports: pool,
+      ports: new PortPool(pool),
       probeMaxMs: 10_000,
     };
     // Two calls first, not measured: the first cluster and listener of a fresh Envoy and vsxds.
-    const warm = new CallLoad({ ...loadOptions, teardownSampleEvery: 0, firstIndex: nextIndex }, sinks);
+    // Probed like measured calls, so that no measured call starts on a port whose listener still runs.
+    const warm = new CallLoad({ ...loadOptions, teardownSampleEvery: 1, firstIndex: nextIndex }, sinks);
     await runSequential(warm, 2, { lifetimeMs: 0, connectDeadlineMs: 15_000, minHoldMs: 200 });
     warm.stop();
     nextIndex = warm.lastIndex + 1;
@@ -509,6 +521,13 @@ async function scenario(
       breakdown: breakdown(load.records, changes),
       strays: sinks.strays - strays0,
     };
+    if (process.env['B5_DEBUG'] === '1') {
+      const file = path.join(tmpdir(), `b5-debug-${mode}-${name.replace(/\W+/g, '_')}.json`);
+      const ports = new Set(load.records.map((r) => `:${r.port} `));
+      const ss = spawnSync('ss', ['-uanp'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => [...ports].some((p) => l.includes(p)));
+      writeFileSync(file, JSON.stringify({ ss, records: load.records.map((r) => ({ ...r, workers: [...r.workers] })), envoyLog: envoy.logTail(2000), vsxdsLog: vsxds.output() }, null, 1));
+      log(`debug: ${file}`);
+    }
     if (summary.neverConnected > 0 || summary.createErrors > 0) {
       result.vsxdsLogTail = vsxds.output().split('\n').slice(-20).join('\n');
       log(`${mode} ${name}: ${summary.neverConnected} calls never connected, ${summary.createErrors} create errors; first: ${load.records.find((r) => r.createError)?.createError ?? ''}`);

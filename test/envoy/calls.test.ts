@@ -12,7 +12,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Running } from '../../src/main/serve.js';
-import { CallLoad, finalWorker, previousOnPort, runArrivals, summarize, WorkerSinks, type CallRecord } from '../support/calls.js';
+import { CallLoad, finalWorker, PortPool, previousOnPort, runArrivals, summarize, WorkerSinks, type CallRecord } from '../support/calls.js';
 import { adsBootstrap, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
 import { printEnvoyLogsOnFailure } from '../support/envoy-scenario.js';
 import { startKubeEnv, type KubeEnv } from '../support/kube-env.js';
@@ -85,7 +85,7 @@ describe('calls at scale through Kubernetes', { timeout: 120_000 }, () => {
           workerSelector: WORKER_LABELS,
           sinkPort,
           healthPort,
-          ports: pool,
+          ports: new PortPool(pool),
           teardownSampleEvery: 10,
           socketsPerCall: 2,
           firstIndex: 1 + MODES.indexOf(apiType) * 10_000,

@@ -31,7 +31,10 @@ const PLURAL = 'virtualservices';
 const PAYLOAD_BYTES = 17;
 const FLAG_PROBE = 1;
 
+const DEBUG = process.env['B5_DEBUG'] === '1';
 const TICK_MS = 10;
+/** A datagram that arrives this long after it was sent did not go through a running listener. */
+const STALE_MS = 200;
 const CONNECTING_INTERVAL_MS = 10;
 const ESTABLISHED_INTERVAL_MS = 100;
 const STOP_BEFORE_DELETE_MS = 100;
@@ -75,8 +78,30 @@ export interface CallRecord {
   lastProbeArrivedSentAt?: number;
   lastProbeArrivalAt?: number;
   probesSent: number;
+  /** Datagrams (probes too) that arrived more than STALE_MS after they were sent (late probes do not count for teardown). */
+  stale: number;
   /** Ended and its port returned to the pool. */
   doneAt?: number;
+}
+
+/** Listener ports: the last one is handed out first, and a freed port goes back on top (LIFO). */
+export class PortPool {
+  private readonly free: number[];
+  /** Ports a call had and gave back. */
+  readonly used = new Set<number>();
+
+  constructor(ports: readonly number[]) {
+    this.free = [...ports];
+  }
+
+  take(): number | undefined {
+    return this.free.pop();
+  }
+
+  give(port: number): void {
+    this.used.add(port);
+    this.free.push(port);
+  }
 }
 
 /** The UDP sinks and TCP health ports of the worker pods. */
@@ -142,8 +167,8 @@ export interface CallLoadOptions {
   readonly sinkPort: number;
   readonly healthPort: number;
   readonly healthIntervalMs?: number;
-  /** Listener ports; the last one is handed out first, and a freed port goes back on top. */
-  readonly ports: readonly number[];
+  /** Listener ports, shared by the loads of one Envoy (so a port's reuse is known across them). */
+  readonly ports: PortPool;
   /** Measure teardown on every n-th call (1: all; 0: none). */
   readonly teardownSampleEvery: number;
   /** How long to probe a deleted call's port at most. */
@@ -209,9 +234,7 @@ export class CallLoad {
   readonly records: CallRecord[] = [];
   private readonly byIndex = new Map<number, CallRecord>();
   private readonly active = new Set<ActiveCall>();
-  private readonly pool: number[];
-  /** Ports whose call was deleted: they were used before. */
-  private readonly usedPorts = new Set<number>();
+  private readonly pool: PortPool;
   private readonly api: CustomObjectsApi;
   private readonly namespace: string;
   private nextIndex: number;
@@ -227,7 +250,7 @@ export class CallLoad {
     kc.loadFromFile(options.kubeconfigPath);
     this.api = kc.makeApiClient(CustomObjectsApi);
     this.namespace = options.namespace ?? 'default';
-    this.pool = [...options.ports];
+    this.pool = options.ports;
     this.nextIndex = options.firstIndex ?? 1;
     sinks.onDatagram = (worker, index, seq, _sentAt, probe, at) => this.onDatagram(worker, index, seq, _sentAt, probe, at);
   }
@@ -243,9 +266,16 @@ export class CallLoad {
   private onDatagram(worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number): void {
     const r = this.byIndex.get(index);
     if (!r) return;
+    // Late: it sat in a socket buffer (a removed listener's socket that a new listener on the
+    // port took over), or Envoy or this process were that slow.
+    const late = at - sentAt > STALE_MS;
+    if (late) r.stale += 1;
     if (probe) {
+      // Teardown counts only probes forwarded by a running listener.
+      if (late) return;
       if (r.lastProbeArrivedSentAt === undefined || sentAt > r.lastProbeArrivedSentAt) r.lastProbeArrivedSentAt = sentAt;
       r.lastProbeArrivalAt = at;
+      if (DEBUG && r.deleteSentAt !== undefined) ((r as any).probeArrivals ??= []).push([Math.round(sentAt - r.deleteSentAt), Math.round(at - r.deleteSentAt), worker]);
       return;
     }
     r.received += 1;
@@ -259,7 +289,7 @@ export class CallLoad {
 
   /** Starts one call now: its socket sends at once, and its VirtualService create request is sent. Undefined when no port is free. */
   start(plan: CallPlan): CallRecord | undefined {
-    const port = this.pool.pop();
+    const port = this.pool.take();
     if (port === undefined) {
       this.poolExhausted += 1;
       return undefined;
@@ -271,7 +301,7 @@ export class CallLoad {
       index,
       name,
       port,
-      reusedPort: this.usedPorts.has(port),
+      reusedPort: this.pool.used.has(port),
       sampled: sampleEvery > 0 && index % sampleEvery === 0,
       createSentAt: now(),
       workers: new Set(),
@@ -280,6 +310,7 @@ export class CallLoad {
       receivedEstablished: 0,
       received: 0,
       probesSent: 0,
+      stale: 0,
     };
     this.records.push(record);
     this.byIndex.set(index, record);
@@ -399,8 +430,7 @@ export class CallLoad {
     const r = call.record;
     r.doneAt = now();
     for (const s of call.sockets) s.close();
-    this.usedPorts.add(r.port);
-    this.pool.push(r.port);
+    this.pool.give(r.port);
     if (this.active.size === 0) {
       clearInterval(this.timer);
       this.timer = undefined;
@@ -481,6 +511,11 @@ export interface CallSummary {
   /** Calls that got a port another call had used, and how many of them connected. */
   reusedPort: { calls: number; connected: number };
   poolExhausted: number;
+  /**
+   * Datagrams that arrived more than 200 ms after they were sent: they waited in the socket of
+   * a removed listener, which a later listener on the same port took over and read.
+   */
+  staleDatagrams: number;
   /** Calls per worker (by the first worker reached). */
   perWorker: Record<string, number>;
 }
@@ -531,6 +566,7 @@ export function summarize(records: readonly CallRecord[], poolExhausted = 0): Ca
     ownSetupMs: { p50: quantile(ownSetup, 0.5), p99: quantile(ownSetup, 0.99), max: ownSetup.length ? Math.max(...ownSetup) : NaN },
     reusedPort: { calls: reused.length, connected: reused.filter((r) => r.firstAt !== undefined).length },
     poolExhausted,
+    staleDatagrams: records.reduce((n, r) => n + r.stale, 0),
     perWorker,
   };
 }
