@@ -22,7 +22,8 @@
  *   --rates 10,50,100          arrival rates (calls/s)
  *   --lifetime-s 20            lifetime of a call in the rate scenarios
  *   --arrivals-s 30            how long calls arrive in the rate scenarios
- *   --envoy-flags "..."        Envoy flags instead of ENVOY_FLAGS (e.g. "--drain-time-s 1")
+ *   --envoy-flags=...          Envoy flags instead of ENVOY_FLAGS, split at spaces and commas
+ *                              (e.g. --envoy-flags=--drain-time-s,1; "" for none)
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -76,7 +77,7 @@ const SEQUENTIAL = Number(args.sequential ?? (QUICK ? 10 : 30));
 const RATES = (args.rates ?? (QUICK ? '10,50' : '10,50,100')).split(',').filter(Boolean).map(Number);
 const LIFETIME_S = Number(args['lifetime-s'] ?? (QUICK ? 5 : 20));
 const ARRIVALS_S = Number(args['arrivals-s'] ?? (QUICK ? 10 : 30));
-const EXTRA_FLAGS = args['envoy-flags'] !== undefined ? args['envoy-flags'].split(/\s+/).filter(Boolean) : ENVOY_FLAGS;
+const EXTRA_FLAGS = args['envoy-flags'] !== undefined ? args['envoy-flags'].split(/[\s,]+/).filter(Boolean) : ENVOY_FLAGS;
 
 function log(msg: string): void {
   process.stderr.write(`[B5 ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
