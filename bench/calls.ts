@@ -34,6 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { CallLoad, now, PortPool, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallRecord, type CallSummary } from '../test/support/calls.js';
+import { breakdown, type Breakdown, type Change } from './calls-breakdown.js';
 import { adsBootstrap, ensureEnvoy, parseStats, spawnTied, startEnvoy, type AdsApiType, type Envoy } from '../test/support/envoy.js';
 import { startKubeEnv, type KubeEnv } from '../test/support/kube-env.js';
 import { freePort, freePorts } from '../test/support/udp.js';
@@ -232,18 +233,6 @@ async function apiWrites(kube: KubeEnv): Promise<ApiWrites> {
   return w;
 }
 
-interface Change {
-  key: string;
-  kind: 'upsert' | 'delete';
-  receivedAt: number;
-  buildStartedAt?: number;
-  builtAt?: number;
-  groups?: number;
-  proxies?: number;
-  types?: Record<string, { sentAt?: number; ackedAt?: number }>;
-  completedAt?: number | null;
-}
-
 /** Polls vsxds's /debug/changes (newest last, the last ~2,000) and keeps the latest copy of each change. */
 class ChangeLog {
   readonly changes = new Map<string, Change>();
@@ -283,50 +272,6 @@ class ChangeLog {
   stop(): void {
     clearInterval(this.timer);
   }
-}
-
-interface Breakdown {
-  calls: number;
-  /** Each stage's p50 / p99 in ms over the calls that have it. */
-  stages: Record<string, { p50: number; p99: number; n: number }>;
-}
-
-const TYPES = ['Cluster', 'ClusterLoadAssignment', 'Listener'] as const;
-
-/** Where each connected call's setup went, from vsxds's change log and the rig's own times. */
-function breakdown(records: readonly CallRecord[], log: ChangeLog): Breakdown | null {
-  if (!log.available) return null;
-  const upserts = new Map<string, Change[]>();
-  for (const c of log.changes.values()) {
-    if (c.kind !== 'upsert') continue;
-    const list = upserts.get(c.key) ?? [];
-    list.push(c);
-    upserts.set(c.key, list);
-  }
-  const samples: Record<string, number[]> = {};
-  const add = (stage: string, from: number | undefined, to: number | undefined) => {
-    if (from === undefined || to === undefined || from === null || to === null) return;
-    (samples[stage] ??= []).push(to - from);
-  };
-  let calls = 0;
-  for (const r of records) {
-    if (r.firstAt === undefined) continue;
-    // The first upsert vsxds received after the create was sent (1 ms of clock slack).
-    const c = (upserts.get(`default/${r.name}`) ?? []).filter((x) => x.receivedAt >= r.createSentAt - 1).sort((a, b) => a.receivedAt - b.receivedAt)[0];
-    if (!c) continue;
-    calls += 1;
-    add('api', r.createSentAt, c.receivedAt);
-    add('queue', c.receivedAt, c.buildStartedAt);
-    add('build', c.buildStartedAt, c.builtAt);
-    for (const t of TYPES) {
-      add(`${t} push`, c.builtAt, c.types?.[t]?.sentAt);
-      add(`${t} ack`, c.types?.[t]?.sentAt, c.types?.[t]?.ackedAt);
-    }
-    add('envoy→datagram', c.types?.['Listener']?.ackedAt, r.firstAt);
-  }
-  const stages: Breakdown['stages'] = {};
-  for (const [k, xs] of Object.entries(samples)) stages[k] = { p50: quantile(xs, 0.5), p99: quantile(xs, 0.99), n: xs.length };
-  return { calls, stages };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -519,7 +464,7 @@ async function scenario(
         activeMax,
         drainingAfterS: (now() - before.t) / 1000,
       },
-      breakdown: breakdown(load.records, changes),
+      breakdown: changes.available ? breakdown(load.records, [...changes.changes.values()]) : null,
       strays: sinks.strays - strays0,
     };
     if (process.env['B5_DEBUG'] === '1') {

@@ -8,7 +8,8 @@
  * - `WorkerSinks`: each worker "pod" is a UDP sink on <ip>:<sinkPort> that counts what it
  *   receives per call, and a TCP port <ip>:<healthPort> that Envoy's health checks connect to.
  * - `CallLoad`: the calls. Each has its own UDP socket (its own Envoy session) that sends to
- *   127.0.0.1:<port> every 10 ms until the first datagram reaches a worker, then every 100 ms;
+ *   127.0.0.1:<port> every 10 ms until the first datagram reaches a worker (every 50 ms once it
+ *   has waited 2 s), then every 100 ms;
  *   the payload carries the call's index, a sequence number and the send time. Sending stops
  *   100 ms before the VirtualService is deleted. Ports come from a LIFO pool, so a port freed
  *   by a call that ended is the next one handed out.
@@ -36,6 +37,13 @@ const TICK_MS = 10;
 /** A datagram that arrives this long after it was sent did not go through a running listener. */
 const STALE_MS = 200;
 const CONNECTING_INTERVAL_MS = 10;
+/**
+ * A call not connected after this long sends every SLOW_CONNECTING_INTERVAL_MS instead: with
+ * thousands of calls waiting for their listeners, 100 datagrams/s each would be the rig's load,
+ * not vsxds's. Setups beyond it are measured to within that interval.
+ */
+const SLOW_CONNECTING_AFTER_MS = 2_000;
+const SLOW_CONNECTING_INTERVAL_MS = 50;
 const ESTABLISHED_INTERVAL_MS = 100;
 const STOP_BEFORE_DELETE_MS = 100;
 
@@ -266,9 +274,10 @@ export class CallLoad {
   private onDatagram(worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number): void {
     const r = this.byIndex.get(index);
     if (!r) return;
-    // Late: it sat in a socket buffer (a removed listener's socket that a new listener on the
-    // port took over), or Envoy or this process were that slow.
-    const late = at - sentAt > STALE_MS;
+    // Late: after the call ended (its port went to another call), or long after it was sent.
+    // It sat in a socket buffer (a removed listener's socket that a new listener on the port
+    // took over), or Envoy or this process were that slow.
+    const late = at - sentAt > STALE_MS || r.doneAt !== undefined;
     if (late) r.stale += 1;
     if (probe) {
       // Teardown counts only probes forwarded by a running listener.
@@ -388,7 +397,8 @@ export class CallLoad {
           r.stopAt = t;
           continue;
         }
-        if (t - call.lastSentAt >= (connected ? ESTABLISHED_INTERVAL_MS : CONNECTING_INTERVAL_MS) - 1) this.send(call, false);
+        const interval = connected ? ESTABLISHED_INTERVAL_MS : t - r.createSentAt < SLOW_CONNECTING_AFTER_MS ? CONNECTING_INTERVAL_MS : SLOW_CONNECTING_INTERVAL_MS;
+        if (t - call.lastSentAt >= interval - 1) this.send(call, false);
       } else if (call.state === 'stopped') {
         if (r.deleteSentAt === undefined && t - (r.stopAt as number) >= STOP_BEFORE_DELETE_MS) this.delete(call);
       } else if (call.state === 'probing') {
