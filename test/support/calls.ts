@@ -72,10 +72,12 @@ export interface CallRecord {
   readonly byWorker: Record<string, { n: number; firstMs: number; lastMs: number }>;
   /** Next sequence number to send. */
   seq: number;
-  /** First sequence number sent after the first datagram arrived (undefined: none yet). */
-  establishedSeq?: number;
-  /** Datagrams with seq >= establishedSeq that arrived. */
-  receivedEstablished: number;
+  /** Send time of each datagram, by sequence number (probes too). */
+  readonly sentAt: number[];
+  /** Whether each datagram arrived, by sequence number. */
+  readonly arrived: Uint8Array[];
+  /** Sequence number of the first probe (datagrams from here on are teardown probes). */
+  stopSeq?: number;
   /** Datagrams received in total (probes excluded). */
   received: number;
   stopAt?: number;
@@ -293,7 +295,7 @@ export class CallLoad {
     w.n += 1;
     w.lastMs = at - r.createSentAt;
     r.firstAt ??= at;
-    if (r.establishedSeq !== undefined && seq >= r.establishedSeq) r.receivedEstablished += 1;
+    markArrived(r, seq);
   }
 
   /** Starts one call now: its socket sends at once, and its VirtualService create request is sent. Undefined when no port is free. */
@@ -316,7 +318,8 @@ export class CallLoad {
       workers: new Set(),
       byWorker: {},
       seq: 0,
-      receivedEstablished: 0,
+      sentAt: [],
+      arrived: [],
       received: 0,
       probesSent: 0,
       stale: 0,
@@ -368,7 +371,8 @@ export class CallLoad {
     const r = call.record;
     for (const socket of call.sockets) {
       const seq = r.seq++;
-      if (!probe && r.firstAt !== undefined && r.establishedSeq === undefined) r.establishedSeq = seq;
+      if (probe) r.stopSeq ??= seq;
+      r.sentAt.push(now());
       // A fresh buffer per datagram: dgram may send asynchronously (its first send binds).
       const b = Buffer.allocUnsafe(PAYLOAD_BYTES);
       b.writeUInt32BE(r.index, 0);
@@ -503,8 +507,17 @@ export interface CallSummary {
   neverConnected: number;
   setupMs: { p50: number; p99: number; max: number };
   teardownMs: { p50: number; p99: number; max: number; samples: number };
-  /** Datagrams sent after the call's first one arrived, and how many of those never arrived. */
+  /**
+   * Datagrams sent after the call's first one through its own listener arrived (the first at
+   * the worker it ended on), and how many of those never arrived.
+   */
   established: { sent: number; lost: number; callsWithLoss: number };
+  /**
+   * Calls whose first datagrams went through the previous call's listener on their reused port
+   * and that lost datagrams after that first arrival but before their own listener took over
+   * (the old listener gone, the new one not yet running), and how many.
+   */
+  handoverLoss: { calls: number; lost: number };
   /** Calls whose datagrams reached more than one worker. */
   split: number;
   /** Of those, calls on a port no call had before (a hash-key failure), and on a reused port. */
@@ -540,14 +553,22 @@ export function summarize(records: readonly CallRecord[], poolExhausted = 0): Ca
   let sent = 0;
   let lost = 0;
   let callsWithLoss = 0;
+  const handover = { calls: 0, lost: 0 };
   const perWorker: Record<string, number> = {};
   for (const r of connected) {
-    const expected = r.establishedSeq === undefined ? 0 : r.seq - r.establishedSeq - r.probesSent;
-    const l = Math.max(0, expected - r.receivedEstablished);
-    sent += expected;
+    const own = ownFirstAt(r) as number;
+    // Established: from the first datagram through the call's own listener.
+    const l = lostBetween(r, own);
+    sent += sentBetween(r, own);
     lost += l;
     if (l > 0) callsWithLoss += 1;
-    const w = [...r.workers][0] as string;
+    // Before that, on a reused port, the previous call's listener forwarded the first datagrams.
+    const h = lostBetween(r, r.firstAt as number) - l;
+    if (h > 0) {
+      handover.calls += 1;
+      handover.lost += h;
+    }
+    const w = finalWorker(r) as string;
     perWorker[w] = (perWorker[w] ?? 0) + 1;
   }
   const reused = created.filter((r) => r.reusedPort);
@@ -564,6 +585,7 @@ export function summarize(records: readonly CallRecord[], poolExhausted = 0): Ca
     setupMs: { p50: quantile(setup, 0.5), p99: quantile(setup, 0.99), max: setup.length ? Math.max(...setup) : NaN },
     teardownMs: { p50: quantile(teardown, 0.5), p99: quantile(teardown, 0.99), max: teardown.length ? Math.max(...teardown) : NaN, samples: teardown.length },
     established: { sent, lost, callsWithLoss },
+    handoverLoss: handover,
     split: split.length,
     splitFreshPort: split.filter((r) => !r.reusedPort).length,
     splitReusedPort: split.filter((r) => r.reusedPort).length,
@@ -604,4 +626,36 @@ export function previousOnPort(records: readonly CallRecord[]): Map<CallRecord, 
     last.set(r.port, r);
   }
   return out;
+}
+
+function markArrived(r: CallRecord, seq: number): void {
+  const chunk = seq >> 10;
+  while (r.arrived.length <= chunk) r.arrived.push(new Uint8Array(1024));
+  (r.arrived[chunk] as Uint8Array)[seq & 1023] = 1;
+}
+
+function hasArrived(r: CallRecord, seq: number): boolean {
+  return r.arrived[seq >> 10]?.[seq & 1023] === 1;
+}
+
+/** Datagrams (not probes) sent after `from`. */
+function sentBetween(r: CallRecord, from: number): number {
+  let n = 0;
+  const end = r.stopSeq ?? r.seq;
+  for (let seq = 0; seq < end; seq++) if ((r.sentAt[seq] as number) > from) n += 1;
+  return n;
+}
+
+/** Datagrams (not probes) sent after `from` that never arrived. */
+export function lostBetween(r: CallRecord, from: number): number {
+  let n = 0;
+  const end = r.stopSeq ?? r.seq;
+  for (let seq = 0; seq < end; seq++) if ((r.sentAt[seq] as number) > from && !hasArrived(r, seq)) n += 1;
+  return n;
+}
+
+/** When the first datagram reached the worker the call ended on (through its own listener). */
+export function ownFirstAt(r: CallRecord): number | undefined {
+  const w = finalWorker(r);
+  return w === undefined ? undefined : r.createSentAt + (r.byWorker[w] as { firstMs: number }).firstMs;
 }
