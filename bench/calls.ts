@@ -503,7 +503,7 @@ async function main(): Promise<void> {
     // Enough ports for the largest scenario's live calls, those held while their teardown is
     // probed, and some slack; claimed like the tests' ports, so parallel tests keep off them.
     const maxRate = Math.max(0, ...RATES);
-    const pool = await freePorts(Math.max(50, maxRate * (LIFETIME_S + 3) + 200));
+    const pool = await freePorts(Math.max(50, maxRate * (LIFETIME_S + 5) + 500));
     const shapes = [
       ...(SEQUENTIAL > 0 ? [{ kind: 'sequential' as const, calls: SEQUENTIAL }] : []),
       ...RATES.map((rate) => ({ kind: 'rate' as const, rate, lifetimeS: LIFETIME_S, arrivalsS: ARRIVALS_S })),

@@ -547,7 +547,8 @@ export function summarize(records: readonly CallRecord[], poolExhausted = 0): Ca
   const created = records.filter((r) => r.createError === undefined);
   const connected = created.filter((r) => r.firstAt !== undefined);
   const setup = connected.map((r) => (r.firstAt as number) - r.createSentAt);
-  const teardown = created
+  // Only calls that connected: a listener that never forwarded has no teardown to time.
+  const teardown = connected
     .filter((r) => r.sampled && r.deleteSentAt !== undefined && r.deleteError === undefined)
     .map((r) => Math.max(0, (r.lastProbeArrivedSentAt ?? (r.deleteSentAt as number)) - (r.deleteSentAt as number)));
   let sent = 0;
