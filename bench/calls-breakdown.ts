@@ -2,7 +2,7 @@
  * B5's breakdown of a call's setup: vsxds's /debug/changes entries matched with the rig's own
  * create and first-datagram times (epoch ms, one clock). No side effects, so a test can check it.
  */
-import { finalWorker, quantile, type CallRecord } from '../test/support/calls.js';
+import { ownFirstAt, quantile, type CallRecord } from '../test/support/calls.js';
 
 /** One entry of vsxds's GET /debug/changes (newest last). */
 export interface Change {
@@ -55,8 +55,7 @@ export function breakdown(records: readonly CallRecord[], changes: Iterable<Chan
     }
     // To the first datagram through the call's own listener: on a reused port the previous
     // call's listener may have forwarded earlier ones.
-    const own = r.byWorker[finalWorker(r) as string];
-    add('envoy→datagram', c.types?.['Listener']?.ackedAt, own ? r.createSentAt + own.firstMs : r.firstAt);
+    add('envoy→datagram', c.types?.['Listener']?.ackedAt, ownFirstAt(r));
   }
   const stages: Breakdown['stages'] = {};
   for (const [k, xs] of Object.entries(samples)) stages[k] = { p50: quantile(xs, 0.5), p99: quantile(xs, 0.99), n: xs.length };

@@ -74,8 +74,8 @@ export interface CallRecord {
   seq: number;
   /** Send time of each datagram, by sequence number (probes too). */
   readonly sentAt: number[];
-  /** Whether each datagram arrived, by sequence number. */
-  readonly arrived: Uint8Array[];
+  /** When each datagram arrived (0: never), by sequence number, in chunks of 1,024. */
+  readonly arrived: Float64Array[];
   /** Sequence number of the first probe (datagrams from here on are teardown probes). */
   stopSeq?: number;
   /** Datagrams received in total (probes excluded). */
@@ -295,7 +295,7 @@ export class CallLoad {
     w.n += 1;
     w.lastMs = at - r.createSentAt;
     r.firstAt ??= at;
-    markArrived(r, seq);
+    markArrived(r, seq, at);
   }
 
   /** Starts one call now: its socket sends at once, and its VirtualService create request is sent. Undefined when no port is free. */
@@ -529,7 +529,7 @@ export interface CallSummary {
    * datagrams until the new listener replaced it.
    */
   splitViaPreviousListener: number;
-  /** Create → first datagram at the worker the call ended on (through its own listener). */
+  /** Create → first datagram through the call's own listener (ownFirstAt). */
   ownSetupMs: { p50: number; p99: number; max: number };
   /** Calls that got a port another call had used, and how many of them connected. */
   reusedPort: { calls: number; connected: number };
@@ -558,7 +558,7 @@ export function summarize(records: readonly CallRecord[], poolExhausted = 0): Ca
   const perWorker: Record<string, number> = {};
   for (const r of connected) {
     const own = ownFirstAt(r) as number;
-    // Established: from the first datagram through the call's own listener.
+    // Established: from the first datagram through the call's own listener (see ownFirstAt).
     const l = lostBetween(r, own);
     sent += sentBetween(r, own);
     lost += l;
@@ -575,7 +575,7 @@ export function summarize(records: readonly CallRecord[], poolExhausted = 0): Ca
   const reused = created.filter((r) => r.reusedPort);
   const split = connected.filter((r) => r.workers.size > 1);
   const previous = previousOnPort(records);
-  const ownSetup = connected.map((r) => (r.byWorker[finalWorker(r) as string] as { firstMs: number }).firstMs);
+  const ownSetup = connected.map((r) => (ownFirstAt(r) as number) - r.createSentAt);
   return {
     calls: records.length,
     created: created.length,
@@ -629,15 +629,24 @@ export function previousOnPort(records: readonly CallRecord[]): Map<CallRecord, 
   return out;
 }
 
-function markArrived(r: CallRecord, seq: number): void {
+function markArrived(r: CallRecord, seq: number, at: number): void {
   const chunk = seq >> 10;
-  while (r.arrived.length <= chunk) r.arrived.push(new Uint8Array(1024));
-  (r.arrived[chunk] as Uint8Array)[seq & 1023] = 1;
+  while (r.arrived.length <= chunk) r.arrived.push(new Float64Array(1024));
+  (r.arrived[chunk] as Float64Array)[seq & 1023] = at;
+}
+
+function arrivedAt(r: CallRecord, seq: number): number {
+  return r.arrived[seq >> 10]?.[seq & 1023] ?? 0;
 }
 
 function hasArrived(r: CallRecord, seq: number): boolean {
-  return r.arrived[seq >> 10]?.[seq & 1023] === 1;
+  return arrivedAt(r, seq) > 0;
 }
+
+/** Arrivals this far apart on a reused port mean the previous call's listener went and the call's own came. */
+const HANDOVER_GAP_MS = 250;
+/** ... and a silence that starts later than this after the create is no handover. */
+const HANDOVER_WINDOW_MS = 10_000;
 
 /** Datagrams (not probes) sent after `from`. */
 function sentBetween(r: CallRecord, from: number): number {
@@ -655,8 +664,30 @@ export function lostBetween(r: CallRecord, from: number): number {
   return n;
 }
 
-/** When the first datagram reached the worker the call ended on (through its own listener). */
+/**
+ * When the call's datagrams started going through its own listener. On a fresh port, the first
+ * arrival. On a reused port the previous call's listener may have forwarded the first ones (to
+ * its worker, which the hash may or may not make this call's): then the first arrival at the
+ * worker the call ended on, or, if later, the first arrival after the last silence of
+ * HANDOVER_GAP_MS or more (the previous listener removed, this one not yet running; datagrams
+ * sent meanwhile are lost or, buffered in the old socket, arrive in a burst at the takeover).
+ */
 export function ownFirstAt(r: CallRecord): number | undefined {
-  const w = finalWorker(r);
-  return w === undefined ? undefined : r.createSentAt + (r.byWorker[w] as { firstMs: number }).firstMs;
+  if (r.firstAt === undefined) return undefined;
+  if (!r.reusedPort) return r.firstAt;
+  const w = finalWorker(r) as string;
+  let own = r.createSentAt + (r.byWorker[w] as { firstMs: number }).firstMs;
+  const end = r.stopSeq ?? r.seq;
+  const times: number[] = [];
+  for (let seq = 0; seq < end; seq++) {
+    const at = arrivedAt(r, seq);
+    if (at > 0) times.push(at);
+  }
+  times.sort((a, b) => a - b);
+  // Only early silences: the handover follows the previous call's delete, which came before
+  // this call's create; a silence later on is loss.
+  for (let i = 1; i < times.length && (times[i - 1] as number) < r.createSentAt + HANDOVER_WINDOW_MS; i++) {
+    if ((times[i] as number) - (times[i - 1] as number) >= HANDOVER_GAP_MS) own = Math.max(own, times[i] as number);
+  }
+  return own;
 }
