@@ -8,6 +8,7 @@
  *                        change) and of B3 at 10,000 VirtualServices, summarized
  *   BENCH_IDLE_WAIT=30   seconds to wait, before each server, for other processes to leave
  *                        the cores alone (0: do not wait)
+ *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5)
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -29,6 +30,10 @@ const RESULTS = path.join(BENCH, 'results');
 const QUICK = process.env['BENCH_QUICK'] === '1';
 const PROFILE = process.env['BENCH_PROFILE'] === '1';
 const IDLE_WAIT_S = Number(process.env['BENCH_IDLE_WAIT'] ?? '30');
+const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5'] as const;
+const ONLY = (process.env['BENCH_ONLY'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+for (const o of ONLY) if (!(SCENARIOS as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown scenario ${o} (have ${SCENARIOS.join(', ')})`);
+const selected = (s: (typeof SCENARIOS)[number]): boolean => ONLY.length === 0 || ONLY.includes(s);
 
 type ServerKind = 'vsxds' | 'go-control-plane' | 'stub';
 type Mode = 'sotw' | 'delta';
@@ -276,6 +281,31 @@ function runFanoutCore(mode: Mode, clients: number): Record<string, any> {
   return JSON.parse(r.stdout) as Record<string, any>;
 }
 
+/** `npm run build`: B5 runs vsxds from dist/ as a user does. */
+function buildDist(): void {
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  const r = spawnSync(process.execPath, [tsc, '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
+  if (!existsSync(path.join(ROOT, 'dist', 'main', 'cli.js'))) throw new Error(`npm run build produced no dist/main/cli.js: ${r.stdout}${r.stderr}`);
+  if (r.status !== 0) log(`npm run build reported type errors (B5 runs what it emitted):\n${r.stdout.trim().split('\n').slice(0, 5).join('\n')}`);
+}
+
+/**
+ * B5 (bench/calls.ts) in a process of its own. It runs under tsx rather than from bench/.build:
+ * it is the rig (kube-env, Envoy and the load, from test/support, which find their binaries
+ * relative to the repository), and what it measures, vsxds, runs from dist/ as `npm start` does.
+ */
+function runCalls(): Record<string, any> {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(BENCH, 'calls.ts'), ...(QUICK ? ['--quick'] : []), ...(process.env['B5_ARGS'] ?? '').split(/\s+/).filter(Boolean)], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 64 << 20,
+  });
+  const line = r.stdout.trim().split('\n').at(-1) ?? '';
+  if (r.status !== 0 || !line.startsWith('{')) throw new Error(`B5 calls failed (exit ${r.status}): ${r.stdout.slice(-2000)}`);
+  return JSON.parse(line) as Record<string, any>;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tables
 
@@ -500,6 +530,73 @@ function b4Table(runs: Map<string, LoadgenOutput>): string {
   ].join('\n');
 }
 
+function b5Tables(b5: Record<string, any>): string {
+  const results = (b5['results'] ?? []) as Array<Record<string, any>>;
+  const ms = (x: number): string => fmt(x);
+  const rows = results.map((r) => {
+    const s = r['summary'];
+    const w = r['apiWritesPerCall'];
+    return [
+      r['mode'],
+      r['name'],
+      String(s.created),
+      `${ms(s.setupMs.p50)} / ${ms(s.setupMs.p99)} / ${ms(s.setupMs.max)}`,
+      `${ms(s.ownSetupMs.p50)} / ${ms(s.ownSetupMs.p99)} / ${ms(s.ownSetupMs.max)}`,
+      String(s.neverConnected + s.createErrors),
+      `${ms(s.teardownMs.p50)} (${s.teardownMs.samples})`,
+      `${s.established.lost} / ${s.established.sent} (${s.established.callsWithLoss})`,
+      `${s.handoverLoss.lost} (${s.handoverLoss.calls})`,
+      `${s.split} (${s.splitFreshPort} / ${s.splitViaPreviousListener})`,
+      `${s.reusedPort.connected}/${s.reusedPort.calls}`,
+      String(s.staleDatagrams),
+      `${fmt(r['cpuMsPerCall'].vsxds, 1)} / ${fmt(r['cpuMsPerCall'].envoy, 1)} / ${fmt(r['cpuMsPerCall'].rig, 1)} / ${fmt(r['cpuMsPerCall'].kube, 1)}`,
+      fmt(r['adsBytesPerCall']),
+      r['vsxdsKubeWritesPerCall'] !== null ? `${fmt(r['vsxdsKubeWritesPerCall'], 1)} (vsxds)` : `${fmt(w.status, 1)} / ${fmt(w.events, 1)} / ${fmt(w.leases + w.other, 1)}`,
+      `${r['envoy'].drainingEnd} / ${r['envoy'].drainingMax}`,
+      `${r['envoy'].activeEnd} / ${r['envoy'].activeMax}`,
+    ];
+  });
+  const stages = ['api', 'queue', 'build', 'Cluster push', 'Cluster ack', 'ClusterLoadAssignment push', 'ClusterLoadAssignment ack', 'Listener push', 'Listener ack', 'envoy→datagram'];
+  const bRows = results.map((r) => [
+    r['mode'],
+    r['name'],
+    ...(r['breakdown']
+      ? [String(r['breakdown'].calls), ...stages.map((k) => (r['breakdown'].stages[k] ? `${fmt(r['breakdown'].stages[k].p50)} / ${fmt(r['breakdown'].stages[k].p99)}` : '–'))]
+      : ['n/a', ...stages.map(() => 'n/a')]),
+  ]);
+  const flags = (b5['envoyFlags'] as string[] | undefined)?.join(' ') || 'none';
+  return [
+    `## B5: calls through kube-apiserver, vsxds (CLI, default flags) and one Envoy (flags: ${flags}; concurrency ${String(b5['envoyConcurrency'])})`,
+    '',
+    table(
+      [
+        'mode',
+        'calls',
+        'n',
+        'setup ms p50 / p99 / max',
+        'own-listener setup ms',
+        'never connected',
+        'teardown ms p50 (sampled)',
+        'lost datagrams / sent (calls)',
+        'handover loss (calls)',
+        'split (fresh port / via previous listener)',
+        'reused ports connected',
+        'stale datagrams',
+        'CPU ms per call: vsxds / Envoy / rig / apiserver+etcd',
+        'ADS bytes per call',
+        'API writes per call: status / events / other',
+        'Envoy draining end / max',
+        'active end / max',
+      ],
+      rows,
+    ),
+    '',
+    '### B5: where a setup goes (ms p50 / p99, from vsxds /debug/changes and the rig\'s create and first-datagram times)',
+    '',
+    table(['mode', 'calls', 'matched', ...stages], bRows),
+  ].join('\n');
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runs
 
@@ -528,7 +625,7 @@ async function benchmarks(): Promise<void> {
   const repsAll = QUICK ? 3 : 5;
   const b1 = new Map<B1Key, LoadgenOutput>();
   const failures: string[] = [];
-  for (const n of ns) {
+  for (const n of selected('B1') ? ns : []) {
     for (const mode of ['sotw', 'delta'] as const) {
       for (const kind of ['stub', 'go-control-plane', 'vsxds'] as const) {
         log(`B1 ${kind} ${mode} N=${n}`);
@@ -543,7 +640,7 @@ async function benchmarks(): Promise<void> {
   }
 
   const b4 = new Map<string, LoadgenOutput>();
-  for (const kind of ['go-control-plane', 'vsxds'] as const) {
+  for (const kind of selected('B4') ? (['go-control-plane', 'vsxds'] as const) : []) {
     for (const mode of ['sotw', 'delta'] as const) {
       log(`B4 ${kind} ${mode}`);
       try {
@@ -556,7 +653,7 @@ async function benchmarks(): Promise<void> {
   }
 
   const core: Record<string, any>[] = [];
-  for (const mode of ['sotw', 'delta'] as const) {
+  for (const mode of selected('B1core') ? (['sotw', 'delta'] as const) : []) {
     log(`B1 core ${mode} N=${ns.at(-1)}`);
     try {
       await waitForIdle();
@@ -570,7 +667,7 @@ async function benchmarks(): Promise<void> {
   const b3: Record<string, any>[] = [];
   // 100 groups whose size grows with the total, then groups of 100 VirtualServices whose number
   // grows with it (10,000 in 100 groups is both).
-  const b3Runs: Array<[number, number]> = QUICK ? [[1000, 10]] : [[1000, 10], [5000, 10], [10_000, 10], [1000, 1], [5000, 5]];
+  const b3Runs: Array<[number, number]> = !selected('B3') ? [] : QUICK ? [[1000, 10]] : [[1000, 10], [5000, 10], [10_000, 10], [1000, 1], [5000, 5]];
   for (const [vs, shards] of b3Runs) {
     log(`B3 ${vs} VirtualServices in ${10 * shards} groups`);
     try {
@@ -582,21 +679,29 @@ async function benchmarks(): Promise<void> {
     }
   }
 
+  let b5: Record<string, any> | undefined;
+  if (selected('B5')) {
+    log('B5 calls');
+    try {
+      await waitForIdle();
+      b5 = runCalls();
+      for (const f of (b5['failures'] as string[]) ?? []) failures.push(f);
+    } catch (err) {
+      failures.push((err as Error).message);
+      log(failures.at(-1) as string);
+    }
+  }
+
   const report = [
     `# vsxds benchmark (${QUICK ? 'quick' : 'full'}), ${new Date().toISOString()}`,
     '',
     `vsxds at ${String(machine()['commit'])}${(machine()['srcChanges'] as string[]).length ? ' with uncommitted changes in src/' : ''}. Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB; ${process.version}. Load generator and server share these cores. Load average at the start: ${load.toFixed(2)}.`,
     '',
-    b1Tables(b1, ns),
-    '',
-    loadgenTable(b1, ns),
-    '',
-    coreTable(core),
-    '',
-    b4Table(b4),
-    '',
-    b3Table(b3),
-    '',
+    ...(selected('B1') ? [b1Tables(b1, ns), '', loadgenTable(b1, ns), ''] : []),
+    ...(selected('B1core') ? [coreTable(core), ''] : []),
+    ...(selected('B4') ? [b4Table(b4), ''] : []),
+    ...(selected('B3') ? [b3Table(b3), ''] : []),
+    ...(b5 ? [b5Tables(b5), ''] : []),
     failures.length ? `Failures:\n${failures.map((f) => `- ${f}`).join('\n')}` : '',
     `Finished in ${((Date.now() - started) / 60_000).toFixed(1)} min.`,
   ].join('\n');
@@ -606,7 +711,7 @@ async function benchmarks(): Promise<void> {
   const file = path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-${QUICK ? 'quick' : 'full'}.json`);
   writeFileSync(
     file,
-    JSON.stringify({ quick: QUICK, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, failures, report }, null, 2),
+    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5, failures, report }, null, 2),
   );
   log(`results: ${path.relative(ROOT, file)}`);
   if (failures.length) process.exitCode = 1;
@@ -640,7 +745,8 @@ async function profiles(): Promise<void> {
   log(`profiles: ${path.relative(ROOT, dir)} (open in Chrome DevTools or speedscope)`);
 }
 
-buildGo();
+if (PROFILE || selected('B1') || selected('B4')) buildGo();
 buildTs();
+if (!PROFILE && selected('B5')) buildDist();
 if (PROFILE) await profiles();
 else await benchmarks();

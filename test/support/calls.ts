@@ -1,0 +1,693 @@
+/**
+ * The "calls at scale" workload, shared by test/envoy/calls.test.ts and bench/calls.ts (B5).
+ *
+ * A media controller creates one VirtualService per call through the Kubernetes API (one UDP
+ * listener on a port of its own on the ingress Envoy, an EDS cluster of the worker pods with a
+ * TCP health check, hash_key = the call's name) and deletes it when the call ends. Here:
+ *
+ * - `WorkerSinks`: each worker "pod" is a UDP sink on <ip>:<sinkPort> that counts what it
+ *   receives per call, and a TCP port <ip>:<healthPort> that Envoy's health checks connect to.
+ * - `CallLoad`: the calls. Each has its own UDP socket (its own Envoy session) that sends to
+ *   127.0.0.1:<port> every 10 ms until the first datagram reaches a worker (every 50 ms once it
+ *   has waited 2 s), then every 100 ms;
+ *   the payload carries the call's index, a sequence number and the send time. Sending stops
+ *   100 ms before the VirtualService is deleted. Ports come from a LIFO pool, so a port freed
+ *   by a call that ended is the next one handed out.
+ *
+ * Everything runs on timers in one process: one 10 ms tick drives every call's sending and
+ * its life cycle, and the sinks are in the same process, so send and arrival times come from
+ * one clock (performance.timeOrigin + performance.now(), epoch milliseconds).
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { TcpPort } from './udp.js';
+
+export const now = (): number => performance.timeOrigin + performance.now();
+
+const GROUP = 'servicemesh.l7mp.io';
+const VERSION = 'v1';
+const PLURAL = 'virtualservices';
+
+// Payload: u32 call index, u32 sequence, f64 send time, u8 flags (1: a teardown probe).
+const PAYLOAD_BYTES = 17;
+const FLAG_PROBE = 1;
+
+const DEBUG = process.env['B5_DEBUG'] === '1';
+const TICK_MS = 10;
+/** A datagram that arrives this long after it was sent did not go through a running listener. */
+const STALE_MS = 200;
+const CONNECTING_INTERVAL_MS = 10;
+/**
+ * A call not connected after this long sends every SLOW_CONNECTING_INTERVAL_MS instead: with
+ * thousands of calls waiting for their listeners, 100 datagrams/s each would be the rig's load,
+ * not vsxds's. Setups beyond it are measured to within that interval.
+ */
+const SLOW_CONNECTING_AFTER_MS = 2_000;
+const SLOW_CONNECTING_INTERVAL_MS = 50;
+const ESTABLISHED_INTERVAL_MS = 100;
+const STOP_BEFORE_DELETE_MS = 100;
+
+export interface WorkerSpec {
+  readonly name: string;
+  readonly ip: string;
+}
+
+export interface CallRecord {
+  readonly index: number;
+  readonly name: string;
+  readonly port: number;
+  /** Another call had this port and was deleted before this one was created. */
+  readonly reusedPort: boolean;
+  /** Whether teardown is measured on this call (its port is held until probing ends). */
+  readonly sampled: boolean;
+  /** When the create request was sent (epoch ms). */
+  createSentAt: number;
+  createDoneAt?: number;
+  createError?: string;
+  /** When the first datagram reached a worker. */
+  firstAt?: number;
+  /** Workers that received this call's datagrams (not probes). */
+  readonly workers: Set<string>;
+  /** Per worker: datagrams received, and the first and last arrival (ms after the create was sent). */
+  readonly byWorker: Record<string, { n: number; firstMs: number; lastMs: number }>;
+  /** Next sequence number to send. */
+  seq: number;
+  /** Send time of each datagram, by sequence number (probes too). */
+  readonly sentAt: number[];
+  /** When each datagram arrived (0: never), by sequence number, in chunks of 1,024. */
+  readonly arrived: Float64Array[];
+  /** Sequence number of the first probe (datagrams from here on are teardown probes). */
+  stopSeq?: number;
+  /** Datagrams received in total (probes excluded). */
+  received: number;
+  stopAt?: number;
+  deleteSentAt?: number;
+  deleteDoneAt?: number;
+  deleteError?: string;
+  /** Send time of the last teardown probe that reached a worker. */
+  lastProbeArrivedSentAt?: number;
+  lastProbeArrivalAt?: number;
+  probesSent: number;
+  /** Datagrams (probes too) that arrived more than STALE_MS after they were sent (late probes do not count for teardown). */
+  stale: number;
+  /** Ended and its port returned to the pool. */
+  doneAt?: number;
+}
+
+/** Listener ports: the last one is handed out first, and a freed port goes back on top (LIFO). */
+export class PortPool {
+  private readonly free: number[];
+  /** Ports a call had and gave back. */
+  readonly used = new Set<number>();
+
+  constructor(ports: readonly number[]) {
+    this.free = [...ports];
+  }
+
+  take(): number | undefined {
+    return this.free.pop();
+  }
+
+  give(port: number): void {
+    this.used.add(port);
+    this.free.push(port);
+  }
+}
+
+/** The UDP sinks and TCP health ports of the worker pods. */
+export class WorkerSinks {
+  private readonly sockets: UdpSocket[] = [];
+  private readonly health: TcpPort[] = [];
+  /** Datagrams received whose call index is unknown (from another run, say). */
+  strays = 0;
+  onDatagram: (worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number) => void = () => undefined;
+
+  static async start(workers: readonly WorkerSpec[], sinkPort: number, healthPort: number): Promise<WorkerSinks> {
+    const sinks = new WorkerSinks();
+    try {
+      for (const w of workers) {
+        const health = new TcpPort(w.ip, healthPort);
+        await health.listen();
+        sinks.health.push(health);
+        const socket = createSocket('udp4');
+        socket.on('message', (msg) => {
+          const at = now();
+          if (msg.length !== PAYLOAD_BYTES) {
+            sinks.strays += 1;
+            return;
+          }
+          sinks.onDatagram(w.name, msg.readUInt32BE(0), msg.readUInt32BE(4), msg.readDoubleBE(8), (msg.readUInt8(16) & FLAG_PROBE) !== 0, at);
+        });
+        socket.on('error', () => undefined);
+        await new Promise<void>((resolve, reject) => {
+          socket.once('error', reject);
+          socket.bind(sinkPort, w.ip, () => {
+            socket.off('error', reject);
+            resolve();
+          });
+        });
+        // Many calls at 10/s each: do not drop datagrams in the socket buffer.
+        try {
+          socket.setRecvBufferSize(8 << 20);
+        } catch {
+          // capped by net.core.rmem_max; the default is what it is
+        }
+        sinks.sockets.push(socket);
+      }
+    } catch (err) {
+      await sinks.close();
+      throw err;
+    }
+    return sinks;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets.splice(0)) await new Promise<void>((resolve) => s.close(() => resolve()));
+    for (const h of this.health.splice(0)) await h.close();
+  }
+}
+
+export interface CallLoadOptions {
+  readonly kubeconfigPath: string;
+  readonly namespace?: string;
+  /** Labels of the ingress proxy the VirtualServices select. */
+  readonly proxySelector: Record<string, string>;
+  /** Labels of the worker pods. */
+  readonly workerSelector: Record<string, string>;
+  readonly sinkPort: number;
+  readonly healthPort: number;
+  readonly healthIntervalMs?: number;
+  /** Listener ports, shared by the loads of one Envoy (so a port's reuse is known across them). */
+  readonly ports: PortPool;
+  /** Measure teardown on every n-th call (1: all; 0: none). */
+  readonly teardownSampleEvery: number;
+  /** How long to probe a deleted call's port at most. */
+  readonly probeMaxMs?: number;
+  /** A hash_key other than the call's name (tests break it on purpose: "" leaves it out). */
+  readonly hashKey?: (name: string) => string;
+  /** First call index (names are call-<index>); calls of several runs in one API server stay distinct. */
+  readonly firstIndex?: number;
+  /**
+   * Sockets (Envoy sessions) per call, each sending on every beat: with 2, the streams of a
+   * call (RTP and RTCP, say) land on one worker only through the hash key. Default 1.
+   */
+  readonly socketsPerCall?: number;
+}
+
+export interface CallPlan {
+  /** The call ends this long after its create request (if connected by then). */
+  readonly lifetimeMs: number;
+  /** A call not connected at the end of its lifetime keeps trying until this long after its create. */
+  readonly connectDeadlineMs: number;
+  /** A call that connected late still lives at least this long after connecting. */
+  readonly minHoldMs: number;
+}
+
+/** The VirtualService of one call. */
+export function callVirtualService(name: string, port: number, o: Pick<CallLoadOptions, 'namespace' | 'proxySelector' | 'workerSelector' | 'sinkPort' | 'healthPort' | 'healthIntervalMs' | 'hashKey'>): object {
+  const hashKey = o.hashKey ? o.hashKey(name) : name;
+  return {
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: 'VirtualService',
+    metadata: { name, namespace: o.namespace ?? 'default' },
+    spec: {
+      selector: o.proxySelector,
+      listeners: [
+        {
+          name: `${name}-l`,
+          udp: {
+            port,
+            cluster: {
+              name: `${name}-c`,
+              service_discovery: 'eds',
+              ...(hashKey ? { hash_key: hashKey } : {}),
+              health_check: { interval: o.healthIntervalMs ?? 500, protocol: 'TCP' },
+              endpoints: [{ name: 'worker', host: { selector: o.workerSelector }, port: o.sinkPort, health_check_port: o.healthPort }],
+            },
+          },
+        },
+      ],
+    },
+  };
+}
+
+interface ActiveCall {
+  readonly record: CallRecord;
+  readonly plan: CallPlan;
+  readonly sockets: UdpSocket[];
+  state: 'sending' | 'stopped' | 'probing';
+  lastSentAt: number;
+}
+
+/** The calls: creates, datagrams, deletes, all paced by one timer. */
+export class CallLoad {
+  readonly records: CallRecord[] = [];
+  private readonly byIndex = new Map<number, CallRecord>();
+  private readonly active = new Set<ActiveCall>();
+  private readonly pool: PortPool;
+  private readonly api: CustomObjectsApi;
+  private readonly namespace: string;
+  private nextIndex: number;
+  private timer?: NodeJS.Timeout;
+  private idleWaiters: Array<() => void> = [];
+  poolExhausted = 0;
+
+  constructor(
+    private readonly options: CallLoadOptions,
+    sinks: WorkerSinks,
+  ) {
+    const kc = new KubeConfig();
+    kc.loadFromFile(options.kubeconfigPath);
+    this.api = kc.makeApiClient(CustomObjectsApi);
+    this.namespace = options.namespace ?? 'default';
+    this.pool = options.ports;
+    this.nextIndex = options.firstIndex ?? 1;
+    sinks.onDatagram = (worker, index, seq, _sentAt, probe, at) => this.onDatagram(worker, index, seq, _sentAt, probe, at);
+  }
+
+  get activeCalls(): number {
+    return this.active.size;
+  }
+
+  get lastIndex(): number {
+    return this.nextIndex - 1;
+  }
+
+  private onDatagram(worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number): void {
+    const r = this.byIndex.get(index);
+    if (!r) return;
+    // Late: after the call ended (its port went to another call), or long after it was sent.
+    // It sat in a socket buffer (a removed listener's socket that a new listener on the port
+    // took over), or Envoy or this process were that slow.
+    const late = at - sentAt > STALE_MS || r.doneAt !== undefined;
+    if (late) r.stale += 1;
+    if (probe) {
+      // Teardown counts only probes forwarded by a running listener.
+      if (late) return;
+      if (r.lastProbeArrivedSentAt === undefined || sentAt > r.lastProbeArrivedSentAt) r.lastProbeArrivedSentAt = sentAt;
+      r.lastProbeArrivalAt = at;
+      if (DEBUG && r.deleteSentAt !== undefined) ((r as any).probeArrivals ??= []).push([Math.round(sentAt - r.deleteSentAt), Math.round(at - r.deleteSentAt), worker]);
+      return;
+    }
+    r.received += 1;
+    r.workers.add(worker);
+    const w = (r.byWorker[worker] ??= { n: 0, firstMs: at - r.createSentAt, lastMs: 0 });
+    w.n += 1;
+    w.lastMs = at - r.createSentAt;
+    r.firstAt ??= at;
+    markArrived(r, seq, at);
+  }
+
+  /** Starts one call now: its socket sends at once, and its VirtualService create request is sent. Undefined when no port is free. */
+  start(plan: CallPlan): CallRecord | undefined {
+    const port = this.pool.take();
+    if (port === undefined) {
+      this.poolExhausted += 1;
+      return undefined;
+    }
+    const index = this.nextIndex++;
+    const name = `call-${index}`;
+    const sampleEvery = this.options.teardownSampleEvery;
+    const record: CallRecord = {
+      index,
+      name,
+      port,
+      reusedPort: this.pool.used.has(port),
+      sampled: sampleEvery > 0 && index % sampleEvery === 0,
+      createSentAt: now(),
+      workers: new Set(),
+      byWorker: {},
+      seq: 0,
+      sentAt: [],
+      arrived: [],
+      received: 0,
+      probesSent: 0,
+      stale: 0,
+    };
+    this.records.push(record);
+    this.byIndex.set(index, record);
+    const sockets: UdpSocket[] = [];
+    for (let i = 0; i < (this.options.socketsPerCall ?? 1); i++) {
+      const socket = createSocket('udp4');
+      // A datagram to a port nobody listens on yet comes back as an ICMP error: not a failure.
+      socket.on('error', () => undefined);
+      sockets.push(socket);
+    }
+    const call: ActiveCall = { record, plan, sockets, state: 'sending', lastSentAt: 0 };
+    this.active.add(call);
+    this.ensureTimer();
+    this.send(call, false);
+    record.createSentAt = now();
+    this.api
+      .createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: PLURAL, body: callVirtualService(name, port, this.options) })
+      .then(
+        () => (record.createDoneAt = now()),
+        (err: unknown) => {
+          record.createDoneAt = now();
+          record.createError = describe(err);
+        },
+      );
+    return record;
+  }
+
+  /** Resolves once no call is active any more (every call deleted, probed and its port freed). */
+  idle(): Promise<void> {
+    if (this.active.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    for (const c of this.active) for (const s of c.sockets) s.close();
+    this.active.clear();
+  }
+
+  private ensureTimer(): void {
+    this.timer ??= setInterval(() => this.tick(), TICK_MS);
+  }
+
+  private send(call: ActiveCall, probe: boolean): void {
+    const r = call.record;
+    for (const socket of call.sockets) {
+      const seq = r.seq++;
+      if (probe) r.stopSeq ??= seq;
+      r.sentAt.push(now());
+      // A fresh buffer per datagram: dgram may send asynchronously (its first send binds).
+      const b = Buffer.allocUnsafe(PAYLOAD_BYTES);
+      b.writeUInt32BE(r.index, 0);
+      b.writeUInt32BE(seq, 4);
+      b.writeDoubleBE(now(), 8);
+      b.writeUInt8(probe ? FLAG_PROBE : 0, 16);
+      socket.send(b, r.port, '127.0.0.1');
+      if (probe) r.probesSent += 1;
+    }
+    call.lastSentAt = now();
+  }
+
+  private tick(): void {
+    const t = now();
+    for (const call of this.active) {
+      const r = call.record;
+      const p = call.plan;
+      if (call.state === 'sending') {
+        const connected = r.firstAt !== undefined;
+        let stopAt = r.createSentAt + p.lifetimeMs - STOP_BEFORE_DELETE_MS;
+        if (connected) stopAt = Math.max(stopAt, Math.min((r.firstAt as number) + p.minHoldMs, r.createSentAt + p.connectDeadlineMs) - STOP_BEFORE_DELETE_MS);
+        else stopAt = Math.max(stopAt, r.createSentAt + p.connectDeadlineMs - STOP_BEFORE_DELETE_MS);
+        // Never delete before the create answered: the delete would race it.
+        if (t >= stopAt && r.createDoneAt !== undefined) {
+          call.state = 'stopped';
+          r.stopAt = t;
+          continue;
+        }
+        const interval = connected ? ESTABLISHED_INTERVAL_MS : t - r.createSentAt < SLOW_CONNECTING_AFTER_MS ? CONNECTING_INTERVAL_MS : SLOW_CONNECTING_INTERVAL_MS;
+        if (t - call.lastSentAt >= interval - 1) this.send(call, false);
+      } else if (call.state === 'stopped') {
+        if (r.deleteSentAt === undefined && t - (r.stopAt as number) >= STOP_BEFORE_DELETE_MS) this.delete(call);
+      } else if (call.state === 'probing') {
+        const deleted = r.deleteSentAt as number;
+        const quietFor = t - (r.lastProbeArrivalAt ?? deleted);
+        if ((t - deleted >= 1000 && quietFor >= 500 && r.deleteDoneAt !== undefined) || t - deleted >= (this.options.probeMaxMs ?? 15_000)) this.finish(call);
+        else if (t - call.lastSentAt >= CONNECTING_INTERVAL_MS - 1) this.send(call, true);
+      }
+    }
+  }
+
+  private delete(call: ActiveCall): void {
+    const r = call.record;
+    r.deleteSentAt = now();
+    if (r.createError !== undefined) {
+      r.deleteDoneAt = r.deleteSentAt;
+      this.finish(call);
+      return;
+    }
+    if (r.sampled) {
+      call.state = 'probing';
+      this.send(call, true);
+    }
+    this.api.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: PLURAL, name: r.name }).then(
+      () => {
+        r.deleteDoneAt = now();
+        if (!r.sampled) this.finish(call);
+      },
+      (err: unknown) => {
+        r.deleteDoneAt = now();
+        r.deleteError = describe(err);
+        if (!r.sampled) this.finish(call);
+      },
+    );
+  }
+
+  private finish(call: ActiveCall): void {
+    if (!this.active.delete(call)) return;
+    const r = call.record;
+    r.doneAt = now();
+    for (const s of call.sockets) s.close();
+    this.pool.give(r.port);
+    if (this.active.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: number; body?: unknown; message?: string };
+  return `${e.code ?? ''} ${e.message ?? String(err)}`.trim().slice(0, 300);
+}
+
+// --------------------------------------------------------------------------------------------
+// Running a load and summarising it
+// --------------------------------------------------------------------------------------------
+
+/** Starts `rate` calls per second for `arrivalsMs`, each with `plan`; resolves when the last call ended. */
+export async function runArrivals(load: CallLoad, rate: number, arrivalsMs: number, plan: CallPlan): Promise<void> {
+  const t0 = now();
+  const total = Math.round((rate * arrivalsMs) / 1000);
+  let started = 0;
+  await new Promise<void>((resolve) => {
+    // Catch up on every tick, so that a late timer still gives the planned number of arrivals.
+    const timer = setInterval(() => {
+      const due = Math.min(total, Math.floor(((now() - t0) * rate) / 1000) + 1);
+      while (started < due) {
+        started += 1;
+        load.start(plan);
+      }
+      if (started >= total) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, Math.max(1, Math.min(10, Math.floor(1000 / rate))));
+  });
+  await load.idle();
+}
+
+/** One call at a time: the next starts once the previous one ended (and was probed). */
+export async function runSequential(load: CallLoad, calls: number, plan: CallPlan): Promise<void> {
+  for (let i = 0; i < calls; i++) {
+    load.start(plan);
+    await load.idle();
+  }
+}
+
+export function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] as number;
+}
+
+export interface CallSummary {
+  calls: number;
+  created: number;
+  createErrors: number;
+  deleteErrors: number;
+  connected: number;
+  neverConnected: number;
+  setupMs: { p50: number; p99: number; max: number };
+  teardownMs: { p50: number; p99: number; max: number; samples: number };
+  /**
+   * Datagrams sent after the call's first one through its own listener arrived (the first at
+   * the worker it ended on), and how many of those never arrived.
+   */
+  established: { sent: number; lost: number; callsWithLoss: number };
+  /**
+   * Calls whose first datagrams went through the previous call's listener on their reused port
+   * and that lost datagrams after that first arrival but before their own listener took over
+   * (the old listener gone, the new one not yet running), and how many.
+   */
+  handoverLoss: { calls: number; lost: number };
+  /** Calls whose datagrams reached more than one worker. */
+  split: number;
+  /** Of those, calls on a port no call had before (a hash-key failure), and on a reused port. */
+  splitFreshPort: number;
+  splitReusedPort: number;
+  /**
+   * Split calls on a reused port whose other worker is the final worker of the previous call on
+   * that port: the previous call's listener, still running, forwarded the new call's first
+   * datagrams until the new listener replaced it.
+   */
+  splitViaPreviousListener: number;
+  /** Create → first datagram through the call's own listener (ownFirstAt). */
+  ownSetupMs: { p50: number; p99: number; max: number };
+  /** Calls that got a port another call had used, and how many of them connected. */
+  reusedPort: { calls: number; connected: number };
+  poolExhausted: number;
+  /**
+   * Datagrams that arrived more than 200 ms after they were sent: they waited in the socket of
+   * a removed listener, which a later listener on the same port took over and read.
+   */
+  staleDatagrams: number;
+  /** Calls per worker (by the first worker reached). */
+  perWorker: Record<string, number>;
+}
+
+export function summarize(records: readonly CallRecord[], poolExhausted = 0): CallSummary {
+  const created = records.filter((r) => r.createError === undefined);
+  const connected = created.filter((r) => r.firstAt !== undefined);
+  const setup = connected.map((r) => (r.firstAt as number) - r.createSentAt);
+  // Only calls that connected: a listener that never forwarded has no teardown to time.
+  const teardown = connected
+    .filter((r) => r.sampled && r.deleteSentAt !== undefined && r.deleteError === undefined)
+    .map((r) => Math.max(0, (r.lastProbeArrivedSentAt ?? (r.deleteSentAt as number)) - (r.deleteSentAt as number)));
+  let sent = 0;
+  let lost = 0;
+  let callsWithLoss = 0;
+  const handover = { calls: 0, lost: 0 };
+  const perWorker: Record<string, number> = {};
+  for (const r of connected) {
+    const own = ownFirstAt(r) as number;
+    // Established: from the first datagram through the call's own listener (see ownFirstAt).
+    const l = lostBetween(r, own);
+    sent += sentBetween(r, own);
+    lost += l;
+    if (l > 0) callsWithLoss += 1;
+    // Before that, on a reused port, the previous call's listener forwarded the first datagrams.
+    const h = lostBetween(r, r.firstAt as number) - l;
+    if (h > 0) {
+      handover.calls += 1;
+      handover.lost += h;
+    }
+    const w = finalWorker(r) as string;
+    perWorker[w] = (perWorker[w] ?? 0) + 1;
+  }
+  const reused = created.filter((r) => r.reusedPort);
+  const split = connected.filter((r) => r.workers.size > 1);
+  const previous = previousOnPort(records);
+  const ownSetup = connected.map((r) => (ownFirstAt(r) as number) - r.createSentAt);
+  return {
+    calls: records.length,
+    created: created.length,
+    createErrors: records.length - created.length,
+    deleteErrors: records.filter((r) => r.deleteError !== undefined).length,
+    connected: connected.length,
+    neverConnected: created.length - connected.length,
+    setupMs: { p50: quantile(setup, 0.5), p99: quantile(setup, 0.99), max: setup.length ? Math.max(...setup) : NaN },
+    teardownMs: { p50: quantile(teardown, 0.5), p99: quantile(teardown, 0.99), max: teardown.length ? Math.max(...teardown) : NaN, samples: teardown.length },
+    established: { sent, lost, callsWithLoss },
+    handoverLoss: handover,
+    split: split.length,
+    splitFreshPort: split.filter((r) => !r.reusedPort).length,
+    splitReusedPort: split.filter((r) => r.reusedPort).length,
+    splitViaPreviousListener: split.filter((r) => {
+      const prev = previous.get(r);
+      const prevWorker = prev && finalWorker(prev);
+      const final = finalWorker(r);
+      return r.reusedPort && prevWorker !== undefined && [...r.workers].every((w) => w === final || w === prevWorker);
+    }).length,
+    ownSetupMs: { p50: quantile(ownSetup, 0.5), p99: quantile(ownSetup, 0.99), max: ownSetup.length ? Math.max(...ownSetup) : NaN },
+    reusedPort: { calls: reused.length, connected: reused.filter((r) => r.firstAt !== undefined).length },
+    poolExhausted,
+    staleDatagrams: records.reduce((n, r) => n + r.stale, 0),
+    perWorker,
+  };
+}
+
+/** The worker a call's last datagram reached: the one its own listener hashes it to. */
+export function finalWorker(r: CallRecord): string | undefined {
+  let best: string | undefined;
+  let last = -Infinity;
+  for (const [w, x] of Object.entries(r.byWorker)) {
+    if (x.lastMs > last) {
+      last = x.lastMs;
+      best = w;
+    }
+  }
+  return best;
+}
+
+/** For each call on a reused port, the call that had the port before it. */
+export function previousOnPort(records: readonly CallRecord[]): Map<CallRecord, CallRecord> {
+  const last = new Map<number, CallRecord>();
+  const out = new Map<CallRecord, CallRecord>();
+  for (const r of [...records].sort((a, b) => a.createSentAt - b.createSentAt)) {
+    const prev = last.get(r.port);
+    if (prev) out.set(r, prev);
+    last.set(r.port, r);
+  }
+  return out;
+}
+
+function markArrived(r: CallRecord, seq: number, at: number): void {
+  const chunk = seq >> 10;
+  while (r.arrived.length <= chunk) r.arrived.push(new Float64Array(1024));
+  (r.arrived[chunk] as Float64Array)[seq & 1023] = at;
+}
+
+function arrivedAt(r: CallRecord, seq: number): number {
+  return r.arrived[seq >> 10]?.[seq & 1023] ?? 0;
+}
+
+function hasArrived(r: CallRecord, seq: number): boolean {
+  return arrivedAt(r, seq) > 0;
+}
+
+/** Arrivals this far apart on a reused port mean the previous call's listener went and the call's own came. */
+const HANDOVER_GAP_MS = 250;
+/** ... and a silence that starts later than this after the create is no handover. */
+const HANDOVER_WINDOW_MS = 10_000;
+
+/** Datagrams (not probes) sent after `from`. */
+function sentBetween(r: CallRecord, from: number): number {
+  let n = 0;
+  const end = r.stopSeq ?? r.seq;
+  for (let seq = 0; seq < end; seq++) if ((r.sentAt[seq] as number) > from) n += 1;
+  return n;
+}
+
+/** Datagrams (not probes) sent after `from` that never arrived. */
+export function lostBetween(r: CallRecord, from: number): number {
+  let n = 0;
+  const end = r.stopSeq ?? r.seq;
+  for (let seq = 0; seq < end; seq++) if ((r.sentAt[seq] as number) > from && !hasArrived(r, seq)) n += 1;
+  return n;
+}
+
+/**
+ * When the call's datagrams started going through its own listener. On a fresh port, the first
+ * arrival. On a reused port the previous call's listener may have forwarded the first ones (to
+ * its worker, which the hash may or may not make this call's): then the first arrival at the
+ * worker the call ended on, or, if later, the first arrival after the last silence of
+ * HANDOVER_GAP_MS or more (the previous listener removed, this one not yet running; datagrams
+ * sent meanwhile are lost or, buffered in the old socket, arrive in a burst at the takeover).
+ */
+export function ownFirstAt(r: CallRecord): number | undefined {
+  if (r.firstAt === undefined) return undefined;
+  if (!r.reusedPort) return r.firstAt;
+  const w = finalWorker(r) as string;
+  let own = r.createSentAt + (r.byWorker[w] as { firstMs: number }).firstMs;
+  const end = r.stopSeq ?? r.seq;
+  const times: number[] = [];
+  for (let seq = 0; seq < end; seq++) {
+    const at = arrivedAt(r, seq);
+    if (at > 0) times.push(at);
+  }
+  times.sort((a, b) => a - b);
+  // Only early silences: the handover follows the previous call's delete, which came before
+  // this call's create; a silence later on is loss.
+  for (let i = 1; i < times.length && (times[i - 1] as number) < r.createSentAt + HANDOVER_WINDOW_MS; i++) {
+    if ((times[i] as number) - (times[i - 1] as number) >= HANDOVER_GAP_MS) own = Math.max(own, times[i] as number);
+  }
+  return own;
+}
