@@ -15,7 +15,7 @@ import { isMalformed, type MalformedRequest } from './requests.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 import type { EncodedResource, ResourceSet, Snapshot } from './snapshot.js';
 import type { ProxyInfo, ProxyStatusRegistry } from './status-registry.js';
-import { CLUSTER_TYPE, compareTypesForPush, ENDPOINT_TYPE, PUSH_ORDER, shortTypeName } from './type-urls.js';
+import { compareTypesForPush, PUSH_ORDER, shortTypeName } from './type-urls.js';
 import { withNonce } from './wire.js';
 
 export interface StreamContext {
@@ -168,9 +168,10 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   protected abstract newState(typeUrl: string): State;
   /**
    * Send what this type needs now, if anything. Returns true when a response went out; false
-   * means the type is in step with the snapshot.
+   * means the type is in step with the snapshot. `held`: resources of the snapshot set to send
+   * at the version given instead (the proxy's), or not at all when none is (see heldBack).
    */
-  protected abstract maybeRespond(state: State, snapshot: Snapshot): boolean;
+  protected abstract maybeRespond(state: State, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean;
 
   protected nextNonce(): string {
     this.nonceCounter += 1;
@@ -309,26 +310,46 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   }
 
   /**
-   * Sends what is due, type by type in make-before-break order. A type waits while an earlier
-   * one has a response in flight or is about to get one, so a proxy gets clusters before the
-   * endpoints and listeners that use them. Endpoints are the exception: Envoy ACKs new clusters
-   * only once they are warm, that is once their endpoints arrived, so endpoints that waited for
-   * that ACK would stall every new EDS cluster until Envoy's initial fetch timeout (15 s).
+   * Sends what is due, type by type in make-before-break order: clusters, endpoints, listeners.
+   * Make-before-break is per resource: while an earlier type has a response in flight, a later
+   * type still goes, holding back only the resources that reference something the proxy does
+   * not run yet (a listener whose cluster is not ACKed keeps its old version, or waits if new).
+   * So a listener waits for its own cluster only, and a proxy sent new clusters all the time
+   * (one per call) still gets the listeners whose clusters it has. Endpoints reference nothing:
+   * they go while clusters are in flight, which they must, as Envoy ACKs new clusters only once
+   * their endpoints arrived.
    */
   protected pump(): void {
     const snapshot = this.snapshot;
     if (!snapshot || this.closed) return;
     this.ordered ??= [...this.types.values()].sort((a, b) => compareTypesForPush(a.typeUrl, b.typeUrl));
-    this.proxy.synced = false;
-    let clustersInFlight = false;
+    let earlierInFlight = false;
+    let held = false;
     for (const state of this.ordered) {
-      if (clustersInFlight && state.typeUrl !== ENDPOINT_TYPE) return;
-      if (state.awaiting || this.maybeRespond(state, snapshot)) {
-        if (state.typeUrl !== CLUSTER_TYPE) return;
-        clustersInFlight = true;
+      const waitingFor = earlierInFlight ? this.heldBack(state, snapshot) : undefined;
+      if (waitingFor) held = true;
+      if (state.awaiting || this.maybeRespond(state, snapshot, waitingFor)) earlierInFlight = true;
+    }
+    this.proxy.synced = this.ordered.length > 0 && !earlierInFlight && !held;
+  }
+
+  /**
+   * The resources of this type's snapshot set that reference a resource of another type the
+   * proxy does not run yet (not ACKed), each with the version the proxy has or is being sent,
+   * if any: what a response must hold back now. Undefined when nothing is held back.
+   */
+  private heldBack(state: State, snapshot: Snapshot): ReadonlyMap<string, EncodedResource | undefined> | undefined {
+    const set = snapshot.resources(state.typeUrl);
+    let held: Map<string, EncodedResource | undefined> | undefined;
+    for (const r of set.byName.values()) {
+      for (const ref of r.references) {
+        const other = this.types.get(ref.typeUrl);
+        if (!other || other === state || other.live.has(ref.name)) continue;
+        (held ??= new Map()).set(r.name, state.inflight.get(r.name) ?? state.live.get(r.name));
+        break;
       }
     }
-    this.proxy.synced = this.ordered.length > 0 && !clustersInFlight;
+    return held;
   }
 
   /**

@@ -78,19 +78,22 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     }
   }
 
-  protected maybeRespond(state: DeltaState, snapshot: Snapshot): boolean {
+  protected maybeRespond(state: DeltaState, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean {
     if (state.awaiting) return false;
     const set = snapshot.resources(state.typeUrl);
     // After a computation against `set`, `known` says the proxy has (or was offered) all of it.
-    if (this.inStep(state, set) && !state.mustRespond) return false;
+    if (!held && this.inStep(state, set) && !state.mustRespond) return false;
     const retained = this.retained(state.typeUrl, snapshot);
     // Settled against an earlier set with the same subscription, and nothing retained now: the
     // proxy has (or was offered) all of that set, so only names whose resource differs between
-    // the two sets can need anything.
+    // the two sets can need anything. Held-back names are among those (they were held back, so
+    // the last computation did not settle).
     const from = !state.mustRespond && retained.length === 0 && state.settledSubscription === state.subscription ? state.settled : undefined;
-    const diff = this.diff(state, set, retained, from && changedNames(from, set));
-    this.settle(state, set, retained.length > 0);
-    if (diff.updated.length === 0 && diff.removed.length === 0 && !state.mustRespond) return false;
+    const diff = this.diff(state, set, retained, from && changedNames(from, set), held);
+    // A response that held resources back is not in step with the set: look again next time.
+    this.settle(state, set, retained.length > 0 || held !== undefined);
+    // The first response of a subscription is due even when empty, but not while all of it is held back.
+    if (diff.updated.length === 0 && diff.removed.length === 0 && (!state.mustRespond || held)) return false;
     const response = sharedResponse(set, state.typeUrl, diff);
     const [nonce, bytes] = this.framed(state, response);
     this.write(bytes);
@@ -117,20 +120,30 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
   }
 
   /** What to send; `only`: the names that can need anything (see maybeRespond), all of them without it. */
-  private diff(state: DeltaState, set: ResourceSet, retained: readonly EncodedResource[], only?: readonly string[]): Diff {
+  private diff(
+    state: DeltaState,
+    set: ResourceSet,
+    retained: readonly EncodedResource[],
+    only?: readonly string[],
+    held?: ReadonlyMap<string, EncodedResource | undefined>,
+  ): Diff {
     const available = new Map<string, EncodedResource>();
     for (const r of retained) available.set(r.name, r);
     const diff: Diff = { updated: [], removed: [] };
+    const check = (name: string) => {
+      if (!held?.has(name)) consider(state, set, available, name, diff);
+      else if (held.get(name)?.version !== undefined && state.known.get(name) !== held.get(name)?.version) diff.updated.push(held.get(name) as EncodedResource);
+    };
     if (only) {
-      for (const name of only) if (state.wildcard || state.names.has(name)) consider(state, set, available, name, diff);
+      for (const name of only) if (state.wildcard || state.names.has(name)) check(name);
       return diff;
     }
     if (state.wildcard) {
-      for (const name of set.names) consider(state, set, available, name, diff);
-      for (const name of available.keys()) if (!set.get(name)) consider(state, set, available, name, diff);
-      for (const name of state.known.keys()) if (!set.get(name) && !available.has(name)) consider(state, set, available, name, diff);
+      for (const name of set.names) check(name);
+      for (const name of available.keys()) if (!set.get(name)) check(name);
+      for (const name of state.known.keys()) if (!set.get(name) && !available.has(name)) check(name);
     }
-    for (const name of [...state.names].sort()) if (!state.wildcard || !set.get(name)) consider(state, set, available, name, diff);
+    for (const name of [...state.names].sort()) if (!state.wildcard || !set.get(name)) check(name);
     return { updated: dedupe(diff.updated), removed: [...new Set(diff.removed)].sort() };
   }
 }

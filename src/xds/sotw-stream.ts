@@ -12,6 +12,12 @@ interface SotwState extends BaseTypeState {
   memoKey: string;
   /** `resource_names` of the last request, to recognise the same list again (Envoy repeats it in every ACK). */
   requested?: readonly string[];
+  /**
+   * `live` is all the proxy runs: it reported no version when it subscribed, or ACKed since. A
+   * reconnecting proxy runs resources `live` does not know of: until its first ACK, nothing is
+   * held back from it, as every response replaces all it has.
+   */
+  knowsLive: boolean;
 }
 
 /** A response for a subscription, shared by the streams with that subscription (framed: see AdsStream.framed). */
@@ -28,7 +34,7 @@ interface Candidate extends SharedResponse {
 export class SotwStream extends AdsStream<SotwRequest, SotwState> {
   protected newState(typeUrl: string): SotwState {
     // Object.assign, not a spread: a spread object literal takes about 450 bytes more per state.
-    return Object.assign(baseState(typeUrl), { version: undefined, memoKey: 'names:', requested: undefined });
+    return Object.assign(baseState(typeUrl), { version: undefined, memoKey: 'names:', requested: undefined, knowsLive: true });
   }
 
   protected applyRequest(req: SotwRequest, state: SotwState): void {
@@ -43,6 +49,7 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
       state.version = req.versionInfo || undefined;
       state.inflight = new Map();
       state.subscription += 1;
+      state.knowsLive = !req.versionInfo;
       if (req.versionInfo) this.ctx.status.holds(this.proxy, req.typeUrl, req.versionInfo);
     } else if (state.awaiting) {
       state.awaiting = false;
@@ -52,6 +59,7 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
         this.ctx.status.nack(this.proxy, req.typeUrl, answered, req.errorDetail.message);
       } else {
         state.live = state.inflight;
+        state.knowsLive = true;
         this.ctx.status.ack(this.proxy, req.typeUrl, answered);
       }
       state.inflight = new Map();
@@ -66,14 +74,19 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
     state.memoKey = state.wildcard ? '*' : `names:${[...state.names].sort().join('\n')}`;
   }
 
-  protected maybeRespond(state: SotwState, snapshot: Snapshot): boolean {
+  protected maybeRespond(state: SotwState, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean {
     if (state.awaiting) return false;
+    // Holding back from a proxy whose resources are not all known would remove the unknown ones: wait.
+    if (held && !state.knowsLive) return false;
     const set = snapshot.resources(state.typeUrl);
-    if (this.inStep(state, set)) return false;
+    if (!held && this.inStep(state, set)) return false;
     const retained = this.retained(state.typeUrl, snapshot);
-    const candidate = this.candidate(state, set, retained);
-    this.settle(state, set, retained.length > 0);
+    const candidate = this.candidate(state, set, retained, held);
+    // A response that held resources back is not in step with the set: look again next time.
+    this.settle(state, set, retained.length > 0 || held !== undefined);
     if (candidate.version === state.version) return false;
+    // All that changed is held back: nothing to tell the proxy yet.
+    if (held && sameResources(candidate.resources, state.live)) return false;
     const [nonce, bytes] = this.framed(state, candidate);
     this.write(bytes);
     state.nonce = nonce;
@@ -87,16 +100,22 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
     return true;
   }
 
-  private candidate(state: SotwState, set: ResourceSet, retained: readonly EncodedResource[]): Candidate {
-    if (retained.length === 0) return memoCandidate(set, state);
+  private candidate(state: SotwState, set: ResourceSet, retained: readonly EncodedResource[], held?: ReadonlyMap<string, EncodedResource | undefined>): Candidate {
+    if (retained.length === 0 && !held) return memoCandidate(set, state);
     const chosen = new Map<string, EncodedResource>();
     for (const name of state.wildcard ? set.names : [...state.names].sort()) {
-      const r = set.get(name);
+      const r = held?.has(name) ? held.get(name) : set.get(name);
       if (r) chosen.set(name, r);
     }
     for (const r of retained) if (state.wildcard || state.names.has(r.name)) chosen.set(r.name, r);
     return buildCandidate(state.typeUrl, [...chosen.values()].sort((a, b) => (a.name < b.name ? -1 : 1)));
   }
+}
+
+function sameResources(a: ReadonlyMap<string, EncodedResource>, b: ReadonlyMap<string, EncodedResource>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [name, r] of a) if (b.get(name) !== r) return false;
+  return true;
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { decodeResponse, type Response } from '../../test/support/ads-client.js';
-import { endpoints, simplePipeline, snapshotInput, type Pipeline } from '../../test/support/resources.js';
+import { endpoints, simplePipeline, snapshotInput, udpListener, type Pipeline } from '../../test/support/resources.js';
 import { AdsStream } from './ads-stream.js';
 import { DeltaStream } from './delta-stream.js';
 import type { DeltaRequest, SotwRequest } from './requests.js';
@@ -85,9 +85,9 @@ class Proxy {
     if (this.mode === 'sotw') this.sotw({ typeUrl: ENDPOINT_TYPE, resourceNames: edsNames });
     else this.delta({ typeUrl: ENDPOINT_TYPE, subscribe: edsNames });
     this.ack(cds);
-    const [eds] = this.take() as [Response];
+    // The listeners reference only clusters the proxy now runs: they go with the endpoints.
+    const [eds, lds] = this.take() as [Response, Response];
     this.ack(eds, edsNames);
-    const [lds] = this.take() as [Response];
     this.ack(lds);
     expect([cds, eds, lds].map((r) => r?.type_url)).toEqual([CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE]);
     expect(this.take()).toEqual([]);
@@ -150,6 +150,41 @@ describe.each(['sotw', 'delta'] as const)('%s stream against kept ResourceSets',
     expect(computed()).toEqual([]);
     expect(proxies.flatMap((p) => p.take())).toEqual([]);
     expect(status.list(GROUP).every((p) => p.synced && p.types.get(ENDPOINT_TYPE)?.acked !== undefined)).toBe(true);
+  });
+
+  it('makes before it breaks per listener: while new clusters are in flight, listeners of clusters the proxy runs still go', () => {
+    const p = open();
+    p.sync(['a', 'b']);
+    // A new call: cluster c and its listener. Envoy has not ACKed c yet.
+    const c = simplePipeline('c', 2004, ['10.0.0.3']);
+    cache.setSnapshot(GROUP, snapshotInput(merge(a, b, c)));
+    const [cds, eds] = p.take();
+    expect(cds?.type_url).toBe(CLUSTER_TYPE);
+    expect(names(cds)).toEqual(mode === 'sotw' ? ['a', 'b', 'c'] : ['c']);
+    // Another call, on cluster a, which the proxy runs: its listener goes at once; c's waits for c.
+    const d = { listeners: [udpListener('d', 2006, 'a')], clusters: [], endpoints: [] };
+    cache.setSnapshot(GROUP, snapshotInput(merge(a, b, c, d)));
+    const sent = p.take();
+    const early = sent.find((r) => r.type_url === LISTENER_TYPE);
+    expect(early, `sent ${sent.map((r) => r.type_url)}`).toBeDefined();
+    if (mode === 'sotw') expect(names(early)).toEqual(['a-listener', 'b-listener', 'd']);
+    else expect(names(early)).toEqual(['d']);
+    expect(sent.some((r) => r.type_url === CLUSTER_TYPE)).toBe(false);
+    p.ack(early as Response);
+    expect(p.take()).toEqual([]);
+    expect(status.list(GROUP)[0]?.synced).toBe(false);
+    // c ACKed: c's listener follows.
+    // Envoy subscribes to the new cluster's endpoints (nothing else was sent for them yet).
+    expect(eds).toBeUndefined();
+    if (mode === 'sotw') p.sotw({ typeUrl: ENDPOINT_TYPE, resourceNames: ['a', 'b', 'c'] });
+    else p.delta({ typeUrl: ENDPOINT_TYPE, subscribe: ['c'] });
+    p.ack(cds as Response);
+    const rest = p.take();
+    const late = rest.find((r) => r.type_url === LISTENER_TYPE);
+    if (mode === 'sotw') expect(names(late)).toEqual(['a-listener', 'b-listener', 'c-listener', 'd']);
+    else expect(names(late)).toEqual(['c-listener']);
+    for (const r of rest) p.ack(r, r.type_url === ENDPOINT_TYPE ? ['a', 'b', 'c'] : undefined);
+    expect(p.take().filter((r) => r.type_url === LISTENER_TYPE)).toEqual([]);
   });
 
   it('on a listener change, computes and sends LDS only', () => {
