@@ -35,18 +35,15 @@ import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { CallLoad, now, PortPool, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallRecord, type CallSummary } from '../test/support/calls.js';
 import { breakdown, type Breakdown, type Change } from './calls-breakdown.js';
-import { adsBootstrap, ensureEnvoy, parseStats, spawnTied, startEnvoy, type AdsApiType, type Envoy } from '../test/support/envoy.js';
+import { adsBootstrap, ensureEnvoy, INGRESS_ENVOY_FLAGS, parseStats, spawnTied, startEnvoy, type AdsApiType, type Envoy } from '../test/support/envoy.js';
 import { startKubeEnv, type KubeEnv } from '../test/support/kube-env.js';
 import { freePort, freePorts } from '../test/support/udp.js';
 import { installCrd, readyPod } from '../test/support/vsxds-kube.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/**
- * The Envoy flags the README recommends for the ingress (none special today). One constant so
- * that a recommendation (e.g. `--drain-time-s`) changes the rig in one place.
- */
-export const ENVOY_FLAGS: readonly string[] = [];
+/** The Envoy flags the README recommends for the ingress (test/support/envoy.ts INGRESS_ENVOY_FLAGS). */
+export const ENVOY_FLAGS: readonly string[] = INGRESS_ENVOY_FLAGS;
 /** Envoy's own default is one worker per core; the rig says so explicitly (startEnvoy defaults to 1). */
 const ENVOY_CONCURRENCY = 2;
 

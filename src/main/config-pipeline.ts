@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { asyncScheduler, auditTime, BehaviorSubject, combineLatest, filter, startWith, tap, throttleTime, type Subscription } from 'rxjs';
+import { auditTime, BehaviorSubject, combineLatest, filter, startWith, tap, throttle, timer, type Subscription } from 'rxjs';
 import { parseVirtualService, validateVirtualService, type Conflict } from '../model/index.js';
 import { podKey, selectorMatches, vsKey, type ClusterSpec, type Labels, type Pod, type VirtualService } from '../model/types.js';
 import type { Snapshot } from '../xds/snapshot.js';
@@ -165,7 +165,9 @@ export class ConfigPipeline {
         filter(([state]) => state.synced),
         // The events of one informer batch arrive in one turn of the event loop: build them together.
         auditTime(0),
-        throttleTime(coalesceMs, asyncScheduler, { leading: true, trailing: true }),
+        // At most one build per window, the window at least twice the last build: however slow
+        // builds get, churn leaves the event loop half its time.
+        throttle(() => timer(Math.max(coalesceMs, 2 * this.view.value.lastBuildMs)), { leading: true, trailing: true }),
       )
       .subscribe(() => this.build());
   }
@@ -303,7 +305,7 @@ export class ConfigPipeline {
     const touched = new Set<GroupState>();
     for (const g of retranslate) {
       // Clusters it had before keep their assignments, so pod changes of this build apply below.
-      if (this.guarded(g, () => (g.translation = translateSelected(g.group, [...g.vss.values()], this.podIndex, g.translation, this.options.translate ?? DEFAULT_TRANSLATE_OPTIONS)))) {
+      if (this.guarded(g, () => (g.translation = translateSelected(g.group, g.vss, this.podIndex, g.translation, this.options.translate ?? DEFAULT_TRANSLATE_OPTIONS)))) {
         this.file(g);
         touched.add(g);
       } else {

@@ -59,12 +59,17 @@ export function translateGroup(
  */
 export function translateSelected(
   group: NodeGroup,
-  selected: readonly VirtualService[],
+  selected: readonly VirtualService[] | ReadonlyMap<string, VirtualService>,
   index: PodIndex,
   previous?: GroupTranslation,
   options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
 ): GroupTranslation {
-  return (previous && extend(group, selected, index, previous, options)) ?? translateWhole(group, selected, index, previous, options);
+  const byKey = selected instanceof Map ? (selected as ReadonlyMap<string, VirtualService>) : undefined;
+  const list = byKey ? [...byKey.values()] : (selected as readonly VirtualService[]);
+  const keyed = previous && (byKey ?? new Map(list.map((vs) => [vsKey(vs), vs])));
+  // Two VirtualServices of one key (not from a source, but possible here) are translated whole.
+  const extended = keyed && keyed.size === list.length ? extend(group, keyed, index, previous, options) : undefined;
+  return extended ?? translateWhole(group, list, index, previous, options);
 }
 
 /**
@@ -165,23 +170,20 @@ function contribution(kept: readonly ListenerSpec[], lost: readonly Conflict[], 
  * change, not the group's size, which is what one VirtualService per call needs. Undefined when
  * the group must be translated whole.
  */
-function extend(group: NodeGroup, selected: readonly VirtualService[], index: PodIndex, previous: GroupTranslation, options: TranslateOptions): GroupTranslation | undefined {
+function extend(group: NodeGroup, selected: ReadonlyMap<string, VirtualService>, index: PodIndex, previous: GroupTranslation, options: TranslateOptions): GroupTranslation | undefined {
   const c = continuations.get(previous);
   if (!c || c.owner !== previous || c.shareClusters !== options.shareClusters) return undefined;
   const removed: string[] = [];
   const added: VirtualService[] = [];
-  const keys = new Set<string>();
-  for (const vs of selected) {
-    const key = vsKey(vs);
-    keys.add(key);
+  for (const [key, vs] of selected) {
     const old = c.vss.get(key);
     if (old === vs) continue;
     if (old) removed.push(key);
     added.push(vs);
   }
-  if (keys.size !== selected.length) return undefined;
-  if (keys.size - added.length !== c.vss.size - removed.length) {
-    for (const key of c.vss.keys()) if (!keys.has(key)) removed.push(key);
+  // Some of what it had is not selected any more (the unchanged ones are selected.size - added.length).
+  if (selected.size - added.length !== c.vss.size - removed.length) {
+    for (const key of c.vss.keys()) if (!selected.has(key)) removed.push(key);
   }
   if (removed.length === 0 && added.length === 0) return previous;
   if (removed.length + added.length > MAX_EXTENDED) return undefined;

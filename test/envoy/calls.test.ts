@@ -21,7 +21,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Running } from '../../src/main/serve.js';
 import { CallLoad, finalWorker, lostBetween, ownFirstAt, PortPool, previousOnPort, runArrivals, summarize, WorkerSinks, type CallRecord } from '../support/calls.js';
-import { adsBootstrap, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
+import { adsBootstrap, INGRESS_ENVOY_FLAGS, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
 import { printEnvoyLogsOnFailure } from '../support/envoy-scenario.js';
 import { startKubeEnv, type KubeEnv } from '../support/kube-env.js';
 import { freePorts, waitUntil } from '../support/udp.js';
@@ -78,6 +78,7 @@ describe('calls at scale through Kubernetes', { timeout: 120_000 }, () => {
       envoy = await startEnvoy({
         name: `calls-${apiType}`,
         bootstrap: adsBootstrap({ nodeId: `default/calls-ingress-${apiType}`, metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType }),
+        extraArgs: INGRESS_ENVOY_FLAGS,
       });
     }, 60_000);
 

@@ -21,6 +21,14 @@ import { parse, stringify } from 'yaml';
 
 export const ENVOY_VERSION = '1.40.0';
 
+/**
+ * The flags the README recommends for an ingress Envoy that carries per-call listeners. Envoy keeps
+ * a removed listener draining for --drain-time-s (600 s by default), socket and all, though a UDP
+ * listener has nothing to drain: at 50 calls/s that is ~30,000 listeners, and datagrams sent to an
+ * ended call's port queue in its socket and reach the next listener on that port.
+ */
+export const INGRESS_ENVOY_FLAGS: readonly string[] = ['--drain-time-s', '1'];
+
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const VENV = join(REPO, '.venv');
 const PYTHON = join(VENV, 'bin', 'python');
