@@ -78,4 +78,53 @@ describe('status reporter', () => {
     expect(reporter.current().get('default/b')?.proxies?.summary).toBe('0/1');
     pipeline.stop();
   });
+
+  it('keeps a VirtualService Synced while its proxy, busy with another one\'s change, runs its listeners and clusters', () => {
+    const subject = new BehaviorSubject<SourceState>({ virtualServices: [vs('call-1', 'a', 2000)], pods: [], synced: true, problems: [] });
+    const cache = new SnapshotCache();
+    const pipeline = new ConfigPipeline({ source: { name: 'test', state$: subject.asObservable(), start: async () => {}, stop: async () => {} }, cache, log: pino({ level: 'silent' }), coalesceMs: 2 ** 30 });
+    const group = nodeGroup('default', { zone: 'a' });
+    cache.watch(group, () => {});
+    pipeline.start();
+    pipeline.rebuild();
+    const registry = new ProxyStatusRegistry();
+    // What the proxy runs: the versions of the snapshot it last took, as a stream would say.
+    let running = cache.getSnapshot(group.key) as NonNullable<ReturnType<SnapshotCache['getSnapshot']>>;
+    const p: ProxyInfo = {
+      streamId: 1,
+      nodeId: 'n1',
+      mode: 'delta',
+      peer: 'test',
+      types: new Map(),
+      synced: true,
+      runs: (typeUrl, name) => running.resources(typeUrl).get(name)?.version,
+    };
+    registry.connected(p);
+    registry.grouped(p, group);
+    const writes: string[] = [];
+    const writer: StatusWriter = { write: (key) => writes.push(key), forget: () => {}, writes: 0 };
+    const reporter = new StatusReporter(pipeline, registry, writer, pino({ level: 'silent' }), 2 ** 30);
+    const synced = (key: string) => reporter.current().get(key)?.conditions?.find((c) => c.type === 'Synced');
+    reporter.report();
+    expect(synced('default/call-1')?.status).toBe('True');
+
+    // A second call arrives: the proxy is not in step with the group until it ACKs call-2's listener.
+    writes.length = 0;
+    subject.next({ ...subject.value, virtualServices: [vs('call-1', 'a', 2000), vs('call-2', 'a', 2002)] });
+    pipeline.rebuild();
+    p.synced = false;
+    reporter.report();
+    expect(synced('default/call-1')?.status).toBe('True');
+    expect(synced('default/call-2')).toMatchObject({ status: 'False', reason: 'Pending' });
+    expect(writes).toEqual(['default/call-2']);
+
+    // It ACKs: call-2 is Synced; call-1 is not written again.
+    writes.length = 0;
+    running = cache.getSnapshot(group.key) as typeof running;
+    registry.ack(p, LISTENER_TYPE, running.versions()[LISTENER_TYPE] ?? '');
+    reporter.report();
+    expect(synced('default/call-2')?.status).toBe('True');
+    expect(writes).toEqual(['default/call-2']);
+    pipeline.stop();
+  });
 });

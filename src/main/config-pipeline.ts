@@ -26,7 +26,7 @@ export interface Evaluated {
 export interface PipelineView {
   /** By `namespace/name`. */
   readonly evaluated: ReadonlyMap<string, Evaluated>;
-  readonly translations: ReadonlyMap<string, { readonly group: NodeGroup; readonly translation: GroupTranslation }>;
+  readonly translations: ReadonlyMap<string, { readonly group: NodeGroup; readonly translation: GroupTranslation; readonly snapshot?: Snapshot }>;
   /** Groups whose snapshot could not be built; they keep their previous snapshot. */
   readonly buildErrors: ReadonlyMap<string, { readonly group: NodeGroup; readonly message: string }>;
   readonly sourceProblems: readonly SourceProblem[];
@@ -141,7 +141,7 @@ export class ConfigPipeline {
   private readonly evaluated = new Map<string, Evaluated>();
   private readonly namespaces = new Map<string, NamespaceState>();
   private readonly groups = new Map<string, GroupState>();
-  private readonly translations = new Map<string, { group: NodeGroup; translation: GroupTranslation }>();
+  private readonly translations = new Map<string, { group: NodeGroup; translation: GroupTranslation; snapshot?: Snapshot }>();
   private readonly buildErrors = new Map<string, { group: NodeGroup; message: string }>();
 
   constructor(private readonly options: PipelineOptions) {}
@@ -415,11 +415,12 @@ export class ConfigPipeline {
     const { cache, log } = this.options;
     const key = g.group.key;
     const translation = g.translation as GroupTranslation;
-    this.translations.set(key, { group: g.group, translation });
     try {
       g.snapshot = cache.setSnapshot(key, translation.snapshot);
       this.buildErrors.delete(key);
+      this.translations.set(key, { group: g.group, translation, snapshot: g.snapshot });
     } catch (err) {
+      this.translations.set(key, { group: g.group, translation, snapshot: cache.getSnapshot(key) });
       // The group keeps its previous snapshot; nothing partial is pushed. It is tried again on its next change.
       g.snapshot = cache.getSnapshot(key);
       this.buildErrors.set(key, { group: g.group, message: (err as Error).message });

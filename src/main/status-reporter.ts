@@ -5,6 +5,7 @@ import { appliesTo } from '../translate/index.js';
 import type { NodeGroup } from '../xds/node-identity.js';
 import type { EventSink, StatusWriter } from '../sources/source.js';
 import type { ProxyInfo, ProxyStatusRegistry } from '../xds/status-registry.js';
+import { CLUSTER_TYPE, LISTENER_TYPE } from '../xds/type-urls.js';
 import type { GroupTranslation } from '../translate/index.js';
 import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.js';
 
@@ -94,7 +95,7 @@ export class StatusReporter {
       const translation = view.translations.get(key)?.translation;
       const buildError = view.buildErrors.get(key)?.message;
       const proxyStates = proxies
-        .map((p) => `${p.streamId}${p.synced ? '+' : '-'}${[...p.types.values()].map((t) => t.nack?.message ?? '').join('\u0000')}`)
+        .map((p) => `${p.streamId}${p.synced ? '+' : '-'}${[...p.types.values()].map((t) => `${t.acked ?? ''}\u0002${t.nack?.message ?? ''}`).join('\u0000')}`)
         .join('\u0001');
       const before = this.groupViewsByKey.get(key);
       const current =
@@ -169,7 +170,10 @@ export class StatusReporter {
     const matched = groups.flatMap((g) => g.proxies);
     const blames = (message: string, p: ProxyInfo) => nackBlames(message, vs, view, p);
     const nackedProxies = matched.filter((p) => [...p.types.values()].some((t) => t.nack && blames(t.nack.message, p)));
-    const synced = matched.filter((p) => p.synced && ![...p.types.values()].some((t) => t.nack));
+    // A proxy has this VirtualService's configuration when it is in step with its whole group, or
+    // runs this VirtualService's own listeners and clusters at their current versions: busy with
+    // other calls' changes, it still has this one's, and the status does not flip back to Pending.
+    const synced = matched.filter((p) => ![...p.types.values()].some((t) => t.nack) && (p.synced || runsAllOf(p, e.key, view)));
     const nackMessage = nackedProxies.flatMap((p) => [...p.types.values()].flatMap((t) => (t.nack && blames(t.nack.message, p) ? [t.nack.message] : [])))[0];
     const buildError = groups.find((g) => g.buildError !== undefined)?.buildError;
     let syncedCondition: Condition;
@@ -212,13 +216,28 @@ export class StatusReporter {
   }
 }
 
+/** Whether the proxy runs the listeners and clusters a VirtualService gives its group, at their current versions. */
+function runsAllOf(proxy: ProxyInfo, key: string, view: PipelineView): boolean {
+  const built = proxy.group ? view.translations.get(proxy.group.key) : undefined;
+  const contribution = built?.translation.contributions.get(key);
+  const snapshot = built?.snapshot;
+  if (!contribution || !snapshot || !proxy.runs) return false;
+  const current = (typeUrl: string, name: string) => {
+    const version = snapshot.resources(typeUrl).get(name)?.version;
+    return version !== undefined && proxy.runs?.(typeUrl, name) === version;
+  };
+  for (const name of contribution.listeners) if (!current(LISTENER_TYPE, name)) return false;
+  for (const name of contribution.clusters.values()) if (!current(CLUSTER_TYPE, name)) return false;
+  return true;
+}
+
 /** One node group as a report sees it. */
 interface GroupView {
   readonly group: NodeGroup;
   readonly proxies: readonly ProxyInfo[];
   readonly translation?: GroupTranslation;
   readonly buildError?: string;
-  /** Each proxy's stream, sync state and NACK messages: what the statuses take from them. */
+  /** Each proxy's stream, sync state, ACKed versions and NACK messages: what the statuses take from them. */
   readonly proxyStates: string;
 }
 

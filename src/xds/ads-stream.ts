@@ -150,7 +150,15 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   ) {
     this.tokens = ctx.maxRequestsPerSecond;
     const streamId = nextStreamId++;
-    this.proxy = { streamId, nodeId: '', mode, peer: call.getPeer(), types: new Map(), synced: false };
+    this.proxy = {
+      streamId,
+      nodeId: '',
+      mode,
+      peer: call.getPeer(),
+      types: new Map(),
+      synced: false,
+      runs: (typeUrl, name) => this.types.get(typeUrl)?.live.get(name)?.version,
+    };
     this.log = ctx.log.child({ stream: streamId, mode });
     this.debug = this.log.isLevelEnabled('debug');
     call.on('data', (req: Req | MalformedRequest) => this.onData(req));

@@ -45,6 +45,8 @@ export interface ProxyInfo {
   readonly types: Map<string, TypeSyncState>;
   /** Every subscribed type is in step with the group's current snapshot, nothing in flight. */
   synced: boolean;
+  /** The version of a resource the proxy runs (accepted), if it runs it. */
+  runs?(typeUrl: string, name: string): string | undefined;
 }
 
 /** A stream vsxds ended with an error status: why a proxy is not getting configuration. */
