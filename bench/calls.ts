@@ -126,7 +126,10 @@ async function startVsxds(kube: KubeEnv): Promise<VsxdsProcess> {
   const cli = path.join(ROOT, 'dist', 'main', 'cli.js');
   if (!existsSync(cli)) throw new Error(`${cli} does not exist: run npm run build first`);
   const [xdsPort, adminPort] = [await freePort(), await freePort()];
+  // B5_VSXDS_PROFILE=<dir>: vsxds writes a CPU profile there when it stops.
+  const profile = process.env['B5_VSXDS_PROFILE'];
   const child: ChildProcess = spawnTied(process.execPath, [
+    ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []),
     cli, 'serve',
     '--source', 'kubernetes',
     '--kubeconfig', kube.kubeconfigPath,

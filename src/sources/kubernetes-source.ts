@@ -4,6 +4,7 @@ import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { GROUP, PLURAL, VERSION, podKey, type Pod } from '../model/types.js';
 import type { PodLookup } from '../xds/node-identity.js';
 import { backoffMs, explainKubeError } from './kube-errors.js';
+import { makeApiClient } from './kube-client.js';
 import { KubernetesEventRecorder } from './kube-events.js';
 import { KubernetesStatusWriter } from './kube-status-writer.js';
 import { LeaseLeaderElection } from './leader-election.js';
@@ -86,9 +87,9 @@ export class KubernetesSource implements Source {
       byUid: (uid) => this.podsByUid.get(uid),
       changes$: this.podChanges.asObservable(),
     };
-    this.statusWriter = new KubernetesStatusWriter(this.kc.makeApiClient(CustomObjectsApi), this.log.child({ component: 'status-writer' }), options.backoff);
+    this.statusWriter = new KubernetesStatusWriter(makeApiClient(this.kc, CustomObjectsApi), this.log.child({ component: 'status-writer' }), options.backoff);
     const le = options.leaderElection;
-    this.events = new KubernetesEventRecorder(this.kc.makeApiClient(CoreV1Api), le?.identity ?? 'vsxds', this.log.child({ component: 'events' }));
+    this.events = new KubernetesEventRecorder(makeApiClient(this.kc, CoreV1Api), le?.identity ?? 'vsxds', this.log.child({ component: 'events' }));
     if (le) {
       // Followers stay quiet until they hold the lease.
       this.statusWriter.enabled = false;
@@ -117,8 +118,8 @@ export class KubernetesSource implements Source {
   }
 
   async start(): Promise<void> {
-    const custom = this.kc.makeApiClient(CustomObjectsApi);
-    const core = this.kc.makeApiClient(CoreV1Api);
+    const custom = makeApiClient(this.kc, CustomObjectsApi);
+    const core = makeApiClient(this.kc, CoreV1Api);
     const ns = this.options.namespace;
     const vsPath = ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
     const podPath = ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods';

@@ -1,5 +1,6 @@
 import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { makeApiClient } from './kube-client.js';
 
 export interface LeaderElectionOptions {
   readonly namespace: string;
@@ -31,7 +32,7 @@ export class LeaseLeaderElection {
     kc: KubeConfig,
     private readonly options: LeaderElectionOptions,
   ) {
-    this.api = kc.makeApiClient(CoordinationV1Api);
+    this.api = makeApiClient(kc, CoordinationV1Api);
   }
 
   get isLeader(): boolean {

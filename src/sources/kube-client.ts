@@ -1,0 +1,55 @@
+import https from 'node:https';
+import { createConfiguration, ServerConfiguration, type Configuration, type KubeConfig, type RequestContext, type SecurityAuthentication } from '@kubernetes/client-node';
+
+/** The agent options that decide who the connection is to and as whom. */
+const IDENTITY_OPTIONS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername'] as const;
+
+function sameIdentity(a: https.AgentOptions, b: https.AgentOptions): boolean {
+  return IDENTITY_OPTIONS.every((k) => {
+    const x = a[k] as unknown;
+    const y = b[k] as unknown;
+    if (Buffer.isBuffer(x) && Buffer.isBuffer(y)) return x.equals(y);
+    return x === y || String(x) === String(y);
+  });
+}
+
+/**
+ * The kubeconfig's authentication, with one keep-alive agent for all requests. client-node makes
+ * a new https.Agent for every request, so every status write and Event opened a connection and
+ * did a TLS handshake: under one VirtualService per call, most of vsxds's CPU per call. The
+ * agent is made again when the TLS identity changes (a rotated client certificate).
+ */
+class KeepAliveAuthentication implements SecurityAuthentication {
+  private agent?: https.Agent;
+
+  constructor(private readonly kc: KubeConfig) {}
+
+  getName(): string {
+    return 'kubeconfig, keep-alive';
+  }
+
+  async applySecurityAuthentication(context: RequestContext): Promise<void> {
+    await this.kc.applySecurityAuthentication(context);
+    const made = context.getAgent();
+    // Proxy agents and plain HTTP are left as client-node made them.
+    if (!(made instanceof https.Agent) || made.constructor !== https.Agent) return;
+    const options = (made as https.Agent & { options: https.AgentOptions }).options;
+    if (!this.agent || !sameIdentity((this.agent as https.Agent & { options: https.AgentOptions }).options, options)) {
+      this.agent?.destroy();
+      this.agent = new https.Agent({ ...options, keepAlive: true, maxSockets: 16 });
+    }
+    made.destroy();
+    context.setAgent(this.agent);
+  }
+}
+
+/** kc.makeApiClient, with connections kept between requests (see KeepAliveAuthentication). */
+export function makeApiClient<T>(kc: KubeConfig, apiClientType: new (config: Configuration) => T): T {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error('No active cluster!');
+  const config = createConfiguration({
+    baseServer: new ServerConfiguration(cluster.server, {}),
+    authMethods: { default: new KeepAliveAuthentication(kc) },
+  });
+  return new apiClientType(config);
+}
