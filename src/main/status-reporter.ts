@@ -17,7 +17,7 @@ import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.
 export class StatusReporter {
   private readonly statuses = new Map<string, VirtualServiceStatus>();
   /** What each status was last computed from. */
-  private readonly inputs = new Map<string, { readonly evaluated: Evaluated; readonly groups: readonly GroupView[] }>();
+  private readonly inputs = new Map<string, { readonly evaluated: Evaluated; readonly groups: readonly GroupView[]; readonly signature?: string }>();
   private groupViewsByKey = new Map<string, GroupView>();
   /** Positions in its namespace's group list of the groups a VirtualService selects. */
   private readonly selected = new WeakMap<VirtualService, { readonly signature: string; readonly indexes: readonly number[] }>();
@@ -58,7 +58,11 @@ export class StatusReporter {
       const groups = this.groupsOf(e, groupsByNamespace);
       const last = this.inputs.get(e.key);
       if (last && last.evaluated === e && sameItems(last.groups, groups)) continue;
-      this.inputs.set(e.key, { evaluated: e, groups });
+      // A group changes whenever any of its VirtualServices or proxies does: under one
+      // VirtualService per call, every report. What this one's status reads of it may not have.
+      const signature = last?.evaluated === e ? statusInputs(e.key, groups, view) : undefined;
+      this.inputs.set(e.key, { evaluated: e, groups, signature });
+      if (signature !== undefined && signature === last?.signature) continue;
       const status = this.statusOf(e, view, groups);
       const previous = this.statuses.get(e.key);
       const merged = withTransitionTimes(status, previous, this.now().toISOString());
@@ -214,6 +218,33 @@ export class StatusReporter {
       ...(Object.keys(envoyClusters).length > 0 ? { envoyClusters } : {}),
     };
   }
+}
+
+let lastContributionId = 0;
+const contributionIds = new WeakMap<object, number>();
+
+/**
+ * What a VirtualService's status takes from its groups, as a string: its contribution to each
+ * (listeners, clusters, conflicts: the same object while unchanged), the group's build error, and
+ * each proxy's stream and whether it has this VirtualService's configuration. Undefined while a
+ * proxy has a NACK: whom it blames depends on the other VirtualServices too.
+ */
+function statusInputs(key: string, groups: readonly GroupView[], view: PipelineView): string | undefined {
+  let signature = '';
+  for (const g of groups) {
+    const c = g.translation?.contributions.get(key);
+    let id = 0;
+    if (c) {
+      id = contributionIds.get(c) ?? ++lastContributionId;
+      contributionIds.set(c, id);
+    }
+    signature += `${g.group.key}\u0001${id}\u0001${g.buildError ?? ''}\u0001`;
+    for (const p of g.proxies) {
+      for (const t of p.types.values()) if (t.nack) return undefined;
+      signature += `${p.streamId}${p.synced || runsAllOf(p, key, view) ? '+' : '-'},`;
+    }
+  }
+  return signature;
 }
 
 /** Whether the proxy runs the listeners and clusters a VirtualService gives its group, at their current versions. */

@@ -1,6 +1,6 @@
 import { encodeResource, decodeResource } from './encode.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, shortTypeName } from './type-urls.js';
-import { resourceVersion, setVersion } from './versions.js';
+import { isSorted, resourceVersion, setVersion } from './versions.js';
 import { lengthDelimitedField, stringField } from './wire.js';
 
 export interface ResourceRef {
@@ -94,7 +94,8 @@ export class ResourceSet {
     /** In the order of the input the set was built from. */
     readonly byName: ReadonlyMap<string, EncodedResource>,
   ) {
-    this.names = [...byName.keys()].sort();
+    const names = [...byName.keys()];
+    this.names = isSorted(names) ? names : names.sort();
     this.version = setVersion(byName.values());
   }
 
