@@ -1,4 +1,5 @@
-import { messageType, TO_OBJECT } from './protos.js';
+import protobuf from 'protobufjs';
+import { messageType, protoRoot, TO_OBJECT } from './protos.js';
 import { structToJson, type NodeInfo } from './node-identity.js';
 
 export interface RequestError {
@@ -35,9 +36,47 @@ export function isMalformed(r: unknown): r is MalformedRequest {
 
 const OPTIONS = { ...TO_OBJECT, arrays: true, objects: true };
 
+/**
+ * The request messages as vsxds reads them: the same field numbers, but a node of only the
+ * fields vsxds uses (id, cluster, metadata). Envoy sends its whole node on every request unless
+ * the bootstrap sets `set_node_on_first_message_only`, and the node carries Envoy's build and
+ * every extension compiled in (hundreds of entries, kilobytes): decoding that into objects on
+ * every ACK was most of what an ACK cost. Fields a type leaves out are skipped by their length.
+ */
+let requestTypes: { sotw: protobuf.Type; delta: protobuf.Type } | undefined;
+
+function slimRequestTypes(): { sotw: protobuf.Type; delta: protobuf.Type } {
+  if (requestTypes) return requestTypes;
+  const root = protoRoot();
+  const ns = root.define('vsxds.requests');
+  const node = new protobuf.Type('NodeIdentity')
+    .add(new protobuf.Field('id', 1, 'string'))
+    .add(new protobuf.Field('cluster', 2, 'string'))
+    .add(new protobuf.Field('metadata', 3, 'google.protobuf.Struct'));
+  const sotw = new protobuf.Type('DiscoveryRequest')
+    .add(new protobuf.Field('version_info', 1, 'string'))
+    .add(new protobuf.Field('node', 2, 'NodeIdentity'))
+    .add(new protobuf.Field('resource_names', 3, 'string', 'repeated'))
+    .add(new protobuf.Field('type_url', 4, 'string'))
+    .add(new protobuf.Field('response_nonce', 5, 'string'))
+    .add(new protobuf.Field('error_detail', 6, 'google.rpc.Status'));
+  const delta = new protobuf.Type('DeltaDiscoveryRequest')
+    .add(new protobuf.Field('node', 1, 'NodeIdentity'))
+    .add(new protobuf.Field('type_url', 2, 'string'))
+    .add(new protobuf.Field('resource_names_subscribe', 3, 'string', 'repeated'))
+    .add(new protobuf.Field('resource_names_unsubscribe', 4, 'string', 'repeated'))
+    .add(new protobuf.MapField('initial_resource_versions', 5, 'string', 'string'))
+    .add(new protobuf.Field('response_nonce', 6, 'string'))
+    .add(new protobuf.Field('error_detail', 7, 'google.rpc.Status'));
+  ns.add(node).add(sotw).add(delta);
+  ns.resolveAll();
+  requestTypes = { sotw, delta };
+  return requestTypes;
+}
+
 export function decodeSotwRequest(bytes: Buffer): SotwRequest | MalformedRequest {
   try {
-    const type = messageType('envoy.service.discovery.v3.DiscoveryRequest');
+    const type = slimRequestTypes().sotw;
     const m = type.toObject(type.decode(bytes), OPTIONS) as Record<string, any>;
     return {
       node: m['node'] ? nodeInfo(m['node']) : undefined,
@@ -54,7 +93,7 @@ export function decodeSotwRequest(bytes: Buffer): SotwRequest | MalformedRequest
 
 export function decodeDeltaRequest(bytes: Buffer): DeltaRequest | MalformedRequest {
   try {
-    const type = messageType('envoy.service.discovery.v3.DeltaDiscoveryRequest');
+    const type = slimRequestTypes().delta;
     const m = type.toObject(type.decode(bytes), OPTIONS) as Record<string, any>;
     return {
       node: m['node'] ? nodeInfo(m['node']) : undefined,
