@@ -338,7 +338,7 @@ async function scenario(
     const apiType: AdsApiType = mode === 'sotw' ? 'GRPC' : 'DELTA_GRPC';
     envoy = await startEnvoy({
       name: `b5-${mode}`,
-      bootstrap: adsBootstrap({ nodeId: 'default/envoy-ingress', metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType }),
+      bootstrap: adsBootstrap({ nodeId: 'default/envoy-ingress', metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType, nodeOnFirstMessageOnly: true }),
       concurrency: ENVOY_CONCURRENCY,
       extraArgs: EXTRA_FLAGS,
     });

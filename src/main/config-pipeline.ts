@@ -70,6 +70,8 @@ interface GroupState {
   snapshot?: Snapshot;
   /** Its EDS clusters as filed in its namespace's `clustersByLabel`, by name. */
   readonly filed: Map<string, ClusterRef>;
+  /** Keys whose entry in `vss` changed since `translation` was made: what extending it looks at. */
+  readonly changedKeys: Set<string>;
 }
 
 interface NamespaceState {
@@ -279,6 +281,7 @@ export class ConfigPipeline {
       for (const g of ns.groups.values()) {
         if (newVs && appliesTo(newVs, g.group)) g.vss.set(key, newVs);
         else if (!g.vss.delete(key)) continue;
+        g.changedKeys.add(key);
         retranslate.add(g);
         groups.add(g);
       }
@@ -305,7 +308,9 @@ export class ConfigPipeline {
     const touched = new Set<GroupState>();
     for (const g of retranslate) {
       // Clusters it had before keep their assignments, so pod changes of this build apply below.
-      if (this.guarded(g, () => (g.translation = translateSelected(g.group, g.vss, this.podIndex, g.translation, this.options.translate ?? DEFAULT_TRANSLATE_OPTIONS)))) {
+      const options = this.options.translate ?? DEFAULT_TRANSLATE_OPTIONS;
+      if (this.guarded(g, () => (g.translation = translateSelected(g.group, g.vss, this.podIndex, g.translation, options, g.translation && g.changedKeys)))) {
+        g.changedKeys.clear();
         this.file(g);
         touched.add(g);
       } else {
@@ -379,7 +384,7 @@ export class ConfigPipeline {
       const ns = this.namespace(group.namespace);
       const vss = new Map<string, VirtualService>();
       for (const [key, vs] of ns.vss) if (appliesTo(vs, group)) vss.set(key, vs);
-      const fresh: GroupState = { group, vss, filed: new Map() };
+      const fresh: GroupState = { group, vss, filed: new Map(), changedKeys: new Set() };
       this.groups.set(group.key, fresh);
       ns.groups.set(group.key, fresh);
       retranslate.add(fresh);

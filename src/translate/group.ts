@@ -63,12 +63,21 @@ export function translateSelected(
   index: PodIndex,
   previous?: GroupTranslation,
   options: TranslateOptions = DEFAULT_TRANSLATE_OPTIONS,
+  /**
+   * Keys of `selected` (or gone from it) that may differ since `previous`, when the caller
+   * knows: the others are taken to be the same. Without it every key is compared.
+   */
+  changedKeys?: Iterable<string>,
 ): GroupTranslation {
-  const byKey = selected instanceof Map ? (selected as ReadonlyMap<string, VirtualService>) : undefined;
-  const list = byKey ? [...byKey.values()] : (selected as readonly VirtualService[]);
-  const keyed = previous && (byKey ?? new Map(list.map((vs) => [vsKey(vs), vs])));
+  if (previous && selected instanceof Map) {
+    const extended = extend(group, selected as ReadonlyMap<string, VirtualService>, index, previous, options, changedKeys);
+    if (extended) return extended;
+    return translateWhole(group, [...selected.values()], index, previous, options);
+  }
+  const list = selected instanceof Map ? [...(selected as ReadonlyMap<string, VirtualService>).values()] : (selected as readonly VirtualService[]);
+  const keyed = previous && new Map(list.map((vs) => [vsKey(vs), vs]));
   // Two VirtualServices of one key (not from a source, but possible here) are translated whole.
-  const extended = keyed && keyed.size === list.length ? extend(group, keyed, index, previous, options) : undefined;
+  const extended = previous && keyed && keyed.size === list.length ? extend(group, keyed, index, previous, options) : undefined;
   return extended ?? translateWhole(group, list, index, previous, options);
 }
 
@@ -170,20 +179,41 @@ function contribution(kept: readonly ListenerSpec[], lost: readonly Conflict[], 
  * change, not the group's size, which is what one VirtualService per call needs. Undefined when
  * the group must be translated whole.
  */
-function extend(group: NodeGroup, selected: ReadonlyMap<string, VirtualService>, index: PodIndex, previous: GroupTranslation, options: TranslateOptions): GroupTranslation | undefined {
+function extend(
+  group: NodeGroup,
+  selected: ReadonlyMap<string, VirtualService>,
+  index: PodIndex,
+  previous: GroupTranslation,
+  options: TranslateOptions,
+  changedKeys?: Iterable<string>,
+): GroupTranslation | undefined {
   const c = continuations.get(previous);
   if (!c || c.owner !== previous || c.shareClusters !== options.shareClusters) return undefined;
-  const removed: string[] = [];
-  const added: VirtualService[] = [];
-  for (const [key, vs] of selected) {
-    const old = c.vss.get(key);
-    if (old === vs) continue;
-    if (old) removed.push(key);
-    added.push(vs);
+  let removed: string[] = [];
+  let added: VirtualService[] = [];
+  if (changedKeys) {
+    for (const key of new Set(changedKeys)) {
+      const vs = selected.get(key);
+      const old = c.vss.get(key);
+      if (old === vs) continue;
+      if (old) removed.push(key);
+      if (vs) added.push(vs);
+    }
   }
-  // Some of what it had is not selected any more (the unchanged ones are selected.size - added.length).
-  if (selected.size - added.length !== c.vss.size - removed.length) {
-    for (const key of c.vss.keys()) if (!selected.has(key)) removed.push(key);
+  // Without the keys, or when they do not add up to `selected`, every key is compared.
+  if (!changedKeys || selected.size - added.length !== c.vss.size - removed.length) {
+    removed = [];
+    added = [];
+    for (const [key, vs] of selected) {
+      const old = c.vss.get(key);
+      if (old === vs) continue;
+      if (old) removed.push(key);
+      added.push(vs);
+    }
+    // Some of what it had is not selected any more (the unchanged ones are selected.size - added.length).
+    if (selected.size - added.length !== c.vss.size - removed.length) {
+      for (const key of c.vss.keys()) if (!selected.has(key)) removed.push(key);
+    }
   }
   if (removed.length === 0 && added.length === 0) return previous;
   if (removed.length + added.length > MAX_EXTENDED) return undefined;

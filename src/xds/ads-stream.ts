@@ -102,6 +102,8 @@ const kept = new WeakMap<ResourceSet, { readonly from: ResourceSet; readonly all
 
 /** Whether `to` has every name `from` has. */
 function keepsAllNames(from: ResourceSet, to: ResourceSet): boolean {
+  const said = to.keepsAllOf(from);
+  if (said !== undefined) return said;
   const memo = kept.get(to);
   if (memo?.from === from) return memo.all;
   let all = true;

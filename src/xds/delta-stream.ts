@@ -189,6 +189,8 @@ function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
 const changes = new WeakMap<ResourceSet, { readonly from: ResourceSet; readonly names: readonly string[] }>();
 
 function changedNames(from: ResourceSet, to: ResourceSet): readonly string[] {
+  const said = to.changedSince(from);
+  if (said) return said;
   const memo = changes.get(to);
   if (memo?.from === from) return memo.names;
   const names: string[] = [];

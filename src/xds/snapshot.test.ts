@@ -164,3 +164,81 @@ describe('Snapshot.build from the previous snapshot', () => {
     expect(one.resources(LISTENER_TYPE).names).toEqual([]);
   });
 });
+
+describe('Snapshot.build from the previous snapshot, against a build from scratch', () => {
+  it('gives the same sets (versions, names, lookups) after any sequence of additions, removals, replacements and reorderings, and says what changed', () => {
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const pool = new Map<string, ResourceInput>();
+    const clusterOf = (i: number) => `c${i % 5}`;
+    let listeners = new Map<string, ResourceInput>();
+    const clusters = [0, 1, 2, 3, 4].map((i) => edsCluster(`c${i}`));
+    const assignments = [0, 1, 2, 3, 4].map((i) => cla(`c${i}`));
+    let previous: Snapshot | undefined;
+    for (let round = 0; round < 300; round++) {
+      const next = new Map(listeners);
+      for (let k = random(4); k >= 0; k--) {
+        const i = random(60);
+        const name = `l${String(i).padStart(2, '0')}`;
+        const op = random(3);
+        if (op === 0) next.delete(name);
+        else if (op === 1) next.set(name, pool.get(name) ?? listener(name, clusterOf(i)));
+        else next.set(name, listener(name, clusterOf(i + random(2))));
+        pool.set(name, next.get(name) ?? listener(name, clusterOf(i)));
+      }
+      const sorted = [...next.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+      // Now and then unsorted, and now and then the same resources in new wrappers.
+      const items = random(5) === 0 ? [...sorted].reverse() : random(5) === 0 ? sorted.map((i) => ({ ...i })) : sorted;
+      const input = { [LISTENER_TYPE]: items, [CLUSTER_TYPE]: clusters, [ENDPOINT_TYPE]: assignments };
+      const built = Snapshot.build(input, previous);
+      const scratch = Snapshot.build(input);
+      expect(built.versions()).toEqual(scratch.versions());
+      const [a, b] = [built.resources(LISTENER_TYPE), scratch.resources(LISTENER_TYPE)];
+      expect(a.names).toEqual(b.names);
+      expect(a.entries.map((e) => [e.name, e.version])).toEqual(b.entries.map((e) => [e.name, e.version]));
+      expect([...a.byName.keys()].sort()).toEqual(b.names);
+      for (const name of b.names) expect(a.get(name)?.version).toBe(b.get(name)?.version);
+      if (previous) {
+        const before = previous.resources(LISTENER_TYPE);
+        const diff = [...new Set([...before.names, ...a.names])].filter((n) => before.get(n)?.version !== a.get(n)?.version || !before.get(n) !== !a.get(n)).sort();
+        const said = a.changedSince(before);
+        if (said) {
+          // Everything that changed is named; a name may be named for a new wrapper of equal content.
+          for (const n of diff) expect(said).toContain(n);
+          expect(a.keepsAllOf(before)).toBe(before.names.every((n) => a.get(n)));
+        }
+      }
+      previous = built;
+      listeners = next;
+    }
+  });
+
+  it('keeps only the link from a set to the one it was made from, not the whole line of sets before it', () => {
+    const cluster = [edsCluster('c')];
+    const assignment = [cla('c')];
+    const build = (names: string[], previous?: Snapshot) =>
+      Snapshot.build({ [LISTENER_TYPE]: names.map((n) => listener(n, 'c')), [CLUSTER_TYPE]: cluster, [ENDPOINT_TYPE]: assignment }, previous);
+    const one = build(['a']);
+    const two = build(['a', 'b'], one);
+    const [s1, s2] = [one.resources(LISTENER_TYPE), two.resources(LISTENER_TYPE)];
+    expect(s2.changedSince(s1)).toEqual(['a', 'b']);
+    const three = build(['a', 'b', 'c'], two);
+    const s3 = three.resources(LISTENER_TYPE);
+    expect(s3.keepsAllOf(s2)).toBe(true);
+    // Made from two: two let go of one, and three never knew it.
+    expect(s2.changedSince(s1)).toBeUndefined();
+    expect(s3.changedSince(s1)).toBeUndefined();
+    expect(s3.referencedTypes()).toEqual(new Set([CLUSTER_TYPE]));
+  });
+
+  it('version depends on the resources only: an empty set, one resource, and the same resources built by another path', () => {
+    const empty = Snapshot.build({ [LISTENER_TYPE]: [] });
+    const grown = Snapshot.build({ [LISTENER_TYPE]: [listener('l', 'c')], [CLUSTER_TYPE]: [edsCluster('c')], [ENDPOINT_TYPE]: [cla('c')] }, empty);
+    const shrunk = Snapshot.build({ [LISTENER_TYPE]: [], [CLUSTER_TYPE]: [edsCluster('c')], [ENDPOINT_TYPE]: [cla('c')] }, grown);
+    expect(shrunk.versions()[LISTENER_TYPE]).toBe(empty.versions()[LISTENER_TYPE]);
+    expect(grown.versions()[LISTENER_TYPE]).not.toBe(empty.versions()[LISTENER_TYPE]);
+  });
+});

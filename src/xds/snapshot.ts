@@ -1,6 +1,7 @@
 import { encodeResource, decodeResource } from './encode.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, shortTypeName } from './type-urls.js';
-import { isSorted, resourceVersion, setVersion } from './versions.js';
+import { createHash } from 'node:crypto';
+import { isSorted, resourceVersion } from './versions.js';
 import { lengthDelimitedField, stringField } from './wire.js';
 
 export interface ResourceRef {
@@ -33,6 +34,8 @@ export interface EncodedResource {
   readonly references: readonly ResourceRef[];
   readonly explicitReferences: readonly ResourceRef[];
   readonly source: object;
+  /** Hash of (name, version) as eight 32-bit lanes: what the set version sums (see ResourceSet). */
+  readonly digest: Uint32Array;
 }
 
 export class SnapshotConsistencyError extends Error {
@@ -47,7 +50,7 @@ const encodedByInput = new WeakMap<object, EncodedResource>();
 
 export function encodeInput(typeUrl: string, input: ResourceInput): EncodedResource {
   const cached = encodedByInput.get(input.resource);
-  if (cached && cached.typeUrl === typeUrl && cached.name === input.name && sameRefs(cached.explicitReferences, input.references ?? [])) {
+  if (cached && cached.typeUrl === typeUrl && cached.name === input.name && sameRefs(cached.explicitReferences, input.references ?? NO_REFS)) {
     return cached;
   }
   const value = encodeResource(typeUrl, input.resource);
@@ -63,8 +66,9 @@ export function encodeInput(typeUrl: string, input: ResourceInput): EncodedResou
     sotwField: lengthDelimitedField(2, any),
     deltaField: lengthDelimitedField(2, deltaResource),
     references,
-    explicitReferences: input.references ?? [],
+    explicitReferences: input.references ?? NO_REFS,
     source: input.resource,
+    digest: entryDigest(input.name, version),
   };
   encodedByInput.set(input.resource, encoded);
   return encoded;
@@ -80,34 +84,106 @@ function implicitReferences(typeUrl: string, name: string, value: Uint8Array): R
 }
 
 function sameRefs(a: readonly ResourceRef[], b: readonly ResourceRef[]): boolean {
-  return a.length === b.length && a.every((r, i) => r.typeUrl === b[i]?.typeUrl && r.name === b[i]?.name);
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as ResourceRef;
+    const y = b[i] as ResourceRef;
+    if (x.typeUrl !== y.typeUrl || x.name !== y.name) return false;
+  }
+  return true;
+}
+
+/** Whether `encoded` is what `item` encodes to: the same resource object, name and explicit references. */
+function encodes(encoded: EncodedResource, item: ResourceInput): boolean {
+  return encoded.source === item.resource && encoded.name === item.name && sameRefs(encoded.explicitReferences, item.references ?? NO_REFS);
 }
 
 /** All resources of one type in a snapshot. */
 export class ResourceSet {
+  /**
+   * A hash of the sum of the entries' (name, version) digests, lane by lane modulo 2^32, and
+   * their count: the same resources give the same version in any order, in every process, and a
+   * set made from the previous one by a few changes gets its version in as many steps.
+   */
   readonly version: string;
+  /** Sorted. */
   readonly names: readonly string[];
+  /** Whether `entries` are sorted by name, as builders give them. */
+  readonly sortedEntries: boolean;
   private referenced?: ReadonlySet<string>;
 
   constructor(
     readonly typeUrl: string,
-    /** In the order of the input the set was built from. */
+    /** By name, for lookups; iteration order is not the input's (see `entries`). */
     readonly byName: ReadonlyMap<string, EncodedResource>,
+    /** In the order of the input the set was built from. */
+    readonly entries: readonly EncodedResource[],
+    /** Lane sums of the entries' digests (see `version`); computed from the entries when not given. */
+    private readonly sum: Uint32Array = sumDigests(entries),
+    /** The names of `entries`, when the caller knows them to be sorted. */
+    names?: readonly string[],
+    /** The set this one was made from and the sorted names that differ between the two (see `changedSince`). */
+    private base?: { readonly set: ResourceSet; readonly changed: readonly string[]; readonly removed: number; readonly fresh: readonly EncodedResource[] },
   ) {
-    const names = [...byName.keys()];
-    this.names = isSorted(names) ? names : names.sort();
-    this.version = setVersion(byName.values());
+    if (names) {
+      this.names = names;
+      this.sortedEntries = true;
+    } else {
+      const all = entries.map((e) => e.name);
+      this.sortedEntries = isSorted(all);
+      this.names = this.sortedEntries ? all : all.sort();
+    }
+    this.version = sumVersion(sum, entries.length);
   }
 
   get(name: string): EncodedResource | undefined {
     return this.byName.get(name);
   }
 
-  /** Type URLs this set's resources reference. */
+  /**
+   * The sorted names whose resource differs between `from` and this set (or is in one only),
+   * when this set was made from `from`; undefined otherwise. What a build changed, without
+   * comparing every resource.
+   */
+  changedSince(from: ResourceSet): readonly string[] | undefined {
+    return this.base?.set === from ? this.base.changed : undefined;
+  }
+
+  /** Whether every name of `from` is in this set, when this set was made from `from`; undefined otherwise. */
+  keepsAllOf(from: ResourceSet): boolean | undefined {
+    return this.base?.set === from ? this.base.removed === 0 : undefined;
+  }
+
+  /**
+   * Forgets the set this one was made from, once a newer set is made from this one: sets would
+   * otherwise hold every set before them. What it answered from that link is kept or answered
+   * the slow way (changedSince, keepsAllOf give undefined).
+   */
+  releaseBase(): void {
+    this.referencedTypes();
+    this.base = undefined;
+  }
+
+  /** The lane sums, for the next set made from this one. */
+  digestSum(): Uint32Array {
+    return this.sum;
+  }
+
+  /**
+   * Type URLs this set's resources reference (for a set made from another, possibly also some
+   * that only the other's resources referenced: a superset, which only costs checks).
+   */
   referencedTypes(): ReadonlySet<string> {
+    if (!this.referenced && this.base) {
+      const inherited = this.base.set.referencedTypes();
+      let types: Set<string> | undefined;
+      for (const r of this.base.fresh) for (const ref of r.references) if (!inherited.has(ref.typeUrl)) (types ??= new Set(inherited)).add(ref.typeUrl);
+      this.referenced = types ?? inherited;
+    }
     if (!this.referenced) {
       const types = new Set<string>();
-      for (const r of this.byName.values()) for (const ref of r.references) types.add(ref.typeUrl);
+      for (const r of this.entries) for (const ref of r.references) types.add(ref.typeUrl);
       this.referenced = types;
     }
     return this.referenced;
@@ -118,16 +194,40 @@ export class ResourceSet {
    * objects (the encode cache is keyed by them) under the same names and explicit references.
    */
   builtFrom(typeUrl: string, items: readonly ResourceInput[]): boolean {
-    if (typeUrl !== this.typeUrl || items.length !== this.byName.size) return false;
-    let i = 0;
-    for (const r of this.byName.values()) {
-      const item = items[i++] as ResourceInput;
-      if (r.source !== item.resource || r.name !== item.name) return false;
-      const refs = item.references ?? NO_REFS;
-      if (r.explicitReferences !== refs && !sameRefs(r.explicitReferences, refs)) return false;
-    }
+    if (typeUrl !== this.typeUrl || items.length !== this.entries.length) return false;
+    for (let i = 0; i < items.length; i++) if (!encodes(this.entries[i] as EncodedResource, items[i] as ResourceInput)) return false;
     return true;
   }
+}
+
+const LANES = 8;
+
+function entryDigest(name: string, version: string): Uint32Array {
+  const d = createHash('sha256').update(name).update('\0').update(version).digest();
+  const lanes = new Uint32Array(LANES);
+  for (let i = 0; i < LANES; i++) lanes[i] = d.readUInt32LE(i * 4);
+  return lanes;
+}
+
+function sumDigests(entries: readonly EncodedResource[]): Uint32Array {
+  const sum = new Uint32Array(LANES);
+  for (const e of entries) addDigest(sum, e.digest, 1);
+  return sum;
+}
+
+/** sum += sign × digest, lane by lane modulo 2^32 (Uint32Array stores wrap). */
+function addDigest(sum: Uint32Array, digest: Uint32Array, sign: 1 | -1): void {
+  for (let i = 0; i < LANES; i++) sum[i] = (sum[i] as number) + sign * (digest[i] as number);
+}
+
+/** The version a set of exactly these resources has (ResourceSet.version), for any subset a response carries. */
+export function resourcesVersion(resources: readonly EncodedResource[]): string {
+  return sumVersion(sumDigests(resources), resources.length);
+}
+
+function sumVersion(sum: Uint32Array, count: number): string {
+  const h = createHash('sha256').update(Buffer.from(sum.buffer, sum.byteOffset, sum.byteLength));
+  return h.update(String(count)).digest('base64url').slice(0, 16);
 }
 
 const NO_REFS: readonly ResourceRef[] = [];
@@ -140,7 +240,7 @@ function absentSet(typeUrl: string): ResourceSet {
   if (!set) {
     // Only types a stream asked for and is served land here; bound it all the same.
     if (absentSets.size >= 64) absentSets.clear();
-    absentSets.set(typeUrl, (set = new ResourceSet(typeUrl, new Map())));
+    absentSets.set(typeUrl, (set = new ResourceSet(typeUrl, new Map(), [])));
   }
   return set;
 }
@@ -168,6 +268,8 @@ export class Snapshot {
     const problems: string[] = [];
     const sets = new Map<string, ResourceSet>();
     const before = previous?.sets ?? EMPTY_SETS;
+    /** Per type whose set is new: its entries that are not in the previous set (to check), and the names it lost. */
+    const made = new Map<string, MadeSet>();
     for (const typeUrl of Object.keys(input).sort()) {
       const items = input[typeUrl] ?? [];
       const kept = before.get(typeUrl);
@@ -175,27 +277,13 @@ export class Snapshot {
         sets.set(typeUrl, kept);
         continue;
       }
-      const byName = new Map<string, EncodedResource>();
-      for (const item of items) {
-        if (!item.name) {
-          problems.push(`a ${shortTypeName(typeUrl)} resource has an empty name`);
-          continue;
-        }
-        if (byName.has(item.name)) {
-          problems.push(`duplicate ${shortTypeName(typeUrl)} resource name "${item.name}"`);
-          continue;
-        }
-        try {
-          byName.set(item.name, encodeInput(typeUrl, item));
-        } catch (err) {
-          problems.push(`${shortTypeName(typeUrl)} "${item.name}": ${(err as Error).message}`);
-        }
-      }
-      sets.set(typeUrl, new ResourceSet(typeUrl, byName));
+      const m = makeSet(typeUrl, items, kept, problems);
+      sets.set(typeUrl, m.set);
+      made.set(typeUrl, m);
     }
-    const changed = (typeUrl: string): boolean => sets.get(typeUrl) !== before.get(typeUrl);
-    if (previous && sets.size === before.size && [...sets.keys()].every((t) => !changed(t))) return previous;
-    problems.push(...checkNames(sets, changed), ...checkEdsClusters(sets, changed), ...checkReferences(sets, changed));
+    for (const [typeUrl, kept] of before) if (!sets.has(typeUrl)) made.set(typeUrl, { set: EMPTY_SET, fresh: [], lost: new Set(kept.names) });
+    if (previous && made.size === 0) return previous;
+    problems.push(...checkNames(made), ...checkEdsClusters(sets, made), ...checkReferences(sets, made));
     if (problems.length > 0) throw new SnapshotConsistencyError(problems);
     return new Snapshot(sets);
   }
@@ -217,21 +305,124 @@ export class Snapshot {
   }
 }
 
+/** A type's new set, what in it is new since the previous snapshot's set of the type, and the names it lost. */
+interface MadeSet {
+  readonly set: ResourceSet;
+  /** In input order; every entry when there was no previous set. */
+  readonly fresh: readonly EncodedResource[];
+  readonly lost: ReadonlySet<string>;
+}
+
+const EMPTY_SET = new ResourceSet('', new Map(), []);
+
+/**
+ * The set of `items`, made from `kept` (the previous snapshot's set of the type) when there is
+ * one. Builders hand resources sorted by name: then the input and `kept` are walked side by side,
+ * an item that is `kept`'s resource (the same object, name and references) is taken as it is,
+ * and the version, the lookup map and what changed follow from the difference alone. Unsorted
+ * input is looked up by name instead.
+ */
+function makeSet(typeUrl: string, items: readonly ResourceInput[], kept: ResourceSet | undefined, problems: string[]): MadeSet {
+  const entries: EncodedResource[] = [];
+  const fresh: EncodedResource[] = [];
+  /** Entries of `kept` this input replaced with another resource of the same name. */
+  const replaced: EncodedResource[] = [];
+  const lostEntries: EncodedResource[] = [];
+  const seen = new Set<string>();
+  const prev = kept?.entries ?? [];
+  // The walk side by side needs both sorted; an unsorted `kept` is looked up by name.
+  let sorted = kept?.sortedEntries ?? true;
+  let last: string | undefined;
+  let j = 0;
+  /** Index in `prev` of the entry last taken as it was: the next one is in order after it without comparing names. */
+  let lastTaken = -2;
+  for (const item of items) {
+    const name = item.name;
+    // The common case, first: the previous set's next entry, taken as it is.
+    const next = prev[j];
+    if (sorted && next !== undefined && next.source === item.resource && next.name === name && (lastTaken === j - 1 || last === undefined || last < name) && sameRefs(next.explicitReferences, item.references ?? NO_REFS)) {
+      entries.push(next);
+      lastTaken = j++;
+      last = name;
+      continue;
+    }
+    if (!name) {
+      problems.push(`a ${shortTypeName(typeUrl)} resource has an empty name`);
+      continue;
+    }
+    if (sorted && last !== undefined && !(last < name)) {
+      // Out of order, or a duplicate: from here on names are tracked one by one.
+      sorted = false;
+      for (const e of entries) seen.add(e.name);
+    }
+    if (!sorted) {
+      if (seen.has(name)) {
+        problems.push(`duplicate ${shortTypeName(typeUrl)} resource name "${name}"`);
+        continue;
+      }
+      seen.add(name);
+    }
+    last = name;
+    let p: EncodedResource | undefined;
+    if (sorted) {
+      while (j < prev.length && (prev[j] as EncodedResource).name < name) lostEntries.push(prev[j++] as EncodedResource);
+      if (j < prev.length && (prev[j] as EncodedResource).name === name) p = prev[j++];
+    } else {
+      p = kept?.get(name);
+    }
+    if (p && encodes(p, item)) {
+      entries.push(p);
+      continue;
+    }
+    let encoded: EncodedResource;
+    try {
+      encoded = encodeInput(typeUrl, item);
+    } catch (err) {
+      problems.push(`${shortTypeName(typeUrl)} "${name}": ${(err as Error).message}`);
+      if (p) lostEntries.push(p);
+      continue;
+    }
+    if (p) replaced.push(p);
+    entries.push(encoded);
+    fresh.push(encoded);
+  }
+  if (!kept) return { set: new ResourceSet(typeUrl, new Map(entries.map((e) => [e.name, e])), entries), fresh, lost: new Set() };
+  if (!sorted) {
+    const byName = new Map(entries.map((e) => [e.name, e]));
+    const lost = new Set<string>();
+    for (const name of kept.names) if (!byName.has(name)) lost.add(name);
+    return { set: new ResourceSet(typeUrl, byName, entries), fresh, lost };
+  }
+  while (j < prev.length) lostEntries.push(prev[j++] as EncodedResource);
+  const sum = Uint32Array.from(kept.digestSum());
+  const byName = new Map(kept.byName);
+  for (const e of lostEntries) {
+    addDigest(sum, e.digest, -1);
+    byName.delete(e.name);
+  }
+  for (const e of replaced) addDigest(sum, e.digest, -1);
+  for (const e of fresh) {
+    addDigest(sum, e.digest, 1);
+    byName.set(e.name, e);
+  }
+  const changed = [...fresh.map((e) => e.name), ...lostEntries.map((e) => e.name)].sort();
+  kept.releaseBase();
+  const set = new ResourceSet(typeUrl, byName, entries, sum, entries.map((e) => e.name), { set: kept, changed, removed: lostEntries.length, fresh });
+  return { set, fresh, lost: new Set(lostEntries.map((e) => e.name)) };
+}
+
 const NAME_FIELD: Readonly<Record<string, string>> = {
   [LISTENER_TYPE]: 'name',
   [CLUSTER_TYPE]: 'name',
   [ENDPOINT_TYPE]: 'cluster_name',
 };
 
-/** Whether a type's set differs from the previous snapshot's (every type does without one). */
-type Changed = (typeUrl: string) => boolean;
-
-function checkNames(sets: ReadonlyMap<string, ResourceSet>, changed: Changed): string[] {
+function checkNames(made: ReadonlyMap<string, MadeSet>): string[] {
   const problems: string[] = [];
-  for (const [typeUrl, set] of sets) {
+  for (const [typeUrl, m] of made) {
     const field = NAME_FIELD[typeUrl];
-    if (!field || !changed(typeUrl)) continue;
-    for (const r of set.byName.values()) {
+    if (!field) continue;
+    for (const r of m.fresh) {
       const own = (r.source as Record<string, unknown>)[field];
       if (own !== r.name) {
         problems.push(`${shortTypeName(typeUrl)} "${r.name}" has ${field} "${String(own ?? '')}"; the two must match`);
@@ -241,13 +432,20 @@ function checkNames(sets: ReadonlyMap<string, ResourceSet>, changed: Changed): s
   return problems;
 }
 
-function checkEdsClusters(sets: ReadonlyMap<string, ResourceSet>, changed: Changed): string[] {
+function edsServiceName(cluster: EncodedResource): string | undefined {
+  return cluster.references.find((r) => r.typeUrl === ENDPOINT_TYPE)?.name;
+}
+
+/** New EDS clusters, and every one whose assignment went, need their ClusterLoadAssignment. */
+function checkEdsClusters(sets: ReadonlyMap<string, ResourceSet>, made: ReadonlyMap<string, MadeSet>): string[] {
   const clusters = sets.get(CLUSTER_TYPE);
-  if (!clusters || !(changed(CLUSTER_TYPE) || changed(ENDPOINT_TYPE))) return [];
+  if (!clusters) return [];
+  const lostAssignments = made.get(ENDPOINT_TYPE)?.lost;
+  const candidates = lostAssignments && lostAssignments.size > 0 ? clusters.entries : (made.get(CLUSTER_TYPE)?.fresh ?? []);
   const assignments = sets.get(ENDPOINT_TYPE);
   const problems: string[] = [];
-  for (const c of clusters.byName.values()) {
-    const serviceName = c.references.find((r) => r.typeUrl === ENDPOINT_TYPE)?.name;
+  for (const c of candidates) {
+    const serviceName = edsServiceName(c);
     if (serviceName === undefined) continue;
     if (!assignments?.get(serviceName)) {
       problems.push(`EDS cluster "${c.name}" has no ClusterLoadAssignment "${serviceName}" in the snapshot`);
@@ -256,12 +454,19 @@ function checkEdsClusters(sets: ReadonlyMap<string, ResourceSet>, changed: Chang
   return problems;
 }
 
-function checkReferences(sets: ReadonlyMap<string, ResourceSet>, changed: Changed): string[] {
+/**
+ * Every reference resolves: those of new entries, and those of any entry into a type that lost
+ * names. An entry that was in the previous snapshot, referencing only types that lost nothing,
+ * resolved then and still does.
+ */
+function checkReferences(sets: ReadonlyMap<string, ResourceSet>, made: ReadonlyMap<string, MadeSet>): string[] {
   const problems: string[] = [];
+  const lostTypes = new Set([...made].filter(([, m]) => m.lost.size > 0).map(([t]) => t));
   for (const set of sets.values()) {
-    // A kept set whose referenced types are all kept too had its references checked before.
-    if (!changed(set.typeUrl) && ![...set.referencedTypes()].some(changed)) continue;
-    for (const r of set.byName.values()) {
+    const rechecks = [...set.referencedTypes()].some((t) => lostTypes.has(t));
+    const candidates = rechecks ? set.entries : made.get(set.typeUrl)?.fresh;
+    if (!candidates) continue;
+    for (const r of candidates) {
       for (const ref of r.references) {
         // An EDS cluster's own assignment has its own message (checkEdsClusters).
         if (set.typeUrl === CLUSTER_TYPE && ref.typeUrl === ENDPOINT_TYPE) continue;

@@ -1,8 +1,7 @@
 import type { SotwRequest } from './requests.js';
 import { AdsStream, baseState, nextSharedId, type BaseTypeState, type SharedResponse } from './ads-stream.js';
-import type { EncodedResource, ResourceSet, Snapshot } from './snapshot.js';
+import { resourcesVersion, type EncodedResource, type ResourceSet, type Snapshot } from './snapshot.js';
 import { WILDCARD_TYPES } from './type-urls.js';
-import { setVersion } from './versions.js';
 import { stringField } from './wire.js';
 
 interface SotwState extends BaseTypeState {
@@ -138,15 +137,14 @@ function memoCandidate(set: ResourceSet, state: SotwState): Candidate {
       const r = set.get(name);
       if (r) picked.push(r);
     }
-    c = buildCandidate(set.typeUrl, picked);
+    c = buildCandidate(set.typeUrl, picked, state.wildcard ? set.version : undefined);
     if (perSet.size >= 256) perSet.clear();
     perSet.set(state.memoKey, c);
   }
   return c;
 }
 
-function buildCandidate(typeUrl: string, resources: EncodedResource[]): Candidate {
-  const version = setVersion(resources);
+function buildCandidate(typeUrl: string, resources: EncodedResource[], version = resourcesVersion(resources)): Candidate {
   const body = Buffer.concat([stringField(1, version), ...resources.map((r) => r.sotwField), stringField(4, typeUrl), CONTROL_PLANE]);
   return { version, resources: new Map(resources.map((r) => [r.name, r])), body, id: nextSharedId() };
 }

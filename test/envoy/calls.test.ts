@@ -77,7 +77,7 @@ describe('calls at scale through Kubernetes', { timeout: 120_000 }, () => {
     beforeAll(async () => {
       envoy = await startEnvoy({
         name: `calls-${apiType}`,
-        bootstrap: adsBootstrap({ nodeId: `default/calls-ingress-${apiType}`, metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType }),
+        bootstrap: adsBootstrap({ nodeId: `default/calls-ingress-${apiType}`, metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType, nodeOnFirstMessageOnly: true }),
         extraArgs: INGRESS_ENVOY_FLAGS,
       });
     }, 60_000);

@@ -312,12 +312,18 @@ export interface AdsBootstrapOptions {
   readonly metadata?: { readonly namespace: string; readonly labels: Readonly<Record<string, string>> };
   readonly xdsPort: number;
   readonly apiType: AdsApiType;
+  /**
+   * `set_node_on_first_message_only`, as examples/envoy/*.yaml set it. Off by default here, so
+   * that most tests see Envoy's own default: its whole node on every request.
+   */
+  readonly nodeOnFirstMessageOnly?: boolean;
 }
 
 /** An Envoy that gets everything but its way to vsxds over ADS, like examples/envoy/*.yaml. */
 export function adsBootstrap(options: AdsBootstrapOptions): any {
   const bootstrap = pointAtVsxds(DEFAULT_BOOTSTRAP, options);
   bootstrap.node = { id: options.nodeId, cluster: options.nodeId.split('/').at(-1), ...(options.metadata ? { metadata: options.metadata } : {}) };
+  if (options.nodeOnFirstMessageOnly) bootstrap.dynamic_resources.ads_config.set_node_on_first_message_only = true;
   return bootstrap;
 }
 
