@@ -1,0 +1,228 @@
+/**
+ * B5 core: what one call costs vsxds's own logic, without the API server, gRPC or Envoy. The
+ * per-call VirtualServices of B5 (test/support/calls.ts: one UDP listener, an EDS cluster of the
+ * workers, hash key = the call) go through the Kubernetes source's ObjectStore into the real
+ * ConfigPipeline (parse, validate, translate, Snapshot.build, with the ChangeTracker wired as
+ * `serve` wires it), and one proxy's ADS stream (SotW or delta, on an in-memory call) receives
+ * every push and ACKs it. Each call is created, built and pushed and ACKed, then an older one is
+ * deleted the same way, so the group holds --concurrent calls throughout. CPU time of this one
+ * process (all threads: collection and compilation included), per call created and deleted.
+ *
+ *   node --expose-gc bench/.build/bench/calls-core.js [--mode delta] [--concurrent 1000] [--calls 2000] [--profile out.cpuprofile]
+ *
+ * Prints one JSON object. What it leaves out, B5 has: the watch events' JSON and TLS, status
+ * writes, gRPC framing, and the status reporter's window.
+ */
+import { EventEmitter } from 'node:events';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { BehaviorSubject } from 'rxjs';
+import { ChangeTracker } from '../src/main/change-tracker.js';
+import { ConfigPipeline } from '../src/main/config-pipeline.js';
+import { parsePod, type RawObject } from '../src/model/index.js';
+import { ObjectStore } from '../src/sources/object-store.js';
+import type { Source, SourceState } from '../src/sources/source.js';
+import { DeltaStream } from '../src/xds/delta-stream.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, nodeGroup, ProxyStatusRegistry, SnapshotCache } from '../src/xds/index.js';
+import { SotwStream } from '../src/xds/sotw-stream.js';
+import { callVirtualService } from '../test/support/calls.js';
+import { CpuProfiler } from './profiler.js';
+
+const { values: args } = parseArgs({
+  options: {
+    mode: { type: 'string', default: 'delta' },
+    concurrent: { type: 'string', default: '1000' },
+    calls: { type: 'string', default: '2000' },
+    /** Calls set up and torn down before measuring, so that the code measured is warm, as in a long-running server. */
+    warmup: { type: 'string', default: '500' },
+    profile: { type: 'string' },
+  },
+});
+const DELTA = args.mode === 'delta';
+const CONCURRENT = Number(args.concurrent);
+const CALLS = Number(args.calls);
+const WARMUP = Number(args.warmup);
+const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
+
+const PROXY_LABELS = { app: 'envoy-ingress' };
+const WORKER_LABELS = { app: 'worker' };
+
+function pod(name: string, ip: string, labels: Record<string, string>) {
+  const parsed = parsePod({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'default', uid: `uid-${name}`, labels }, status: { podIP: ip, conditions: [{ type: 'Ready', status: 'True' }] } });
+  if (!parsed.ok) throw new Error(parsed.message);
+  return parsed.pod;
+}
+
+let created = 0;
+/** The VirtualService of call i, as the API server would hand it over (uid, generation, creation time). */
+function call(i: number): RawObject {
+  const o = callVirtualService(`call-${i}`, 20_000 + (i % 40_000), { proxySelector: PROXY_LABELS, workerSelector: WORKER_LABELS, sinkPort: 2001, healthPort: 1233 }) as {
+    metadata: Record<string, unknown>;
+  };
+  o.metadata['uid'] = `uid-call-${i}`;
+  o.metadata['generation'] = 1;
+  o.metadata['creationTimestamp'] = new Date(Date.UTC(2026, 0, 1) + created++ * 1000).toISOString();
+  return o as unknown as RawObject;
+}
+
+// The pipeline as `serve` wires it, fed by the Kubernetes source's store; every build is an
+// explicit rebuild() right after the change, instead of after the coalescing timer.
+const store = new ObjectStore();
+const states = new BehaviorSubject<SourceState>({ virtualServices: [], pods: [], synced: false, problems: [] });
+const source: Source = { name: 'bench', state$: states.asObservable(), start: async () => {}, stop: async () => {} } as unknown as Source;
+const cache = new SnapshotCache();
+const registry = new ProxyStatusRegistry();
+const tracker = new ChangeTracker();
+registry.tracer = tracker;
+const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 2 ** 30, tracker: { tracker, registry } });
+pipeline.start();
+for (const [i, ip] of ['127.0.0.2', '127.0.0.3', '127.0.0.4'].entries()) store.setPod(`default/worker-${i}`, pod(`worker-${i}`, ip, WORKER_LABELS));
+store.setPod('default/envoy-ingress', pod('envoy-ingress', '127.0.0.1', PROXY_LABELS));
+
+function build(): void {
+  states.next(store.state(true));
+  pipeline.rebuild();
+}
+
+/** What grpc-js hands a stream: an emitter of requests that responses are written to. */
+class MemoryCall extends EventEmitter {
+  readonly out: Buffer[] = [];
+  getPeer(): string {
+    return 'memory';
+  }
+  write(buf: Buffer): boolean {
+    this.out.push(buf);
+    return true;
+  }
+  end(): void {}
+}
+
+/** Version, type URL and nonce of a (Delta)DiscoveryResponse: fields 1, 4 and 5 in both. */
+function scan(buf: Buffer): { version: string; typeUrl: string; nonce: string } {
+  const out = { version: '', typeUrl: '', nonce: '' };
+  let at = 0;
+  const varint = (): number => {
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = buf[at++] as number;
+      v += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) return v;
+    }
+  };
+  while (at < buf.length) {
+    const tag = varint();
+    const field = Math.floor(tag / 8);
+    if ((tag & 7) === 0) {
+      varint();
+      continue;
+    }
+    const len = varint();
+    const s = field === 1 || field === 4 || field === 5 ? buf.toString('latin1', at, at + len) : '';
+    if (field === 1) out.version = s;
+    else if (field === 4) out.typeUrl = s;
+    else if (field === 5) out.nonce = s;
+    at += len;
+  }
+  return out;
+}
+
+const ctx = { cache, status: registry, log: pino({ level: 'silent' }), nodeAuth: 'none', maxRequestsPerSecond: 0, onClose: () => {} };
+const proxy = new MemoryCall();
+if (DELTA) new DeltaStream(proxy as never, ctx as never, 'delta');
+else new SotwStream(proxy as never, ctx as never, 'sotw');
+const node = { id: 'default/envoy-ingress', cluster: 'ingress', metadata: { namespace: 'default', labels: PROXY_LABELS } };
+let edsNames: string[] = [];
+let responses = 0;
+let bytes = 0;
+
+function request(typeUrl: string, o: { node?: boolean; names?: string[]; version?: string; nonce?: string } = {}): void {
+  proxy.emit(
+    'data',
+    DELTA
+      ? { node: o.node ? node : undefined, typeUrl, subscribe: o.names ?? [], unsubscribe: [], initialResourceVersions: {}, responseNonce: o.nonce ?? '' }
+      : { node: o.node ? node : undefined, typeUrl, versionInfo: o.version ?? '', resourceNames: o.names ?? [], responseNonce: o.nonce ?? '' },
+  );
+}
+
+/** ACKs every response written, and those the ACKs cause, until all is quiet. */
+function ackAll(): void {
+  while (proxy.out.length > 0) {
+    for (const buf of proxy.out.splice(0)) {
+      responses++;
+      bytes += buf.length;
+      const r = scan(buf);
+      request(r.typeUrl, { version: r.version, nonce: r.nonce, names: r.typeUrl === ENDPOINT_TYPE && !DELTA ? edsNames : undefined });
+    }
+  }
+}
+
+// Connect as Envoy does (CDS with the node, EDS for the clusters, then LDS) with the first calls in place.
+let next = 0;
+for (; next < CONCURRENT; next++) store.setVirtualService(`default/call-${next}`, call(next));
+request(CLUSTER_TYPE, { node: true });
+build();
+ackAll();
+edsNames = [...(cache.getSnapshot(nodeGroup('default', PROXY_LABELS).key)?.resources(ENDPOINT_TYPE).names ?? [])];
+request(ENDPOINT_TYPE, { names: edsNames });
+ackAll();
+request(LISTENER_TYPE);
+ackAll();
+const listenersAtStart = cache.getSnapshot(nodeGroup('default', PROXY_LABELS).key)?.resources(LISTENER_TYPE).names.length ?? 0;
+if (listenersAtStart !== CONCURRENT) throw new Error(`the proxy's group has ${listenersAtStart} listeners, not ${CONCURRENT}`);
+
+const cpuMs = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+/** One call set up (created, built, pushed, ACKed) and the oldest one torn down the same way. */
+function churn(phases: { build: number; ack: number }): void {
+  const a = cpuMs();
+  store.setVirtualService(`default/call-${next}`, call(next));
+  next++;
+  build();
+  const b = cpuMs();
+  ackAll();
+  const c = cpuMs();
+  store.setVirtualService(`default/call-${next - CONCURRENT - 1}`, undefined);
+  build();
+  const d = cpuMs();
+  ackAll();
+  phases.build += b - a + (d - c);
+  phases.ack += c - b + (cpuMs() - d);
+}
+
+const ignored = { build: 0, ack: 0 };
+for (let i = 0; i < WARMUP; i++) churn(ignored);
+gc();
+responses = 0;
+bytes = 0;
+const profiler = args.profile ? new CpuProfiler() : undefined;
+await profiler?.start();
+const phases = { build: 0, ack: 0 };
+const cpu0 = cpuMs();
+const wall0 = performance.now();
+for (let i = 0; i < CALLS; i++) churn(phases);
+const cpu = cpuMs() - cpu0;
+const wall = performance.now() - wall0;
+if (profiler && args.profile) await profiler.stop(args.profile);
+const listenersAtEnd = cache.getSnapshot(nodeGroup('default', PROXY_LABELS).key)?.resources(LISTENER_TYPE).names.length ?? 0;
+if (listenersAtEnd !== CONCURRENT) throw new Error(`the proxy's group ended with ${listenersAtEnd} listeners, not ${CONCURRENT}`);
+if (responses < 2 * CALLS) throw new Error(`${responses} responses for ${CALLS} calls: the proxy was not sent every change`);
+
+console.log(
+  JSON.stringify({
+    mode: DELTA ? 'delta' : 'sotw',
+    concurrent: CONCURRENT,
+    calls: CALLS,
+    cpuMsPerCall: cpu / CALLS,
+    /** Main thread only, split: the change built and pushed; the proxy's ACKs handled. */
+    buildAndPushMsPerCall: phases.build / CALLS,
+    ackMsPerCall: phases.ack / CALLS,
+    wallMsPerCall: wall / CALLS,
+    responsesPerCall: responses / CALLS,
+    bytesPerCall: bytes / CALLS,
+    heapMB: process.memoryUsage().heapUsed / 2 ** 20,
+  }),
+);
+process.exit(0);
