@@ -11,7 +11,7 @@ const SESSION = 'udp.proxy.session';
  * "to" are the client's side: BYTES_RECEIVED and datagrams_received are what the client sent.
  */
 function sessionLogFormat(listener: string): object {
-  return {
+  const format: Record<string, string> = {
     listener,
     type: '%ACCESS_LOG_TYPE%',
     start_time: '%START_TIME%',
@@ -27,6 +27,8 @@ function sessionLogFormat(listener: string): object {
     datagrams_to_client: `%DYNAMIC_METADATA(${SESSION}:datagrams_sent)%`,
     errors_to_client: `%DYNAMIC_METADATA(${SESSION}:errors_sent)%`,
   };
+  // A google.protobuf.Struct, as the encoder takes it.
+  return { fields: Object.fromEntries(Object.entries(format).map(([key, value]) => [key, { stringValue: value }])) };
 }
 
 /**
