@@ -208,6 +208,42 @@ describe('with a real kube-apiserver', { timeout: 200_000 }, () => {
     expect(await kube.kubectlOk(['get', 'vsvc', 'ingress'])).toMatch(/ingress\s+2\s+True\s+False\s+0\/1/);
   });
 
+  it('admits the session controls, refuses hash_key with hash_source_ip at admission, and shows a session limit on the status', async () => {
+    const gateway = (cluster: object) => ({
+      apiVersion: 'servicemesh.l7mp.io/v1',
+      kind: 'VirtualService',
+      metadata: { name: 'gateway', namespace: 'default' },
+      spec: {
+        selector: { app: 'gateway' },
+        listeners: [{ name: 'gw', udp: { port: 4000, idle_timeout_ms: 30_000, per_packet_load_balancing: false, access_log: { destination: 'stdout', flush_interval_ms: 60_000 }, cluster } }],
+      },
+    });
+    const cluster = { name: 'gw', service_discovery: 'eds', hash_source_ip: true, max_sessions: 50_000, endpoints: [{ host: { selector: { app: 'worker' } }, port: 2001, weight: 3 }] };
+    const both = await kube.kubectl(['apply', '-f', '-'], JSON.stringify(gateway({ ...cluster, hash_key: 'call' })));
+    expect(both.code).not.toBe(0);
+    expect(both.stderr).toContain('hash_key and hash_source_ip: true exclude each other');
+    const toFile = await kube.kubectl(['apply', '-f', '-'], JSON.stringify({ ...gateway(cluster), spec: { ...gateway(cluster).spec, listeners: [{ name: 'gw', udp: { port: 4000, access_log: { destination: '/etc/envoy/envoy.yaml' }, cluster } }] } }));
+    expect(toFile.code).not.toBe(0);
+    expect(toFile.stderr).toMatch(/destination/);
+
+    await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify(gateway(cluster)));
+    // Nothing was pruned: the schema knows every field.
+    const stored = JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'gateway', '-o', 'json']));
+    expect(stored.spec).toEqual(gateway(cluster).spec);
+    const proxy = open('delta');
+    proxy.send({ node: nodeFor('default', { app: 'gateway' }, 'default/gateway-1'), type_url: CLUSTER_TYPE });
+    const status = await waitUntil(async () => {
+      const st = await vsStatus('gateway');
+      return st.sessionLimits ? st : undefined;
+    }, 'sessionLimits on the status');
+    expect(condition(status, 'Accepted')?.status).toBe('True');
+    expect(status.sessionLimits).toEqual({ gw: 50_000 });
+    expect(status.envoyClusters.gw).toMatch(/^vsxds-eds-2001-[0-9a-f]{12}$/);
+    const cds = await proxy.next();
+    expect(cds.resources.map((r) => r.value.circuit_breakers.thresholds[0].max_connections.value)).toEqual([50_000]);
+    proxy.close();
+  });
+
   it('resolves a proxy identified by node.id <namespace>/<pod> through the pod informer', async () => {
     const s = open('delta');
     s.send({ node: { id: 'default/ingress-1' }, type_url: LISTENER_TYPE });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { GROUP, KIND, PLURAL, VERSION, limits } from '../src/model/index.js';
+import { HASH_EXCLUSIVE } from '../src/model/validate.js';
 
 /**
  * The CRD is applied to a real apiserver elsewhere; these tests keep it in step with the model:
@@ -131,6 +132,8 @@ describe('crds/virtualservice.yaml', () => {
       listeners: 2,
       proxies: { matched: 3, synced: 2, nacked: 1, summary: '2/3' },
       nackMessage: 'x',
+      envoyClusters: { 'worker-rtp': 'vsxds-eds-2001-5642117eafda' },
+      sessionLimits: { 'worker-rtp': 50_000 },
     };
     expect(violations(root.properties!['status']!, status)).toEqual([]);
   });
@@ -148,6 +151,11 @@ describe('crds/virtualservice.yaml', () => {
       withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, health_check: { interval: 1, protocol: 'HTTP' } } } }),
       withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, endpoints: [{ host: { address: '10.0.0.1' } }] } } }),
       withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, endpoints: [] } } }),
+      withListener({ ...good, udp: { ...good['udp'], idle_timeout_ms: 0 } }),
+      withListener({ ...good, udp: { ...good['udp'], access_log: { destination: '/var/log/x' } } }),
+      withListener({ ...good, udp: { ...good['udp'], access_log: { destination: 'stdout', path: '/var/log/x' } } }),
+      withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, max_sessions: 0 } } }),
+      withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, endpoints: [{ host: { address: '10.0.0.1' }, port: 1, weight: 0 }] } } }),
       { ...ingress, spec: { listeners: [] } },
       { ...ingress, spec: {} },
     ];
@@ -165,6 +173,11 @@ describe('crds/virtualservice.yaml', () => {
     expect(host.properties!['address']!.maxLength).toBe(limits.MAX_ADDRESS_LENGTH);
     expect(cluster.properties!['health_check']!.properties!['interval']!.maximum).toBe(limits.MAX_HEALTH_CHECK_INTERVAL_MS);
     expect(udp.properties!['port']).toMatchObject({ minimum: limits.MIN_PORT, maximum: limits.MAX_PORT });
+    expect(udp.properties!['idle_timeout_ms']).toMatchObject({ minimum: 1, maximum: limits.MAX_IDLE_TIMEOUT_MS });
+    expect(udp.properties!['access_log']!.properties!['flush_interval_ms']).toMatchObject({ minimum: limits.MIN_ACCESS_LOG_FLUSH_INTERVAL_MS, maximum: limits.MAX_ACCESS_LOG_FLUSH_INTERVAL_MS });
+    expect(udp.properties!['access_log']!.properties!['destination']!.enum).toEqual(['stdout', 'stderr']);
+    expect(cluster.properties!['max_sessions']).toMatchObject({ minimum: 1, maximum: limits.MAX_SESSIONS });
+    expect(endpoints.items!.properties!['weight']).toMatchObject({ minimum: 1, maximum: limits.MAX_ENDPOINT_WEIGHT });
   });
 
   it('checks uniqueness and exactly-one-host with CEL rules on bounded lists', () => {
@@ -173,5 +186,9 @@ describe('crds/virtualservice.yaml', () => {
       'self.all(l, self.exists_one(m, m.udp.port == l.udp.port))',
     ]);
     expect(host['x-kubernetes-validations']?.map((v) => v.rule)).toEqual(['has(self.selector) != has(self.address)']);
+  });
+
+  it('says in its CEL message what validation says of hash_key with hash_source_ip', () => {
+    expect(cluster['x-kubernetes-validations']).toEqual([{ rule: '!(has(self.hash_key) && has(self.hash_source_ip) && self.hash_source_ip)', message: HASH_EXCLUSIVE }]);
   });
 });

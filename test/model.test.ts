@@ -152,12 +152,48 @@ describe('validateVirtualService', () => {
     ['a malformed address', [listener('rtp', 2000, edsCluster('w', { endpoints: [{ host: { address: '10.0.0.300' }, port: 1 }] }))], 'InvalidEndpoint', '"10.0.0.300" is neither an IP address nor a DNS name'],
     ['an address with a port', [listener('rtp', 2000, edsCluster('w', { service_discovery: 'strictdns', endpoints: [{ host: { address: 'app:80' }, port: 1 }] }))], 'InvalidEndpoint', '"app:80" is neither'],
     ['a health check port out of range', [listener('rtp', 2000, edsCluster('w', { endpoints: [{ host: { address: '10.0.0.1' }, port: 1, health_check_port: 65536 }] }))], 'InvalidEndpoint', 'endpoints[0].health_check_port: 65536 must be a port number'],
+    ['hash_key with hash_source_ip', [listener('rtp', 2000, edsCluster('w', { hash_key: 'k', hash_source_ip: true }))], 'InvalidCluster', 'spec.listeners[0].udp.cluster: hash_key and hash_source_ip: true exclude each other'],
+    ['max_sessions 0', [listener('rtp', 2000, edsCluster('w', { max_sessions: 0 }))], 'InvalidCluster', 'spec.listeners[0].udp.cluster.max_sessions: 0 must be between 1 and 4294967295 sessions'],
+    ['max_sessions past uint32', [listener('rtp', 2000, edsCluster('w', { max_sessions: 4_294_967_296 }))], 'InvalidCluster', 'max_sessions: 4294967296 must be between 1 and 4294967295'],
+    ['an endpoint weight 0', [listener('rtp', 2000, edsCluster('w', { endpoints: [{ host: { address: '10.0.0.1' }, port: 1, weight: 0 }] }))], 'InvalidEndpoint', 'spec.listeners[0].udp.cluster.endpoints[0].weight: 0 must be between 1 and 1000'],
+    ['an endpoint weight over 1000', [listener('rtp', 2000, edsCluster('w', { endpoints: [{ host: { address: '10.0.0.1' }, port: 1, weight: 1001 }] }))], 'InvalidEndpoint', 'endpoints[0].weight: 1001 must be between 1 and 1000'],
+    ['an idle timeout of 0', [{ name: 'rtp', udp: { port: 2000, idle_timeout_ms: 0, cluster: edsCluster('w') } }], 'InvalidListener', 'spec.listeners[0].udp.idle_timeout_ms: 0 must be between 1 and 86400000 milliseconds'],
+    ['an idle timeout over a day', [{ name: 'rtp', udp: { port: 2000, idle_timeout_ms: 86_400_001, cluster: edsCluster('w') } }], 'InvalidListener', 'udp.idle_timeout_ms: 86400001'],
+    ['an access log flushed more than once a second', [{ name: 'rtp', udp: { port: 2000, access_log: { destination: 'stdout', flush_interval_ms: 999 }, cluster: edsCluster('w') } }], 'InvalidListener', 'spec.listeners[0].udp.access_log.flush_interval_ms: 999 must be between 1000 and 86400000 milliseconds'],
+    ['an access log to a file', [{ name: 'rtp', udp: { port: 2000, access_log: { destination: '/etc/passwd' }, cluster: edsCluster('w') } }], 'InvalidListener', 'spec.listeners[0].udp.access_log.destination: must be one of stdout, stderr, got string "/etc/passwd"'],
+    ['an access log with a path', [{ name: 'rtp', udp: { port: 2000, access_log: { destination: 'stdout', path: '/tmp/x' }, cluster: edsCluster('w') } }], 'InvalidListener', 'spec.listeners[0].udp.access_log: unknown field "path"'],
+    ['an access log without a destination', [{ name: 'rtp', udp: { port: 2000, access_log: {}, cluster: edsCluster('w') } }], 'InvalidListener', 'spec.listeners[0].udp.access_log.destination: is required (one of stdout, stderr)'],
+    ['per_packet_load_balancing as a string', [{ name: 'rtp', udp: { port: 2000, per_packet_load_balancing: 'yes', cluster: edsCluster('w') } }], 'InvalidListener', 'spec.listeners[0].udp.per_packet_load_balancing: must be true or false, got string "yes"'],
+    ['hash_source_ip as a string', [listener('rtp', 2000, edsCluster('w', { hash_source_ip: 'true' }))], 'InvalidCluster', 'spec.listeners[0].udp.cluster.hash_source_ip: must be true or false'],
+    ['a fractional weight', [listener('rtp', 2000, edsCluster('w', { endpoints: [{ host: { address: '10.0.0.1' }, port: 1, weight: 1.5 }] }))], 'InvalidEndpoint', 'endpoints[0].weight: must be an integer, got number 1.5'],
     ['no listeners', [], 'InvalidListener', 'spec.listeners: must have at least one listener'],
     ['too many listeners', Array.from({ length: 65 }, (_, i) => listener(`l${i}`, 1000 + i)), 'InvalidListener', 'spec.listeners: must have at most 64 listeners'],
   ])('rejects %s, naming the path', (_what, listeners, reason, message) => {
     const r = rejection(raw({ listeners }));
     expect(r.reason).toBe(reason);
     expect(r.message).toContain(message);
+  });
+
+  it('accepts every session control, and hash_source_ip: false next to a hash_key', () => {
+    const vs = parsed(
+      raw({
+        listeners: [
+          {
+            name: 'rtp',
+            udp: {
+              port: 2000,
+              idle_timeout_ms: 86_400_000,
+              per_packet_load_balancing: false,
+              access_log: { destination: 'stdout', flush_interval_ms: 1_000 },
+              cluster: edsCluster('w', { hash_key: 'k', hash_source_ip: false, max_sessions: 4_294_967_295, endpoints: [{ host: { address: '10.0.0.1' }, port: 1, weight: 1_000 }] }),
+            },
+          },
+        ],
+      }),
+    );
+    expect(validateVirtualService(vs)).toEqual({ accepted: true });
+    expect(vs.spec.listeners[0]?.udp).toMatchObject({ idle_timeout_ms: 86_400_000, per_packet_load_balancing: false, access_log: { destination: 'stdout', flush_interval_ms: 1_000 } });
+    expect(vs.spec.listeners[0]?.udp.cluster).toMatchObject({ hash_source_ip: false, max_sessions: 4_294_967_295, endpoints: [{ weight: 1_000 }] });
   });
 
   it('classifies a selector problem by where the selector is, whatever its label key says', () => {

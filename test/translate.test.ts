@@ -384,6 +384,68 @@ describe('shared clusters (the default)', () => {
     expect(resource(t, CLUSTER_TYPE, name!).circuit_breakers.thresholds[0].max_connections.value).toBeGreaterThanOrEqual(1_000_000);
   });
 
+  it('keep the session limit and the weights as cluster content: a different limit or weight is another Envoy cluster', () => {
+    const limited = (id: string, port: number, max: number) => call(id, port, { ...hc, max_sessions: max });
+    const plain = shared([call('a', 20000)]);
+    const t = shared([call('a', 20000), limited('b', 20001, 5_000), limited('c', 20002, 5_000), limited('d', 20003, 6_000)]);
+    const clusterOf = (id: string) => route(t, `${id}-l`).matcher.on_no_match.action.typed_config.cluster as string;
+    // Without max_sessions the name is what it was before the field existed.
+    expect(clusterOf('a')).toBe(names(plain, CLUSTER_TYPE)[0]);
+    expect(clusterOf('b')).toBe(clusterOf('c'));
+    expect(new Set(['a', 'b', 'd'].map(clusterOf)).size).toBe(3);
+    const limitOf = (id: string) => resource(t, CLUSTER_TYPE, clusterOf(id)).circuit_breakers.thresholds[0].max_connections.value;
+    expect(['a', 'b', 'd'].map(limitOf)).toEqual([1_000_000, 5_000, 6_000]);
+    expect(t.contributions.get('media/b')?.sessionLimits).toEqual(new Map([['b-c', 5_000]]));
+    expect(t.contributions.get('media/a')?.sessionLimits).toBeUndefined();
+
+    const weighted = (id: string, port: number, weight: number) =>
+      virtualService(id, [listener(`${id}-l`, port, eds(`${id}-c`, [{ ...selectorEndpoint({ app: 'worker' }, 2001, 1233), weight }], { hash_key: id, ...hc }))]);
+    const w = shared([call('a', 20000), weighted('e', 20004, 2), weighted('f', 20005, 3)]);
+    expect(names(w, CLUSTER_TYPE)).toHaveLength(3);
+    const weightsOf = (id: string) => {
+      const cluster = filterConfig(resource(w, LISTENER_TYPE, `${id}-l`)).matcher.on_no_match.action.typed_config.cluster as string;
+      return resource(w, ENDPOINT_TYPE, cluster).endpoints[0].lb_endpoints.map((e: Obj) => e.load_balancing_weight?.value);
+    };
+    expect(weightsOf('a')).toEqual([undefined, undefined]);
+    expect(weightsOf('e')).toEqual([2, 2]);
+    expect(weightsOf('f')).toEqual([3, 3]);
+  });
+
+  it('write the session options into the listener, and a listener without them as before', () => {
+    const before = route(shared([call('a', 20000)]), 'a-l');
+    const t = shared([
+      call('a', 20000),
+      virtualService('b', [
+        {
+          name: 'b-l',
+          udp: {
+            port: 20001,
+            idle_timeout_ms: 1_500,
+            per_packet_load_balancing: true,
+            access_log: { destination: 'stderr', flush_interval_ms: 2_000 },
+            cluster: eds('b-c', [selectorEndpoint({ app: 'worker' }, 2001, 1233)], { hash_source_ip: true, ...hc }),
+          },
+        },
+      ]),
+    ]);
+    expect(route(t, 'a-l')).toEqual(before);
+    expect(Object.keys(before).sort()).toEqual(['@type', 'hash_policies', 'matcher', 'stat_prefix']);
+    const b = route(t, 'b-l');
+    expect(b).toMatchObject({
+      hash_policies: [{ source_ip: true }],
+      idle_timeout: { seconds: 1, nanos: 500_000_000 },
+      use_per_packet_load_balancing: true,
+      access_log_options: { access_log_flush_interval: { seconds: 2 } },
+    });
+    expect(b.access_log).toHaveLength(1);
+    expect(b.access_log[0].name).toBe('envoy.access_loggers.stderr');
+    expect(b.access_log[0].typed_config['@type']).toBe('type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog');
+    // No path anywhere: the stream loggers take none.
+    expect(JSON.stringify(b.access_log)).not.toMatch(/"path"/);
+    // Source-IP hashing shares the cluster of a constant key: the hash policy is the listener's.
+    expect(b.matcher.on_no_match.action.typed_config.cluster).toBe(before.matcher.on_no_match.action.typed_config.cluster);
+  });
+
   it('are the same for RTP and RTCP of a call on different ports only when their endpoints are', () => {
     const rtpRtcp = virtualService('call', [
       listener('rtp', 20000, eds('rtp-c', [selectorEndpoint({ app: 'worker' }, 2001, 1233)], { hash_key: 'call', ...hc })),

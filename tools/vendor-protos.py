@@ -16,6 +16,7 @@ ROOTS = [
     "envoy/config/core/v3/health_check.proto",
     "envoy/extensions/filters/udp/udp_proxy/v3/udp_proxy.proto",
     "envoy/extensions/filters/udp/udp_proxy/v3/route.proto",
+    "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/config/bootstrap/v3/bootstrap.proto",
     "envoy/admin/v3/config_dump.proto",
 ]

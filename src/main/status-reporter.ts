@@ -206,8 +206,11 @@ export class StatusReporter {
     }
     conditions.push(syncedCondition);
     const envoyClusters: Record<string, string> = {};
+    const sessionLimits: Record<string, number> = {};
     for (const g of groups) {
-      for (const [name, envoyName] of g.translation?.contributions.get(e.key)?.clusters ?? []) envoyClusters[name] = envoyName;
+      const contribution = g.translation?.contributions.get(e.key);
+      for (const [name, envoyName] of contribution?.clusters ?? []) envoyClusters[name] = envoyName;
+      for (const [name, limit] of contribution?.sessionLimits ?? []) sessionLimits[name] = limit;
     }
     return {
       observedGeneration: e.generation,
@@ -216,6 +219,7 @@ export class StatusReporter {
       proxies: { matched: matched.length, synced: synced.length, nacked: nackedProxies.length, summary: `${synced.length}/${matched.length}` },
       ...(nackMessage ? { nackMessage } : {}),
       ...(Object.keys(envoyClusters).length > 0 ? { envoyClusters } : {}),
+      ...(Object.keys(sessionLimits).length > 0 ? { sessionLimits } : {}),
     };
   }
 }

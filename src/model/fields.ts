@@ -60,6 +60,16 @@ export class FieldReader {
     return v;
   }
 
+  boolean(obj: Json, key: string, path: string): boolean | undefined {
+    const v = this.present(obj, key);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'boolean') {
+      this.add(`${path}.${key}`, `must be true or false, got ${describe(v)}`);
+      return undefined;
+    }
+    return v;
+  }
+
   oneOf<T extends string>(obj: Json, key: string, path: string, values: readonly T[], required: boolean): T | undefined {
     const v = this.present(obj, key);
     if (v === undefined) {

@@ -16,3 +16,12 @@ export const MAX_LABEL_VALUE_LENGTH = 63;
 export const MAX_HEALTH_CHECK_INTERVAL_MS = 3_600_000;
 export const MIN_PORT = 1;
 export const MAX_PORT = 65535;
+/** A day: a call on hold may be silent for long, but a session that never ends holds an upstream socket forever. */
+export const MAX_IDLE_TIMEOUT_MS = 86_400_000;
+/** A log line per session per second at the most: shorter would flood the proxy's log. */
+export const MIN_ACCESS_LOG_FLUSH_INTERVAL_MS = 1_000;
+export const MAX_ACCESS_LOG_FLUSH_INTERVAL_MS = 86_400_000;
+/** Envoy's max_connections is a uint32. */
+export const MAX_SESSIONS = 4_294_967_295;
+/** Maglev builds its table from the weights; a worker 1,000 times another's is the most a pipeline needs. */
+export const MAX_ENDPOINT_WEIGHT = 1_000;

@@ -5,6 +5,7 @@ import { timestampText } from './time.js';
 import {
   API_VERSION,
   KIND,
+  type AccessLogSpec,
   type ClusterSpec,
   type Condition,
   type EndpointSpec,
@@ -28,6 +29,7 @@ export type ParseResult =
 
 const SERVICE_DISCOVERY = ['strictdns', 'eds'] as const;
 const HEALTH_CHECK_PROTOCOLS = ['TCP'] as const;
+const ACCESS_LOG_DESTINATIONS = ['stdout', 'stderr'] as const;
 
 /**
  * Reads a VirtualService as the apiserver or a YAML file gives it into the model's shape,
@@ -98,20 +100,56 @@ function parseListener(r: FieldReader, value: unknown, path: string): ListenerSp
   const name = r.string(l, 'name', path, true);
   const udp = r.object(l['udp'], `${path}.udp`);
   if (!udp) return undefined;
-  r.onlyKeys(udp, ['port', 'cluster'], `${path}.udp`);
-  const port = r.integer(udp, 'port', `${path}.udp`, true);
-  const cluster = parseCluster(r, udp['cluster'], `${path}.udp.cluster`);
-  if (name === undefined || port === undefined || !cluster) return undefined;
-  return { name, udp: { port, cluster } };
+  const udpPath = `${path}.udp`;
+  r.onlyKeys(udp, ['port', 'cluster', 'idle_timeout_ms', 'per_packet_load_balancing', 'access_log'], udpPath);
+  const port = r.integer(udp, 'port', udpPath, true);
+  const cluster = parseCluster(r, udp['cluster'], `${udpPath}.cluster`);
+  const idleTimeout = r.integer(udp, 'idle_timeout_ms', udpPath);
+  const perPacket = r.boolean(udp, 'per_packet_load_balancing', udpPath);
+  const accessLog = present(udp, 'access_log') ? parseAccessLog(r, udp['access_log'], `${udpPath}.access_log`) : undefined;
+  const optionalOk = [
+    !present(udp, 'idle_timeout_ms') || idleTimeout !== undefined,
+    !present(udp, 'per_packet_load_balancing') || perPacket !== undefined,
+    !present(udp, 'access_log') || accessLog !== undefined,
+  ].every(Boolean);
+  if (name === undefined || port === undefined || !cluster || !optionalOk) return undefined;
+  return {
+    name,
+    udp: {
+      port,
+      cluster,
+      ...(idleTimeout !== undefined ? { idle_timeout_ms: idleTimeout } : {}),
+      ...(perPacket !== undefined ? { per_packet_load_balancing: perPacket } : {}),
+      ...(accessLog ? { access_log: accessLog } : {}),
+    },
+  };
+}
+
+/** Set to something: absent and null are the same (YAML writes an empty field as null). */
+function present(obj: Json, key: string): boolean {
+  return obj[key] !== undefined && obj[key] !== null;
+}
+
+function parseAccessLog(r: FieldReader, value: unknown, path: string): AccessLogSpec | undefined {
+  const a = r.object(value, path);
+  if (!a) return undefined;
+  r.onlyKeys(a, ['destination', 'flush_interval_ms'], path);
+  const destination = r.oneOf(a, 'destination', path, ACCESS_LOG_DESTINATIONS, true);
+  const flushInterval = r.integer(a, 'flush_interval_ms', path);
+  if (!destination || (present(a, 'flush_interval_ms') && flushInterval === undefined)) return undefined;
+  return { destination, ...(flushInterval !== undefined ? { flush_interval_ms: flushInterval } : {}) };
 }
 
 function parseCluster(r: FieldReader, value: unknown, path: string): ClusterSpec | undefined {
   const c = r.object(value, path);
   if (!c) return undefined;
-  r.onlyKeys(c, ['name', 'service_discovery', 'health_check', 'hash_key', 'endpoints'], path);
+  r.onlyKeys(c, ['name', 'service_discovery', 'health_check', 'hash_key', 'hash_source_ip', 'max_sessions', 'endpoints'], path);
   const name = r.string(c, 'name', path, true);
   const serviceDiscovery = r.oneOf(c, 'service_discovery', path, SERVICE_DISCOVERY, true);
   const hashKey = r.string(c, 'hash_key', path);
+  const hashSourceIp = r.boolean(c, 'hash_source_ip', path);
+  const maxSessions = r.integer(c, 'max_sessions', path);
+  const optionalOk = (!present(c, 'hash_source_ip') || hashSourceIp !== undefined) && (!present(c, 'max_sessions') || maxSessions !== undefined);
   let healthCheck: HealthCheckSpec | undefined;
   let healthCheckOk = true;
   if (c['health_check'] !== undefined && c['health_check'] !== null) {
@@ -120,7 +158,7 @@ function parseCluster(r: FieldReader, value: unknown, path: string): ClusterSpec
   }
   const rawEndpoints = r.list(c, 'endpoints', path, true) ?? [];
   const endpoints = rawEndpoints.map((e, i) => parseEndpoint(r, e, `${path}.endpoints[${i}]`));
-  if (name === undefined || !serviceDiscovery || !healthCheckOk || !endpoints.every((e): e is EndpointSpec => e !== undefined)) {
+  if (name === undefined || !serviceDiscovery || !healthCheckOk || !optionalOk || !endpoints.every((e): e is EndpointSpec => e !== undefined)) {
     return undefined;
   }
   return {
@@ -128,6 +166,8 @@ function parseCluster(r: FieldReader, value: unknown, path: string): ClusterSpec
     service_discovery: serviceDiscovery,
     ...(healthCheck ? { health_check: healthCheck } : {}),
     ...(hashKey !== undefined ? { hash_key: hashKey } : {}),
+    ...(hashSourceIp !== undefined ? { hash_source_ip: hashSourceIp } : {}),
+    ...(maxSessions !== undefined ? { max_sessions: maxSessions } : {}),
     endpoints,
   };
 }
@@ -147,11 +187,12 @@ function parseHealthCheck(r: FieldReader, value: unknown, path: string): HealthC
 function parseEndpoint(r: FieldReader, value: unknown, path: string): EndpointSpec | undefined {
   const e = r.object(value, path);
   if (!e) return undefined;
-  r.onlyKeys(e, ['name', 'host', 'port', 'health_check_port'], path);
+  r.onlyKeys(e, ['name', 'host', 'port', 'health_check_port', 'weight'], path);
   const name = r.string(e, 'name', path);
   const port = r.integer(e, 'port', path, true);
   const healthCheckPort = r.integer(e, 'health_check_port', path);
-  const hcPortOk = e['health_check_port'] === undefined || e['health_check_port'] === null || healthCheckPort !== undefined;
+  const weight = r.integer(e, 'weight', path);
+  const hcPortOk = (!present(e, 'health_check_port') || healthCheckPort !== undefined) && (!present(e, 'weight') || weight !== undefined);
   const hostPath = `${path}.host`;
   const h = r.object(e['host'], hostPath);
   if (!h) return undefined;
@@ -170,6 +211,7 @@ function parseEndpoint(r: FieldReader, value: unknown, path: string): EndpointSp
     host: selector ? { selector } : { address: address as string },
     port,
     ...(healthCheckPort !== undefined ? { health_check_port: healthCheckPort } : {}),
+    ...(weight !== undefined ? { weight } : {}),
   };
 }
 

@@ -42,14 +42,30 @@ export interface EndpointSpec {
   readonly port: number;
   /** TCP port for the health check; defaults to `port`. */
   readonly health_check_port?: number;
+  /** Envoy's load_balancing_weight of each host it names (1 when absent): a share of new sessions. */
+  readonly weight?: number;
 }
 
 export interface ClusterSpec {
   readonly name: string;
   readonly service_discovery: 'strictdns' | 'eds';
   readonly health_check?: HealthCheckSpec;
+  /** A constant key: every session of the listener goes to the endpoint it picks. */
   readonly hash_key?: string;
+  /** Hash on the client's source IP instead: each client sticks to one endpoint, clients spread. */
+  readonly hash_source_ip?: boolean;
+  /** Concurrent UDP sessions the Envoy cluster carries (its max_connections circuit breaker). */
+  readonly max_sessions?: number;
   readonly endpoints: readonly EndpointSpec[];
+}
+
+/** Where a listener's per-session access log goes: the proxy's own standard streams, never a file. */
+export type AccessLogDestination = 'stdout' | 'stderr';
+
+export interface AccessLogSpec {
+  readonly destination: AccessLogDestination;
+  /** Also write an entry every this many milliseconds while a session lasts (Envoy writes one when it ends). */
+  readonly flush_interval_ms?: number;
 }
 
 export interface ListenerSpec {
@@ -57,6 +73,11 @@ export interface ListenerSpec {
   readonly udp: {
     readonly port: number;
     readonly cluster: ClusterSpec;
+    /** A session without a datagram either way for this long ends (Envoy's default: 60 s). */
+    readonly idle_timeout_ms?: number;
+    /** Pick an endpoint for every datagram instead of once per session. */
+    readonly per_packet_load_balancing?: boolean;
+    readonly access_log?: AccessLogSpec;
   };
 }
 
@@ -93,6 +114,8 @@ export interface VirtualServiceStatus {
   readonly nackMessage?: string;
   /** Its clusters' names in Envoy, by the cluster's name in the spec (shared clusters are named by content). */
   readonly envoyClusters?: Readonly<Record<string, string>>;
+  /** The session limit (max_connections) of each cluster that sets max_sessions, by the cluster's name in the spec. */
+  readonly sessionLimits?: Readonly<Record<string, number>>;
 }
 
 export interface VirtualService {

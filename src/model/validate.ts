@@ -1,17 +1,22 @@
 import { deepEqual } from './canonical.js';
 import {
+  MAX_ACCESS_LOG_FLUSH_INTERVAL_MS,
   MAX_ENDPOINT_NAME_LENGTH,
+  MAX_ENDPOINT_WEIGHT,
   MAX_ENDPOINTS,
   MAX_HASH_KEY_LENGTH,
   MAX_HEALTH_CHECK_INTERVAL_MS,
+  MAX_IDLE_TIMEOUT_MS,
   MAX_LISTENERS,
   MAX_PORT,
   MAX_SELECTOR_LABELS,
+  MAX_SESSIONS,
+  MIN_ACCESS_LOG_FLUSH_INTERVAL_MS,
   MIN_PORT,
 } from './limits.js';
 import { addressKind, isDnsLabel, isDnsSubdomain, labelKeyProblem, labelValueProblem } from './names.js';
 import { summarize, type Problem } from './problems.js';
-import type { ClusterSpec, EndpointSpec, Labels, VirtualService } from './types.js';
+import type { ClusterSpec, EndpointSpec, Labels, ListenerSpec, VirtualService } from './types.js';
 
 export { acceptedCondition } from './condition.js';
 
@@ -60,6 +65,7 @@ export function validateVirtualService(vs: VirtualService): ValidationResult {
     if (samePort !== undefined) {
       add(`${path}.udp.port`, `UDP port ${port} is also used by spec.listeners[${samePort}]; listener ports must be unique within a VirtualService`);
     } else listenerByPort.set(port, i);
+    checkSessionOptions(l.udp, `${path}.udp`, add);
 
     const cluster = l.udp.cluster;
     const cpath = `${path}.udp.cluster`;
@@ -80,8 +86,22 @@ export function validateVirtualService(vs: VirtualService): ValidationResult {
 
 type Add = (path: string, message: string) => void;
 
+/** Also the CRD's CEL message: Envoy's udp_proxy takes one hash policy. */
+export const HASH_EXCLUSIVE = 'hash_key and hash_source_ip: true exclude each other (the proxy hashes on one of them)';
+
 function validPort(port: number): boolean {
   return Number.isInteger(port) && port >= MIN_PORT && port <= MAX_PORT;
+}
+
+/** `value` (when set) is a whole number from min to max; `what` says what it counts. */
+function checkRange(value: number | undefined, min: number, max: number, what: string, path: string, add: Add): void {
+  if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) add(path, `${value} must be between ${min} and ${max}${what}`);
+}
+
+function checkSessionOptions(udp: ListenerSpec['udp'], path: string, add: Add): void {
+  checkRange(udp.idle_timeout_ms, 1, MAX_IDLE_TIMEOUT_MS, ' milliseconds', `${path}.idle_timeout_ms`, add);
+  const flush = udp.access_log?.flush_interval_ms;
+  checkRange(flush, MIN_ACCESS_LOG_FLUSH_INTERVAL_MS, MAX_ACCESS_LOG_FLUSH_INTERVAL_MS, ' milliseconds', `${path}.access_log.flush_interval_ms`, add);
 }
 
 function checkSelector(selector: Labels, path: string, add: Add): void {
@@ -97,10 +117,9 @@ function checkCluster(c: ClusterSpec, path: string, add: Add): void {
   if (!isDnsLabel(c.name)) add(`${path}.name`, `"${c.name}" ${NAME_RULE}`);
   if (c.hash_key !== undefined && c.hash_key.length === 0) add(`${path}.hash_key`, 'must not be empty; leave it out for no hashing');
   if (c.hash_key !== undefined && c.hash_key.length > MAX_HASH_KEY_LENGTH) add(`${path}.hash_key`, `must be at most ${MAX_HASH_KEY_LENGTH} characters`);
-  const interval = c.health_check?.interval;
-  if (interval !== undefined && (!Number.isInteger(interval) || interval < 1 || interval > MAX_HEALTH_CHECK_INTERVAL_MS)) {
-    add(`${path}.health_check.interval`, `${interval} must be between 1 and ${MAX_HEALTH_CHECK_INTERVAL_MS} milliseconds`);
-  }
+  if (c.hash_key !== undefined && c.hash_source_ip === true) add(path, HASH_EXCLUSIVE);
+  checkRange(c.max_sessions, 1, MAX_SESSIONS, ' sessions', `${path}.max_sessions`, add);
+  checkRange(c.health_check?.interval, 1, MAX_HEALTH_CHECK_INTERVAL_MS, ' milliseconds', `${path}.health_check.interval`, add);
   if (c.endpoints.length === 0) add(`${path}.endpoints`, 'must have at least one endpoint');
   if (c.endpoints.length > MAX_ENDPOINTS) add(`${path}.endpoints`, `must have at most ${MAX_ENDPOINTS} endpoints, has ${c.endpoints.length}`);
   c.endpoints.forEach((e, i) => checkEndpoint(e, c.service_discovery, `${path}.endpoints[${i}]`, add));
@@ -108,6 +127,7 @@ function checkCluster(c: ClusterSpec, path: string, add: Add): void {
 
 function checkEndpoint(e: EndpointSpec, discovery: ClusterSpec['service_discovery'], path: string, add: Add): void {
   if (e.name !== undefined && e.name.length > MAX_ENDPOINT_NAME_LENGTH) add(`${path}.name`, `must be at most ${MAX_ENDPOINT_NAME_LENGTH} characters`);
+  checkRange(e.weight, 1, MAX_ENDPOINT_WEIGHT, '', `${path}.weight`, add);
   if (!validPort(e.port)) add(`${path}.port`, `${e.port} must be a port number (${MIN_PORT}-${MAX_PORT})`);
   if (e.health_check_port !== undefined && !validPort(e.health_check_port)) {
     add(`${path}.health_check_port`, `${e.health_check_port} must be a port number (${MIN_PORT}-${MAX_PORT})`);

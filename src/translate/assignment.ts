@@ -10,12 +10,13 @@ export function edsTargets(spec: ClusterSpec, namespace: string, pods: PodIndex)
   const targets: EndpointTarget[] = [];
   for (const e of spec.endpoints) {
     const healthCheckPort = e.health_check_port ?? e.port;
+    const weight = e.weight !== undefined ? { weight: e.weight } : {};
     if (e.host.address !== undefined) {
-      targets.push({ address: e.host.address, port: e.port, healthCheckPort, draining: false });
+      targets.push({ address: e.host.address, port: e.port, healthCheckPort, draining: false, ...weight });
     } else if (e.host.selector !== undefined) {
       for (const pod of pods.select(namespace, e.host.selector)) {
         // A terminating pod that still reports ready is draining all the same.
-        targets.push({ address: pod.ip as string, port: e.port, healthCheckPort, draining: pod.terminating });
+        targets.push({ address: pod.ip as string, port: e.port, healthCheckPort, draining: pod.terminating, ...weight });
       }
     }
   }

@@ -38,7 +38,9 @@ function healthCheck(hc: HealthCheckSpec): object {
 export function addressTargets(spec: ClusterSpec): EndpointTarget[] {
   return normalizeTargets(
     spec.endpoints.flatMap((e) =>
-      e.host.address === undefined ? [] : [{ address: e.host.address, port: e.port, healthCheckPort: e.health_check_port ?? e.port, draining: false }],
+      e.host.address === undefined
+        ? []
+        : [{ address: e.host.address, port: e.port, healthCheckPort: e.health_check_port ?? e.port, draining: false, ...(e.weight !== undefined ? { weight: e.weight } : {}) }],
     ),
   );
 }
@@ -63,7 +65,7 @@ function buildCluster(spec: ClusterSpec): ResourceInput {
       connect_timeout: { seconds: 1 },
       lb_policy: 'MAGLEV',
       common_lb_config: { healthy_panic_threshold: { value: 0 } },
-      circuit_breakers: { thresholds: [{ max_connections: { value: MAX_SESSIONS_PER_CLUSTER } }] },
+      circuit_breakers: { thresholds: [{ max_connections: { value: spec.max_sessions ?? MAX_SESSIONS_PER_CLUSTER } }] },
       ...(spec.health_check ? { health_checks: [healthCheck(spec.health_check)] } : {}),
     },
   });
@@ -72,8 +74,8 @@ function buildCluster(spec: ClusterSpec): ResourceInput {
 /** What buildCluster reads: EDS clusters do not depend on their endpoints (those are in the CLA). */
 function clusterContent(spec: ClusterSpec): string {
   const hc = spec.health_check;
-  const inline = spec.service_discovery === 'strictdns' ? addressTargets(spec).map((t) => [t.address, t.port, t.healthCheckPort]) : [];
-  return JSON.stringify([spec.name, spec.service_discovery, hc ? [hc.interval, hc.protocol] : null, inline]);
+  const inline = spec.service_discovery === 'strictdns' ? addressTargets(spec).map((t) => [t.address, t.port, t.healthCheckPort, t.weight ?? null]) : [];
+  return JSON.stringify([spec.name, spec.service_discovery, hc ? [hc.interval, hc.protocol] : null, inline, spec.max_sessions ?? null]);
 }
 
 const clusters = new SpecMemo(buildCluster, clusterContent, 65_536);
@@ -82,13 +84,20 @@ export function clusterResource(spec: ClusterSpec): ResourceInput {
   return clusters.get(spec);
 }
 
-/** What Envoy sees of a cluster, besides its name: the hash key belongs to the listener's hash policy. */
+/**
+ * What Envoy sees of a cluster, besides its name: the hash policy belongs to the listener. A weight
+ * and a session limit are added only when set, so clusters without them keep the names (and the
+ * versions) they had before those fields existed.
+ */
 function envoyContent(spec: ClusterSpec): string {
   const hc = spec.health_check;
   const endpoints = spec.endpoints
-    .map((e) => canonicalJson([e.host.selector ?? null, e.host.address ?? null, e.port, hc ? (e.health_check_port ?? e.port) : null]))
+    .map((e) =>
+      canonicalJson([e.host.selector ?? null, e.host.address ?? null, e.port, hc ? (e.health_check_port ?? e.port) : null, ...(e.weight !== undefined ? [e.weight] : [])]),
+    )
     .sort();
-  return JSON.stringify([spec.service_discovery, hc ? [hc.interval, hc.protocol] : null, [...new Set(endpoints)]]);
+  const limit = spec.max_sessions !== undefined ? [spec.max_sessions] : [];
+  return JSON.stringify([spec.service_discovery, hc ? [hc.interval, hc.protocol] : null, [...new Set(endpoints)], ...limit]);
 }
 
 const sharedByContent = new BoundedCache<string, ClusterSpec>(65_536);
@@ -101,7 +110,8 @@ const sharedBySpec = new WeakMap<ClusterSpec, ClusterSpec>();
  * health-checks each worker once instead of once per call. The name depends on the content only,
  * never on which VirtualService came first, so a call's listener keeps its cluster while other
  * calls come and go. The hash key lives in the listener's hash policy, not in the cluster, so
- * listeners with different keys share it and still pick their workers by their own key.
+ * listeners with different keys share it and still pick their workers by their own key. A session
+ * limit is content: it bounds the sessions of every listener that shares the cluster, together.
  * Not shared: the user's cluster as it is.
  */
 export function envoyClusterSpec(spec: ClusterSpec, share: boolean): ClusterSpec {
@@ -115,7 +125,7 @@ export function envoyClusterSpec(spec: ClusterSpec, share: boolean): ClusterSpec
     const kind = spec.service_discovery === 'eds' ? 'eds' : 'dns';
     const port = Math.min(...spec.endpoints.map((e) => e.port));
     const name = `vsxds-${kind}-${Number.isFinite(port) ? port : 0}-${createHash('sha256').update(content).digest('hex').slice(0, 12)}`;
-    const { hash_key: _key, ...rest } = spec;
+    const { hash_key: _key, hash_source_ip: _sourceIp, ...rest } = spec;
     shared = deepFreeze({ ...rest, name });
     sharedByContent.set(content, shared);
   }

@@ -7,3 +7,7 @@ export const UDP_PROXY_ROUTE_TYPE = `${TYPE_PREFIX}envoy.extensions.filters.udp.
 /** The metadata namespace Envoy's hash-based load balancers read `hash_key` from. */
 export const LB_METADATA = 'envoy.lb';
 export const LB_HASH_KEY = 'hash_key';
+export const STDOUT_ACCESS_LOG = 'envoy.access_loggers.stdout';
+export const STDERR_ACCESS_LOG = 'envoy.access_loggers.stderr';
+export const STDOUT_ACCESS_LOG_TYPE = `${TYPE_PREFIX}envoy.extensions.access_loggers.stream.v3.StdoutAccessLog`;
+export const STDERR_ACCESS_LOG_TYPE = `${TYPE_PREFIX}envoy.extensions.access_loggers.stream.v3.StderrAccessLog`;

@@ -23,6 +23,8 @@ export interface Contribution {
   readonly listeners: readonly string[];
   /** Its clusters' names, user's → Envoy's, sorted by the user's: where operators find them in Envoy. */
   readonly clusters: ReadonlyMap<string, string>;
+  /** The session limit of each of its clusters that sets max_sessions, by the user's name, sorted; absent when none does. */
+  readonly sessionLimits?: ReadonlyMap<string, number>;
   readonly conflicts: readonly Conflict[];
 }
 
@@ -164,12 +166,21 @@ function translateWhole(group: NodeGroup, selected: readonly VirtualService[], i
 
 function contribution(kept: readonly ListenerSpec[], lost: readonly Conflict[], options: TranslateOptions): Contribution {
   const names = new Map<string, string>();
-  for (const l of kept) names.set(l.udp.cluster.name, envoyClusterSpec(l.udp.cluster, options.shareClusters).name);
+  const limits = new Map<string, number>();
+  for (const l of kept) {
+    names.set(l.udp.cluster.name, envoyClusterSpec(l.udp.cluster, options.shareClusters).name);
+    if (l.udp.cluster.max_sessions !== undefined) limits.set(l.udp.cluster.name, l.udp.cluster.max_sessions);
+  }
   return {
     listeners: kept.map((l) => l.name).sort(),
-    clusters: new Map([...names].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    clusters: sortedByKey(names),
+    ...(limits.size > 0 ? { sessionLimits: sortedByKey(limits) } : {}),
     conflicts: lost,
   };
+}
+
+function sortedByKey<V>(map: ReadonlyMap<string, V>): Map<string, V> {
+  return new Map([...map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /**

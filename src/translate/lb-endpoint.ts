@@ -8,13 +8,17 @@ export interface EndpointTarget {
   readonly healthCheckPort: number;
   /** A terminating pod: no new sessions, but in-flight ones may finish. */
   readonly draining: boolean;
+  /** Envoy's load_balancing_weight; absent is Envoy's default, 1. */
+  readonly weight?: number;
 }
 
 function compareTargets(a: EndpointTarget, b: EndpointTarget): number {
   if (a.address !== b.address) return a.address < b.address ? -1 : 1;
   if (a.port !== b.port) return a.port - b.port;
   if (a.draining !== b.draining) return a.draining ? 1 : -1;
-  return a.healthCheckPort - b.healthCheckPort;
+  if (a.healthCheckPort !== b.healthCheckPort) return a.healthCheckPort - b.healthCheckPort;
+  // The heavier first: a host two endpoints name takes the larger weight.
+  return (b.weight ?? 1) - (a.weight ?? 1);
 }
 
 /**
@@ -42,6 +46,7 @@ export function lbEndpoint(target: EndpointTarget, healthChecked: boolean): obje
       ...(healthChecked ? { health_check_config: { port_value: target.healthCheckPort } } : {}),
     },
     ...(target.draining ? { health_status: 'DRAINING' } : {}),
+    ...(target.weight !== undefined ? { load_balancing_weight: { value: target.weight } } : {}),
     metadata: { filter_metadata: { [LB_METADATA]: { fields: { [LB_HASH_KEY]: { stringValue: target.address } } } } },
   };
 }
@@ -53,5 +58,5 @@ export function localityEndpoints(targets: readonly EndpointTarget[], healthChec
 }
 
 export function targetsKey(targets: readonly EndpointTarget[]): string {
-  return targets.map((t) => `${t.address} ${t.port} ${t.healthCheckPort}${t.draining ? ' d' : ''}`).join(',');
+  return targets.map((t) => `${t.address} ${t.port} ${t.healthCheckPort}${t.draining ? ' d' : ''}${t.weight !== undefined ? ` w${t.weight}` : ''}`).join(',');
 }

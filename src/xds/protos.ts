@@ -13,6 +13,7 @@ const ENTRY_FILES = [
   'envoy/config/endpoint/v3/endpoint.proto',
   'envoy/extensions/filters/udp/udp_proxy/v3/udp_proxy.proto',
   'envoy/extensions/filters/udp/udp_proxy/v3/route.proto',
+  'envoy/extensions/access_loggers/stream/v3/stream.proto',
 ];
 
 const DESCRIPTOR_PROTO = createRequire(import.meta.url).resolve('protobufjs/google/protobuf/descriptor.proto');

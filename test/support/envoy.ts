@@ -149,9 +149,12 @@ let started = 0;
 
 // The parent-death signal is per process and survives exec, which is what lets the kernel
 // clean up an Envoy whose test process was killed outright.
+// It also raises the soft file-descriptor limit to the hard one: Envoy holds a socket per UDP session.
 const PDEATHSIG_SHIM = String.raw`
-import ctypes, os, signal, sys
+import ctypes, os, resource, signal, sys
 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if soft != hard: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 if os.getppid() != int(sys.argv[1]): sys.exit(1)
 os.execv(sys.argv[2], sys.argv[2:])
 `;

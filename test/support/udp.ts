@@ -14,6 +14,8 @@ import { sleep, waitUntil } from './wait.js';
 /** Echoes every datagram back to its sender as `<name>|<payload>`. */
 export class UdpEcho {
   private socket?: UdpSocket;
+  /** `ip:port` of everyone that sent it a datagram: behind a proxy, one per upstream session. */
+  readonly senders = new Set<string>();
 
   private constructor(
     readonly name: string,
@@ -25,6 +27,7 @@ export class UdpEcho {
     const echo = new UdpEcho(name, address, port);
     const socket = createSocket('udp4');
     socket.on('message', (msg, rinfo) => {
+      echo.senders.add(`${rinfo.address}:${rinfo.port}`);
       socket.send(Buffer.concat([Buffer.from(`${name}|`), msg]), rinfo.port, rinfo.address);
     });
     await bind(socket, port, address);
@@ -75,24 +78,69 @@ export class TcpPort {
 }
 
 /**
- * Sends `payload` from a fresh socket (so a fresh Envoy UDP session) to 127.0.0.1:port and
- * resolves with the first reply, or undefined when none came within timeoutMs.
+ * One client socket (one Envoy session per listener it sends to), bound to `from`: each 127.x.y.z
+ * is a client of its own. `request` sends a datagram and resolves with the next reply, or
+ * undefined when none came within timeoutMs.
  */
-export async function udpRoundTrip(port: number, payload: string, timeoutMs = 3_000): Promise<string | undefined> {
-  const socket = createSocket('udp4');
-  socket.on('error', () => undefined);
-  await bind(socket, 0, '127.0.0.1');
-  try {
-    return await new Promise<string | undefined>((resolve) => {
-      const timer = setTimeout(() => resolve(undefined), timeoutMs);
-      socket.once('message', (msg) => {
-        clearTimeout(timer);
-        resolve(msg.toString());
-      });
-      socket.send(payload, port, '127.0.0.1');
+export class UdpClient {
+  private waiting?: (reply: string | undefined) => void;
+  readonly replies: string[] = [];
+
+  private constructor(private readonly socket: UdpSocket) {
+    socket.on('message', (msg) => {
+      const text = msg.toString();
+      this.replies.push(text);
+      const waiting = this.waiting;
+      this.waiting = undefined;
+      waiting?.(text);
     });
+  }
+
+  static async open(from = '127.0.0.1', port = 0): Promise<UdpClient> {
+    const socket = createSocket('udp4');
+    socket.on('error', () => undefined);
+    await bind(socket, port, from);
+    return new UdpClient(socket);
+  }
+
+  get address(): string {
+    const { address, port } = this.socket.address();
+    return `${address}:${port}`;
+  }
+
+  send(port: number, payload: string): void {
+    this.socket.send(payload, port, '127.0.0.1');
+  }
+
+  request(port: number, payload: string, timeoutMs = 3_000): Promise<string | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiting = undefined;
+        resolve(undefined);
+      }, timeoutMs);
+      this.waiting = (reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      };
+      this.send(port, payload);
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.socket.close(() => resolve()));
+  }
+}
+
+/**
+ * Sends `payload` from a fresh socket (so a fresh Envoy UDP session) on `from` to 127.0.0.1:port
+ * and resolves with the first reply, or undefined when none came within timeoutMs.
+ */
+export async function udpRoundTrip(port: number, payload: string, timeoutMs = 3_000, from = '127.0.0.1'): Promise<string | undefined> {
+  const client = await UdpClient.open(from);
+  try {
+    return await client.request(port, payload, timeoutMs);
   } finally {
-    socket.close();
+    await client.close();
   }
 }
 
