@@ -8,7 +8,7 @@
  *                        change) and of B3 at 10,000 VirtualServices, summarized
  *   BENCH_IDLE_WAIT=30   seconds to wait, before each server, for other processes to leave
  *                        the cores alone (0: do not wait)
- *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5)
+ *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5core, B5)
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -30,7 +30,7 @@ const RESULTS = path.join(BENCH, 'results');
 const QUICK = process.env['BENCH_QUICK'] === '1';
 const PROFILE = process.env['BENCH_PROFILE'] === '1';
 const IDLE_WAIT_S = Number(process.env['BENCH_IDLE_WAIT'] ?? '30');
-const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5'] as const;
+const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5core', 'B5'] as const;
 const ONLY = (process.env['BENCH_ONLY'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 for (const o of ONLY) if (!(SCENARIOS as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown scenario ${o} (have ${SCENARIOS.join(', ')})`);
 const selected = (s: (typeof SCENARIOS)[number]): boolean => ONLY.length === 0 || ONLY.includes(s);
@@ -281,6 +281,15 @@ function runFanoutCore(mode: Mode, clients: number): Record<string, any> {
   return JSON.parse(r.stdout) as Record<string, any>;
 }
 
+function runCallsCore(mode: Mode, concurrent: number, calls: number): Record<string, any> {
+  const r = spawnSync(process.execPath, ['--expose-gc', built('calls-core.ts'), '--mode', mode, '--concurrent', String(concurrent), '--calls', String(calls)], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new Error(`calls-core ${mode} --concurrent ${concurrent} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, any>;
+}
+
 /** `npm run build`: B5 runs vsxds from dist/ as a user does. */
 function buildDist(): void {
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
@@ -469,6 +478,21 @@ function coreTable(results: Record<string, any>[]): string {
     '## B1 core: vsxds stream logic without gRPC (CPU ms of one thread, median; bench/fanout-core.ts)',
     '',
     table(['N', 'mode', 'all groups: build / push / ACKs', 'µs per response (push + ACK)', 'no-op re-set', 'one group', 'heap KB per stream'], rows),
+  ].join('\n');
+}
+
+function callsCoreTable(results: Record<string, any>[]): string {
+  const rows = results.map((r) => [
+    String(r['concurrent']),
+    String(r['mode']),
+    fmt(r['cpuMsPerCall'], 2),
+    `${fmt(r['buildAndPushMsPerCall'], 2)} / ${fmt(r['ackMsPerCall'], 2)}`,
+    fmt(r['bytesPerCall'] / 1024, 1),
+  ]);
+  return [
+    '## B5 core: one call set up and torn down in vsxds\'s own logic, warm, without API server, gRPC or Envoy (CPU ms of the process; bench/calls-core.ts)',
+    '',
+    table(['concurrent calls', 'mode', 'CPU ms per call', 'build + push / ACKs (main thread)', 'KB sent per call'], rows),
   ].join('\n');
 }
 
@@ -679,6 +703,20 @@ async function benchmarks(): Promise<void> {
     }
   }
 
+  const b5Core: Record<string, any>[] = [];
+  for (const concurrent of selected('B5core') ? (QUICK ? [1000] : [200, 1000, 2000]) : []) {
+    for (const mode of ['delta', 'sotw'] as const) {
+      log(`B5 core ${mode}, ${concurrent} concurrent calls`);
+      try {
+        await waitForIdle();
+        b5Core.push(runCallsCore(mode, concurrent, QUICK ? 1000 : 2000));
+      } catch (err) {
+        failures.push((err as Error).message);
+        log(failures.at(-1) as string);
+      }
+    }
+  }
+
   let b5: Record<string, any> | undefined;
   if (selected('B5')) {
     log('B5 calls');
@@ -701,6 +739,7 @@ async function benchmarks(): Promise<void> {
     ...(selected('B1core') ? [coreTable(core), ''] : []),
     ...(selected('B4') ? [b4Table(b4), ''] : []),
     ...(selected('B3') ? [b3Table(b3), ''] : []),
+    ...(selected('B5core') ? [callsCoreTable(b5Core), ''] : []),
     ...(b5 ? [b5Tables(b5), ''] : []),
     failures.length ? `Failures:\n${failures.map((f) => `- ${f}`).join('\n')}` : '',
     `Finished in ${((Date.now() - started) / 60_000).toFixed(1)} min.`,
@@ -711,7 +750,7 @@ async function benchmarks(): Promise<void> {
   const file = path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-${QUICK ? 'quick' : 'full'}.json`);
   writeFileSync(
     file,
-    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5, failures, report }, null, 2),
+    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5Core, b5, failures, report }, null, 2),
   );
   log(`results: ${path.relative(ROOT, file)}`);
   if (failures.length) process.exitCode = 1;
