@@ -107,7 +107,7 @@ function keepsAllNames(from: ResourceSet, to: ResourceSet): boolean {
   const memo = kept.get(to);
   if (memo?.from === from) return memo.all;
   let all = true;
-  for (const name of from.byName.keys()) {
+  for (const name of from.names) {
     if (!to.get(name)) {
       all = false;
       break;
@@ -351,7 +351,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   private heldBack(state: State, snapshot: Snapshot): ReadonlyMap<string, EncodedResource | undefined> | undefined {
     const set = snapshot.resources(state.typeUrl);
     let held: Map<string, EncodedResource | undefined> | undefined;
-    for (const r of set.byName.values()) {
+    for (const r of set.entries) {
       for (const ref of r.references) {
         const other = this.types.get(ref.typeUrl);
         if (!other || other === state || other.live.has(ref.name)) continue;
@@ -426,6 +426,18 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   private mayHaveLost(state: State, current: ResourceSet): boolean {
     const contained = state.contained;
     if (contained && (contained === current || keepsAllNames(contained, current))) {
+      state.contained = current;
+      return false;
+    }
+    // Made from `contained`: what it lacks is among the names that changed.
+    const changed = contained && current.changedSince(contained);
+    if (changed) {
+      for (const name of changed) {
+        if (!current.get(name) && (state.live.has(name) || state.inflight.has(name))) {
+          state.contained = undefined;
+          return true;
+        }
+      }
       state.contained = current;
       return false;
     }

@@ -194,8 +194,8 @@ function changedNames(from: ResourceSet, to: ResourceSet): readonly string[] {
   const memo = changes.get(to);
   if (memo?.from === from) return memo.names;
   const names: string[] = [];
-  for (const [name, r] of to.byName) if (from.get(name) !== r) names.push(name);
-  for (const name of from.byName.keys()) if (!to.get(name)) names.push(name);
+  for (const r of to.entries) if (from.get(r.name) !== r) names.push(r.name);
+  for (const name of from.names) if (!to.get(name)) names.push(name);
   names.sort();
   changes.set(to, { from, names });
   return names;

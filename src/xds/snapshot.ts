@@ -113,10 +113,11 @@ export class ResourceSet {
   readonly sortedEntries: boolean;
   private referenced?: ReadonlySet<string>;
 
+  /** By name; made on first use (see get). */
+  private map?: Map<string, EncodedResource>;
+
   constructor(
     readonly typeUrl: string,
-    /** By name, for lookups; iteration order is not the input's (see `entries`). */
-    readonly byName: ReadonlyMap<string, EncodedResource>,
     /** In the order of the input the set was built from. */
     readonly entries: readonly EncodedResource[],
     /** Lane sums of the entries' digests (see `version`); computed from the entries when not given. */
@@ -137,8 +138,29 @@ export class ResourceSet {
     this.version = sumVersion(sum, entries.length);
   }
 
+  /** The entries by name (iteration order is not the input's: see `entries`). */
+  get byName(): ReadonlyMap<string, EncodedResource> {
+    this.map ??= new Map(this.entries.map((e) => [e.name, e]));
+    return this.map;
+  }
+
+  /**
+   * The entry of that name. Sorted entries are searched, so a set made from the previous one by
+   * a few changes needs no map of its own: what a build costs follows the change, not the set.
+   */
   get(name: string): EncodedResource | undefined {
-    return this.byName.get(name);
+    if (this.map || !this.sortedEntries) return this.byName.get(name);
+    const entries = this.entries;
+    let lo = 0;
+    let hi = entries.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const e = entries[mid] as EncodedResource;
+      if (e.name === name) return e;
+      if (e.name < name) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return undefined;
   }
 
   /**
@@ -240,7 +262,7 @@ function absentSet(typeUrl: string): ResourceSet {
   if (!set) {
     // Only types a stream asked for and is served land here; bound it all the same.
     if (absentSets.size >= 64) absentSets.clear();
-    absentSets.set(typeUrl, (set = new ResourceSet(typeUrl, new Map(), [])));
+    absentSets.set(typeUrl, (set = new ResourceSet(typeUrl, [])));
   }
   return set;
 }
@@ -313,7 +335,7 @@ interface MadeSet {
   readonly lost: ReadonlySet<string>;
 }
 
-const EMPTY_SET = new ResourceSet('', new Map(), []);
+const EMPTY_SET = new ResourceSet('', []);
 
 /**
  * The set of `items`, made from `kept` (the previous snapshot's set of the type) when there is
@@ -386,28 +408,21 @@ function makeSet(typeUrl: string, items: readonly ResourceInput[], kept: Resourc
     entries.push(encoded);
     fresh.push(encoded);
   }
-  if (!kept) return { set: new ResourceSet(typeUrl, new Map(entries.map((e) => [e.name, e])), entries), fresh, lost: new Set() };
+  if (!kept) return { set: new ResourceSet(typeUrl, entries), fresh, lost: new Set() };
   if (!sorted) {
-    const byName = new Map(entries.map((e) => [e.name, e]));
+    const set = new ResourceSet(typeUrl, entries);
     const lost = new Set<string>();
-    for (const name of kept.names) if (!byName.has(name)) lost.add(name);
-    return { set: new ResourceSet(typeUrl, byName, entries), fresh, lost };
+    for (const name of kept.names) if (!set.get(name)) lost.add(name);
+    return { set, fresh, lost };
   }
   while (j < prev.length) lostEntries.push(prev[j++] as EncodedResource);
   const sum = Uint32Array.from(kept.digestSum());
-  const byName = new Map(kept.byName);
-  for (const e of lostEntries) {
-    addDigest(sum, e.digest, -1);
-    byName.delete(e.name);
-  }
+  for (const e of lostEntries) addDigest(sum, e.digest, -1);
   for (const e of replaced) addDigest(sum, e.digest, -1);
-  for (const e of fresh) {
-    addDigest(sum, e.digest, 1);
-    byName.set(e.name, e);
-  }
+  for (const e of fresh) addDigest(sum, e.digest, 1);
   const changed = [...fresh.map((e) => e.name), ...lostEntries.map((e) => e.name)].sort();
   kept.releaseBase();
-  const set = new ResourceSet(typeUrl, byName, entries, sum, entries.map((e) => e.name), { set: kept, changed, removed: lostEntries.length, fresh });
+  const set = new ResourceSet(typeUrl, entries, sum, entries.map((e) => e.name), { set: kept, changed, removed: lostEntries.length, fresh });
   return { set, fresh, lost: new Set(lostEntries.map((e) => e.name)) };
 }
 

@@ -133,9 +133,12 @@ function memoCandidate(set: ResourceSet, state: SotwState): Candidate {
   let c = perSet.get(state.memoKey);
   if (!c) {
     const picked: EncodedResource[] = [];
-    for (const name of state.wildcard ? set.names : [...state.names].sort()) {
-      const r = set.get(name);
-      if (r) picked.push(r);
+    if (state.wildcard && set.sortedEntries) picked.push(...set.entries);
+    else {
+      for (const name of state.wildcard ? set.names : [...state.names].sort()) {
+        const r = set.get(name);
+        if (r) picked.push(r);
+      }
     }
     c = buildCandidate(set.typeUrl, picked, state.wildcard ? set.version : undefined);
     if (perSet.size >= 256) perSet.clear();
