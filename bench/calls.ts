@@ -237,6 +237,8 @@ async function apiWrites(kube: KubeEnv): Promise<ApiWrites> {
 class ChangeLog {
   readonly changes = new Map<string, Change>();
   available: boolean | undefined;
+  /** The `now` of vsxds's last answer. */
+  private since?: number;
   private timer?: NodeJS.Timeout;
   private polling = false;
 
@@ -246,17 +248,19 @@ class ChangeLog {
     if (this.available === false || this.polling) return;
     this.polling = true;
     try {
-      const res = await this.vsxds.admin('/debug/changes');
+      // Only what is still open or closed since the last answer (less a second: clocks are the same, answers overlap).
+      const res = await this.vsxds.admin(this.since === undefined ? '/debug/changes' : `/debug/changes?since=${this.since - 1000}`);
       if (!res.ok) {
         this.available = false;
         return;
       }
-      const body = (await res.json()) as { changes?: Change[] };
+      const body = (await res.json()) as { now?: number; changes?: Change[] };
       if (!Array.isArray(body.changes)) {
         this.available = false;
         return;
       }
       this.available = true;
+      if (typeof body.now === 'number') this.since = body.now;
       for (const c of body.changes) this.changes.set(`${c.key}|${c.kind}|${c.receivedAt}`, c);
     } catch {
       // vsxds busy or gone: the next poll tries again

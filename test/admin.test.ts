@@ -127,5 +127,14 @@ describe('admin HTTP', () => {
     const metrics = (await get('/metrics')).text;
     expect(metrics).toMatch(/vsxds_change_seconds_count\{stage="total",type=""\} [1-9]/);
     expect(metrics).toMatch(/vsxds_change_seconds_count\{stage="ack",type="LDS"\} [1-9]/);
+
+    // A poller passes the `now` of its last answer as `since`: what closed before it is not sent again.
+    const all = JSON.parse((await get('/debug/changes')).text);
+    expect(all.changes.some((c: any) => c.key === 'default/call-1')).toBe(true);
+    const later = JSON.parse((await get(`/debug/changes?since=${all.now}`)).text);
+    expect(later.changes.some((c: any) => c.key === 'default/call-1')).toBe(false);
+    const earlier = JSON.parse((await get(`/debug/changes?since=${trace.completedAt - 1}`)).text);
+    expect(earlier.changes.some((c: any) => c.key === 'default/call-1')).toBe(true);
+    expect((await get('/debug/changes?since=yesterday')).status).toBe(400);
   });
 });

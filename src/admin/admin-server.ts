@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { ChangeTracker } from '../main/change-tracker.js';
+import { wallNow, type ChangeTracker } from '../main/change-tracker.js';
 import type { ConfigPipeline } from '../main/config-pipeline.js';
 import type { Metrics } from './metrics.js';
 import type { StatusReporter } from '../main/status-reporter.js';
@@ -40,7 +40,12 @@ export class AdminServer {
       '/debug/stream_errors': () => ({ status: 200, body: deps.registry.streamErrors() }),
       '/debug/config_dump': (url) => this.configDump(url.searchParams.get('node') ?? ''),
       '/debug/virtualservices': () => ({ status: 200, body: Object.fromEntries(deps.reporter.current()) }),
-      '/debug/changes': () => (deps.tracker ? { status: 200, body: { changes: deps.tracker.list() } } : { status: 404, body: 'change tracking is off' }),
+      '/debug/changes': (url) => {
+        if (!deps.tracker) return { status: 404, body: 'change tracking is off' };
+        const since = url.searchParams.get('since');
+        if (since !== null && !/^\d+(\.\d+)?$/.test(since)) return { status: 400, body: 'since: milliseconds since the epoch (as receivedAt and completedAt give them)' };
+        return { status: 200, body: { now: Math.round(wallNow()), changes: deps.tracker.list(since === null ? undefined : Number(since)) } };
+      },
       '/metrics': async () =>
         deps.metrics ? { status: 200, body: await deps.metrics.text(), contentType: deps.metrics.contentType } : { status: 404, body: 'metrics are off' },
     };

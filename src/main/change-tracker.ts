@@ -46,6 +46,8 @@ interface Trace {
   completedAt?: number;
   /** Given up: some proxy did not ACK within the deadline, or the trace list overflowed. */
   expired?: boolean;
+  /** When it completed or was given up. */
+  closedAt?: number;
 }
 
 export interface ChangeTrackerOptions {
@@ -199,10 +201,15 @@ export class ChangeTracker implements PushTracer {
     }
   }
 
-  /** The traced changes, oldest first, as /debug/changes shows them. */
-  list(): object[] {
+  /**
+   * The traced changes, oldest first, as /debug/changes shows them; with `since` (ms since the
+   * epoch), only those still open or closed (completed or given up) at or after it: what a
+   * poller that saw everything up to `since` has not seen in its final form.
+   */
+  list(since?: number): object[] {
     this.expireOld();
-    return this.traces.map((t) => ({
+    const traces = since === undefined ? this.traces : this.traces.filter((t) => t.closedAt === undefined || t.closedAt >= since);
+    return traces.map((t) => ({
       key: t.key,
       kind: t.kind,
       receivedAt: round(t.receivedAt),
@@ -247,6 +254,7 @@ export class ChangeTracker implements PushTracer {
 
   private close(trace: Trace, expired: boolean): void {
     if (expired) trace.expired = true;
+    trace.closedAt = this.now();
     for (const group of trace.waiting.keys()) {
       const open = this.open.get(group);
       open?.delete(trace);
