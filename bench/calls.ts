@@ -128,7 +128,10 @@ async function startVsxds(kube: KubeEnv): Promise<VsxdsProcess> {
   const [xdsPort, adminPort] = [await freePort(), await freePort()];
   // B5_VSXDS_PROFILE=<dir>: vsxds writes a CPU profile there when it stops.
   const profile = process.env['B5_VSXDS_PROFILE'];
+  // B5_VSXDS_NODE_FLAGS="...": Node/V8 flags for vsxds, for experiments (the figures are for none).
+  const nodeFlags = (process.env['B5_VSXDS_NODE_FLAGS'] ?? '').split(/\s+/).filter(Boolean);
   const child: ChildProcess = spawnTied(process.execPath, [
+    ...nodeFlags,
     ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []),
     cli, 'serve',
     '--source', 'kubernetes',

@@ -2,7 +2,7 @@ import { deepFreeze } from '../model/canonical.js';
 import type { ClusterSpec } from '../model/types.js';
 import type { ResourceInput } from '../xds/snapshot.js';
 import { localityEndpoints, normalizeTargets, targetsKey, type EndpointTarget } from './lb-endpoint.js';
-import { BoundedCache } from './memo.js';
+import { WeakValueCache } from './memo.js';
 import type { PodIndex } from './pod-index.js';
 
 /** The hosts of an EDS cluster: its IP endpoints, and the pods its selectors pick in `namespace`. */
@@ -25,7 +25,7 @@ export function edsTargets(spec: ClusterSpec, namespace: string, pods: PodIndex)
 
 // One entry per distinct (cluster, endpoint set): enough for every group of a large fleet and
 // a few generations of pod churn, bounded so churn does not grow it forever.
-const assignments = new BoundedCache<string, ResourceInput>(65_536);
+const assignments = new WeakValueCache<string, ResourceInput>(65_536);
 
 // The last assignment of each cluster spec: when its pods did not change, the same object
 // comes back without a lookup by content.

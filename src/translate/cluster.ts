@@ -4,7 +4,7 @@ import type { ClusterSpec, HealthCheckSpec } from '../model/types.js';
 import type { ResourceInput } from '../xds/snapshot.js';
 import { durationMs } from './duration.js';
 import { localityEndpoints, normalizeTargets, type EndpointTarget } from './lb-endpoint.js';
-import { BoundedCache, SpecMemo } from './memo.js';
+import { SpecMemo, WeakValueCache } from './memo.js';
 
 const MAX_HEALTH_CHECK_TIMEOUT_MS = 1000;
 
@@ -100,7 +100,7 @@ function envoyContent(spec: ClusterSpec): string {
   return JSON.stringify([spec.service_discovery, hc ? [hc.interval, hc.protocol] : null, [...new Set(endpoints)], ...limit]);
 }
 
-const sharedByContent = new BoundedCache<string, ClusterSpec>(65_536);
+const sharedByContent = new WeakValueCache<string, ClusterSpec>(65_536);
 const sharedBySpec = new WeakMap<ClusterSpec, ClusterSpec>();
 
 /**

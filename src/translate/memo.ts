@@ -25,10 +25,47 @@ export class BoundedCache<K, V> {
     this.young.set(key, value);
   }
 
+  /** The value without counting it as a use. */
+  peek(key: K): V | undefined {
+    return this.young.get(key) ?? this.old.get(key);
+  }
+
+  delete(key: K): void {
+    this.young.delete(key);
+    this.old.delete(key);
+  }
+
   get size(): number {
     let n = this.young.size;
     for (const k of this.old.keys()) if (!this.young.has(k)) n++;
     return n;
+  }
+}
+
+/**
+ * A BoundedCache whose values are held weakly: an entry answers while something else (a
+ * translation, a snapshot) still holds its value. Under one VirtualService per call, every call's
+ * listener, and with it its encoded bytes, would otherwise stay until the cache pushed it out,
+ * tens of thousands of calls after the call ended.
+ */
+export class WeakValueCache<K, V extends object> {
+  private readonly refs: BoundedCache<K, WeakRef<V>>;
+  /** Drops the key of a value that was collected, unless the key has a newer value by now. */
+  private readonly collected = new FinalizationRegistry<K>((key) => {
+    if (this.refs.peek(key)?.deref() === undefined) this.refs.delete(key);
+  });
+
+  constructor(capacity: number) {
+    this.refs = new BoundedCache(capacity);
+  }
+
+  get(key: K): V | undefined {
+    return this.refs.get(key)?.deref();
+  }
+
+  set(key: K, value: V): void {
+    this.refs.set(key, new WeakRef(value));
+    this.collected.register(value, key);
   }
 }
 
@@ -39,9 +76,10 @@ export class BoundedCache<K, V> {
  * objects, and an edit elsewhere in a spec should not rebuild this output. Either way the
  * same output object comes back, and the snapshot encoder skips re-encoding it.
  */
-export class SpecMemo<S extends object, V> {
+export class SpecMemo<S extends object, V extends object> {
   private readonly byIdentity = new WeakMap<S, V>();
-  private readonly byContent: BoundedCache<string, V>;
+  /** Weakly: an output nothing uses any more is not worth keeping (see WeakValueCache). */
+  private readonly byContent: WeakValueCache<string, V>;
 
   constructor(
     private readonly build: (spec: S) => V,
@@ -49,7 +87,7 @@ export class SpecMemo<S extends object, V> {
     private readonly contentKey: (spec: S) => string,
     capacity: number,
   ) {
-    this.byContent = new BoundedCache(capacity);
+    this.byContent = new WeakValueCache(capacity);
   }
 
   get(spec: S): V {

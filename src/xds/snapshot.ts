@@ -58,13 +58,15 @@ export function encodeInput(typeUrl: string, input: ResourceInput): EncodedResou
   const references = [...(input.references ?? []), ...implicitReferences(typeUrl, input.name, value)];
   const any = Buffer.concat([stringField(1, typeUrl), lengthDelimitedField(2, value)]);
   const deltaResource = Buffer.concat([stringField(3, input.name), stringField(1, version), lengthDelimitedField(2, any)]);
+  const [sotwField, deltaField] = ownedCopies(lengthDelimitedField(2, any), lengthDelimitedField(2, deltaResource)) as [Buffer, Buffer];
   const encoded: EncodedResource = {
     typeUrl,
     name: input.name,
     version,
-    any,
-    sotwField: lengthDelimitedField(2, any),
-    deltaField: lengthDelimitedField(2, deltaResource),
+    // The Any is the end of the SotW entry: tag and length before it.
+    any: sotwField.subarray(sotwField.length - any.length),
+    sotwField,
+    deltaField,
     references,
     explicitReferences: input.references ?? NO_REFS,
     source: input.resource,
@@ -72,6 +74,22 @@ export function encodeInput(typeUrl: string, input: ResourceInput): EncodedResou
   };
   encodedByInput.set(input.resource, encoded);
   return encoded;
+}
+
+/**
+ * The buffers in one allocation of their own. Small Buffers are slices of Node's shared 8 KB
+ * pool, and one that lives keeps its whole slab: resources live as long as the snapshots that
+ * hold them, so pooled bytes of a call long gone would stay behind with every slab a live one shares.
+ */
+function ownedCopies(...parts: Buffer[]): Buffer[] {
+  const all = Buffer.allocUnsafeSlow(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  return parts.map((p) => {
+    p.copy(all, at);
+    const own = all.subarray(at, at + p.length);
+    at += p.length;
+    return own;
+  });
 }
 
 /** An EDS cluster needs its ClusterLoadAssignment: recorded so it is checked and kept while the cluster is. */
