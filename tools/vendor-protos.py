@@ -19,6 +19,7 @@ ROOTS = [
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/config/bootstrap/v3/bootstrap.proto",
     "envoy/admin/v3/config_dump.proto",
+    "envoy/service/status/v3/csds.proto",
 ]
 SUBTREES = ["data-plane-api", "xds", "protoc-gen-validate", "googleapis", "cel-spec/proto", "opentelemetry-proto", "client_model"]
 IMPORT = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.M)

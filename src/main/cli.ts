@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 import { parseCommandLine, usage, UsageError } from './config.js';
+import { proxyStatus } from './proxy-status.js';
 import { render } from './render.js';
 import { serve } from './serve.js';
 
 async function main(argv: string[]): Promise<number> {
+  // proxy-status has flags of its own (a repeatable --server), not the server's.
+  if (argv[0] === 'proxy-status') return proxyStatus(argv.slice(1), process.stdout, process.stderr);
   const { command, settings, help } = parseCommandLine(argv, process.env);
   if (help) {
     process.stdout.write(`${usage()}\n`);

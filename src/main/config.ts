@@ -35,6 +35,7 @@ export const OPTIONS = {
   leaderElection: { flag: 'leader-election', env: 'VSXDS_LEADER_ELECTION', help: '(kubernetes) true | false: only the holder of the vsxds-leader Lease writes status and events', default: 'true' },
   leaderElectionNamespace: { flag: 'leader-election-namespace', env: 'VSXDS_LEADER_ELECTION_NAMESPACE', help: '(kubernetes) namespace of the Lease (default: $POD_NAMESPACE, else default)' },
   leaseDurationSeconds: { flag: 'lease-duration-seconds', env: 'VSXDS_LEASE_DURATION_SECONDS', help: '(kubernetes) how long a silent leader keeps the Lease', default: '15' },
+  replicaName: { flag: 'replica-name', env: 'VSXDS_REPLICA_NAME', help: 'name of this replica in CSDS answers and proxy-status (default: $POD_NAME, else the host name)' },
   shutdownGraceMs: { flag: 'shutdown-grace-ms', env: 'VSXDS_SHUTDOWN_GRACE_MS', help: 'on SIGTERM, how long open ADS streams may stay before they are closed', default: '5000' },
   nodeNamespace: { flag: 'node-namespace', env: 'VSXDS_NODE_NAMESPACE', help: '(render) namespace of the proxy' },
   nodeLabels: { flag: 'node-labels', env: 'VSXDS_NODE_LABELS', help: '(render) labels of the proxy, k=v,k=v' },
@@ -76,6 +77,8 @@ export function usage(): string {
     '  vsxds serve  [options]   serve ADS to Envoys (the default command)',
     '  vsxds render [options]   print the Envoy resources one proxy would receive, then exit',
     '                           (exit status 1 when a VirtualService it selects is invalid or conflicted)',
+    '  vsxds proxy-status [--server host:port ...] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]',
+    '                           one line per proxy connected to any of the replicas (CSDS), then exit',
     '',
     'Options (each also read from the environment variable shown):',
   ];

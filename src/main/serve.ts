@@ -1,6 +1,7 @@
 import { AdminServer } from '../admin/admin-server.js';
 import { Metrics } from '../admin/metrics.js';
 import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { adsCredentials, AdsServer, type AdsTls } from '../xds/ads-server.js';
 import { NODE_AUTH_MODES, type NodeAuthMode } from '../xds/node-auth.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
@@ -41,6 +42,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
     podLookup: source.podLookup,
     logger: log,
     nodeAuth,
+    replicaName: settings.replicaName ?? env['POD_NAME'] ?? hostname(),
     limits: {
       maxStreams: integer(settings, 'maxStreams'),
       maxMessageBytes: integer(settings, 'maxMessageBytes'),

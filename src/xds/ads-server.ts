@@ -1,6 +1,8 @@
 import { Server, ServerCredentials, status as GrpcStatus, type ServerDuplexStream, type ServiceDefinition } from '@grpc/grpc-js';
+import { hostname } from 'node:os';
 import type { NodeAuthMode } from './node-auth.js';
 import pino, { type Logger } from 'pino';
+import { ClientStatusService, CSDS_SERVICE } from './csds-server.js';
 import { DeltaStream } from './delta-stream.js';
 import type { PodLookup } from './node-identity.js';
 import { decodeDeltaRequest, decodeSotwRequest, encodeDeltaRequest, encodeSotwRequest, type DeltaRequest, type MalformedRequest, type SotwRequest } from './requests.js';
@@ -47,6 +49,8 @@ export interface AdsServerOptions {
   readonly grpcOptions?: Record<string, unknown>;
   readonly limits?: Partial<AdsLimits>;
   readonly nodeAuth?: NodeAuthMode;
+  /** This replica's name, in CSDS answers (default: the host name). */
+  readonly replicaName?: string;
 }
 
 export interface AdsLimits {
@@ -79,6 +83,8 @@ export class AdsServer {
   private readonly log: Logger;
   readonly limits: AdsLimits;
   private streams = 0;
+  /** CSDS, served on the same port. */
+  readonly clientStatus: ClientStatusService;
 
   constructor(private readonly options: AdsServerOptions) {
     this.status = options.status ?? new ProxyStatusRegistry();
@@ -121,6 +127,8 @@ export class AdsServer {
         if (admit(call)) new DeltaStream(call, ctx, 'delta');
       },
     });
+    this.clientStatus = new ClientStatusService(this.status, options.replicaName ?? hostname());
+    this.server.addService(CSDS_SERVICE, this.clientStatus.handlers);
   }
 
   /** Open ADS streams. */

@@ -1,6 +1,7 @@
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Subscription } from 'rxjs';
+import { exposeStream, type StreamView } from './client-status.js';
 import { refuseIdentity, type NodeAuthMode } from './node-auth.js';
 import {
   NodeIdentityError,
@@ -144,6 +145,8 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   private readonly warnedTypes = new Set<string>();
   private tokens: number;
   private lastRefill = performance.now();
+  /** The node of the first request, for CSDS. */
+  private node?: NodeInfo;
 
   constructor(
     protected readonly call: Call<Req>,
@@ -163,6 +166,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     };
     this.log = ctx.log.child({ stream: streamId, mode });
     this.debug = this.log.isLevelEnabled('debug');
+    exposeStream(this.proxy, () => this.clientView());
     call.on('data', (req: Req | MalformedRequest) => this.onData(req));
     call.on('end', () => this.finish());
     call.on('error', (err) => {
@@ -182,6 +186,28 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
    * at the version given instead (the proxy's), or not at all when none is (see heldBack).
    */
   protected abstract maybeRespond(state: State, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean;
+
+  /**
+   * The version of `name` the proxy said it holds when it (re)subscribed and that was not sent
+   * on this stream, if any (for CSDS: what a reconnected proxy runs before its first ACK).
+   */
+  protected claimed(_state: State, _name: string): string | undefined {
+    return undefined;
+  }
+
+  /** What CSDS reads of this stream (see client-status.ts). */
+  private clientView(): StreamView {
+    const types = [...this.types.values()].map((s) => ({
+      typeUrl: s.typeUrl,
+      wildcard: s.wildcard,
+      names: s.names,
+      awaiting: s.awaiting,
+      live: s.live,
+      inflight: s.inflight,
+      claimed: (name: string) => this.claimed(s, name),
+    }));
+    return { node: this.node, snapshot: this.snapshot, types };
+  }
 
   protected nextNonce(): string {
     this.nonceCounter += 1;
@@ -218,6 +244,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       return;
     }
     (this.proxy as { nodeId: string }).nodeId = first.node.id;
+    this.node = first.node;
     this.log = this.log.child({ node: first.node.id });
     this.ctx.status.connected(this.proxy);
     let ref: NodeReference;

@@ -15,7 +15,11 @@ interface DeltaState extends BaseTypeState {
   /** Names removed by the response in flight. */
   inflightRemoved: readonly string[];
   systemVersion?: string;
+  /** `initial_resource_versions` of the first request: what a reconnecting proxy runs (for CSDS). */
+  initial: ReadonlyMap<string, string>;
 }
+
+const NO_INITIAL: ReadonlyMap<string, string> = new Map();
 
 interface Diff {
   readonly updated: EncodedResource[];
@@ -30,7 +34,7 @@ interface Diff {
 export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
   protected newState(typeUrl: string): DeltaState {
     // Object.assign, not a spread: a spread object literal takes about 450 bytes more per state.
-    return Object.assign(baseState(typeUrl), { known: new Map(), mustRespond: true, inflightRemoved: [], systemVersion: undefined });
+    return Object.assign(baseState(typeUrl), { known: new Map(), mustRespond: true, inflightRemoved: [], systemVersion: undefined, initial: NO_INITIAL });
   }
 
   protected applyRequest(req: DeltaRequest, state: DeltaState, first: boolean): void {
@@ -60,6 +64,7 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
       state.wildcard = WILDCARD_TYPES.has(req.typeUrl) && req.subscribe.length === 0;
       const initial = Object.entries(req.initialResourceVersions);
       for (const [name, version] of initial) state.known.set(name, version);
+      if (initial.length > 0) state.initial = new Map(initial);
       // A reconnecting proxy that already holds resources needs no empty "you are up to date".
       state.mustRespond = initial.length === 0;
       if (initial.length > 0) this.ctx.status.holds(this.proxy, req.typeUrl, '(initial_resource_versions)');
@@ -76,6 +81,10 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
       state.names.delete(name);
       if (!state.wildcard) state.known.delete(name);
     }
+  }
+
+  protected override claimed(state: DeltaState, name: string): string | undefined {
+    return state.initial.get(name);
   }
 
   protected maybeRespond(state: DeltaState, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean {

@@ -14,6 +14,7 @@ const ENTRY_FILES = [
   'envoy/extensions/filters/udp/udp_proxy/v3/udp_proxy.proto',
   'envoy/extensions/filters/udp/udp_proxy/v3/route.proto',
   'envoy/extensions/access_loggers/stream/v3/stream.proto',
+  'envoy/service/status/v3/csds.proto',
 ];
 
 const DESCRIPTOR_PROTO = createRequire(import.meta.url).resolve('protobufjs/google/protobuf/descriptor.proto');
