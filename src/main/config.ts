@@ -35,6 +35,8 @@ export const OPTIONS = {
   leaderElection: { flag: 'leader-election', env: 'VSXDS_LEADER_ELECTION', help: '(kubernetes) true | false: only the holder of the vsxds-leader Lease writes status and events', default: 'true' },
   leaderElectionNamespace: { flag: 'leader-election-namespace', env: 'VSXDS_LEADER_ELECTION_NAMESPACE', help: '(kubernetes) namespace of the Lease (default: $POD_NAMESPACE, else default)' },
   leaseDurationSeconds: { flag: 'lease-duration-seconds', env: 'VSXDS_LEASE_DURATION_SECONDS', help: '(kubernetes) how long a silent leader keeps the Lease', default: '15' },
+  maxConnectionAgeMs: { flag: 'max-connection-age-ms', env: 'VSXDS_MAX_CONNECTION_AGE_MS', help: 'an xDS connection older than this (±10% jitter) is sent an HTTP/2 GOAWAY, so Envoys reconnect through the Service and spread over the replicas again (0: never)', default: '1800000' },
+  maxConnectionAgeGraceMs: { flag: 'max-connection-age-grace-ms', env: 'VSXDS_MAX_CONNECTION_AGE_GRACE_MS', help: 'after the GOAWAY, how long its ADS streams may stay before the connection is closed', default: '10000' },
   replicaName: { flag: 'replica-name', env: 'VSXDS_REPLICA_NAME', help: 'name of this replica in CSDS answers and proxy-status (default: $POD_NAME, else the host name)' },
   shutdownGraceMs: { flag: 'shutdown-grace-ms', env: 'VSXDS_SHUTDOWN_GRACE_MS', help: 'on SIGTERM, how long open ADS streams may stay before they are closed', default: '5000' },
   nodeNamespace: { flag: 'node-namespace', env: 'VSXDS_NODE_NAMESPACE', help: '(render) namespace of the proxy' },

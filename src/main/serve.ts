@@ -42,6 +42,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
     podLookup: source.podLookup,
     logger: log,
     nodeAuth,
+    grpcOptions: connectionAge(integer(settings, 'maxConnectionAgeMs'), integer(settings, 'maxConnectionAgeGraceMs')),
     replicaName: settings.replicaName ?? env['POD_NAME'] ?? hostname(),
     limits: {
       maxStreams: integer(settings, 'maxStreams'),
@@ -88,6 +89,18 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
     return stopping;
   };
   return { xdsPort, adminPort, pipeline, reporter, cache, ads, source, shutdown };
+}
+
+/**
+ * ADS streams last as long as their connection, and a Service balances connections: after a
+ * replica restarts, its Envoys stay on the others for good unless connections age out. grpc-js
+ * sends the GOAWAY at the age with ±10% jitter (so a fleet that connected at once does not
+ * reconnect at once) and closes the connection after the grace; Envoy then opens a new one,
+ * and since every replica serves the same content-hash versions, nothing is re-sent.
+ */
+function connectionAge(ageMs: number, graceMs: number): Record<string, number> {
+  if (ageMs === 0) return {};
+  return { 'grpc.max_connection_age_ms': ageMs, 'grpc.max_connection_age_grace_ms': graceMs };
 }
 
 async function loadTls(settings: Settings): Promise<AdsTls | undefined> {

@@ -194,6 +194,11 @@ export class UdpStream {
     await waitUntil(() => this.replies.length >= target, `${count} more UDP replies on port ${this.port} (have ${this.replies.length})`, timeoutMs);
   }
 
+  /** Stops sending; replies still arrive until stop. */
+  pause(): void {
+    clearInterval(this.timer);
+  }
+
   stop(): void {
     clearInterval(this.timer);
     this.socket.close();
