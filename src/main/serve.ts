@@ -45,6 +45,8 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
       maxStreams: integer(settings, 'maxStreams'),
       maxMessageBytes: integer(settings, 'maxMessageBytes'),
       maxRequestsPerSecond: integer(settings, 'maxRequestsPerSecond'),
+      maxSubscribedNames: integer(settings, 'maxSubscribedNames'),
+      identifyTimeoutMs: integer(settings, 'identifyTimeoutS') * 1000,
     },
   });
   const tracker = new ChangeTracker();

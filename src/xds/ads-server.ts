@@ -1,6 +1,7 @@
 import { Server, ServerCredentials, status as GrpcStatus, type ServerDuplexStream, type ServiceDefinition } from '@grpc/grpc-js';
 import type { NodeAuthMode } from './node-auth.js';
 import pino, { type Logger } from 'pino';
+import type { StreamContext } from './ads-stream.js';
 import { DeltaStream } from './delta-stream.js';
 import type { PodLookup } from './node-identity.js';
 import { decodeDeltaRequest, decodeSotwRequest, encodeDeltaRequest, encodeSotwRequest, type DeltaRequest, type MalformedRequest, type SotwRequest } from './requests.js';
@@ -56,9 +57,41 @@ export interface AdsLimits {
   readonly maxMessageBytes: number;
   /** Requests per second one stream may send (burst of the same size); 0 = unlimited. */
   readonly maxRequestsPerSecond: number;
+  /** Resource names one stream may subscribe to, over all types (delta subscriptions accumulate). */
+  readonly maxSubscribedNames: number;
+  /** How long a stream whose pod is not known may wait for it to appear. */
+  readonly identifyTimeoutMs: number;
+  /** Requests, and their bytes, a stream may send before its proxy is identified. */
+  readonly maxUnidentifiedRequests: number;
+  readonly maxUnidentifiedBytes: number;
+  /** Bytes of requests all unidentified streams together may hold. */
+  readonly maxUnidentifiedBytesTotal: number;
 }
 
-export const DEFAULT_LIMITS: AdsLimits = { maxStreams: 50_000, maxMessageBytes: 4 * 1024 * 1024, maxRequestsPerSecond: 200 };
+export const DEFAULT_LIMITS: AdsLimits = {
+  maxStreams: 50_000,
+  maxMessageBytes: 4 * 1024 * 1024,
+  maxRequestsPerSecond: 200,
+  maxSubscribedNames: 100_000,
+  identifyTimeoutMs: 60_000,
+  maxUnidentifiedRequests: 16,
+  maxUnidentifiedBytes: 4 * 1024 * 1024,
+  maxUnidentifiedBytesTotal: 64 * 1024 * 1024,
+};
+
+/** The limits as the streams of one server take them (the unidentified streams' byte budget is shared). */
+export function streamLimits(limits: AdsLimits): Pick<StreamContext, 'maxRequestsPerSecond' | 'maxSubscribedNames' | 'unidentified'> {
+  return {
+    maxRequestsPerSecond: limits.maxRequestsPerSecond,
+    maxSubscribedNames: limits.maxSubscribedNames,
+    unidentified: {
+      maxRequests: limits.maxUnidentifiedRequests,
+      maxBytes: limits.maxUnidentifiedBytes,
+      timeoutMs: limits.identifyTimeoutMs,
+      total: { used: 0, limit: limits.maxUnidentifiedBytesTotal },
+    },
+  };
+}
 
 /** TLS for the xDS port; with `clientCa`, clients must present a certificate it signed (mTLS). */
 export interface AdsTls {
@@ -99,7 +132,7 @@ export class AdsServer {
       podLookup: options.podLookup,
       log: this.log,
       nodeAuth: options.nodeAuth ?? 'none',
-      maxRequestsPerSecond: this.limits.maxRequestsPerSecond,
+      ...streamLimits(this.limits),
       onClose: () => {
         this.streams -= 1;
       },

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Subscription } from 'rxjs';
 import { refuseIdentity, type NodeAuthMode } from './node-auth.js';
 import {
+  describeReference,
   NodeIdentityError,
   nodeReference,
   resolveReference,
@@ -26,8 +27,25 @@ export interface StreamContext {
   readonly nodeAuth: NodeAuthMode;
   /** Requests a stream may send per second, with a burst of the same size; 0 = unlimited. */
   readonly maxRequestsPerSecond: number;
+  /** Resource names one stream may subscribe to, over all types. */
+  readonly maxSubscribedNames: number;
+  /** What a stream whose proxy is not identified yet (its pod unknown) may hold, and for how long. */
+  readonly unidentified: UnidentifiedLimits;
   /** Called when the stream ends, whatever the reason. */
   readonly onClose: () => void;
+}
+
+/**
+ * Requests that arrive before the proxy is identified are kept until it is: bounded per stream
+ * (count and bytes), over all such streams (bytes), and in time.
+ */
+export interface UnidentifiedLimits {
+  readonly maxRequests: number;
+  readonly maxBytes: number;
+  /** How long a stream waits for its pod to appear before it is ended. */
+  readonly timeoutMs: number;
+  /** Shared by every stream of the server: bytes held by all unidentified streams together. */
+  readonly total: { used: number; readonly limit: number };
 }
 
 /** Per-type state every ADS stream keeps, whatever the protocol variant. */
@@ -124,7 +142,7 @@ let nextStreamId = 1;
  * request only, waiting for the group's snapshot, make-before-break ordering across types,
  * and ending the stream with a status that names what went wrong.
  */
-export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }, State extends BaseTypeState> {
+export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; size?: number }, State extends BaseTypeState> {
   readonly proxy: ProxyInfo;
   protected log: Logger;
   /** Debug logging is on: per-response debug lines are built only then (a child logger keeps its level). */
@@ -136,7 +154,10 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   private nonceCounter = 0;
   private group?: NodeGroup;
   private pending: Req[] = [];
+  /** Bytes of `pending`, counted in `ctx.unidentified.total` too. */
+  private pendingBytes = 0;
   private resolving?: Subscription;
+  private identifyTimer?: NodeJS.Timeout;
   private unwatch?: () => void;
   private closed = false;
   private readonly warnedTypes = new Set<string>();
@@ -199,8 +220,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       }
       if (!this.group) {
         const first = this.pending.length === 0 && !this.resolving;
-        this.pending.push(req);
-        if (first) this.identify(req);
+        if (this.hold(req) && first) this.identify(req);
         return;
       }
       this.handle(req);
@@ -208,6 +228,40 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       this.log.error({ err }, 'failed to handle request');
       this.fail(GrpcStatus.INTERNAL, `vsxds failed to handle the request: ${(err as Error).message}`);
     }
+  }
+
+  /** Keeps a request until the proxy is identified, within the limits; false when the stream ended instead. */
+  private hold(req: Req): boolean {
+    const limits = this.ctx.unidentified;
+    const size = req.size ?? 0;
+    const waiting = 'before vsxds knew which proxy it is (its pod is not known yet)';
+    if (this.pending.length >= limits.maxRequests) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `this stream sent more than ${limits.maxRequests} requests ${waiting}: the limit for an unidentified stream`);
+      return false;
+    }
+    if (this.pendingBytes + size > limits.maxBytes) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `this stream sent more than ${limits.maxBytes} bytes of requests ${waiting}: the limit for an unidentified stream`);
+      return false;
+    }
+    if (limits.total.used + size > limits.total.limit) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `the streams whose proxy is not identified yet hold ${limits.total.limit} bytes of requests together (the limit); this one is ended`);
+      return false;
+    }
+    this.pending.push(req);
+    this.pendingBytes += size;
+    limits.total.used += size;
+    return true;
+  }
+
+  /** Forgets the requests kept while unidentified (handed over or dropped), releasing their budget. */
+  private releasePending(): Req[] {
+    const queued = this.pending;
+    this.pending = [];
+    this.ctx.unidentified.total.used -= this.pendingBytes;
+    this.pendingBytes = 0;
+    clearTimeout(this.identifyTimer);
+    this.identifyTimer = undefined;
+    return queued;
   }
 
   private identify(first: Req): void {
@@ -246,6 +300,14 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     };
     if (attempt()) return;
     this.log.warn({ ref }, 'waiting for the pod of this proxy to appear in the pod source');
+    const timeoutMs = this.ctx.unidentified.timeoutMs;
+    this.identifyTimer = setTimeout(() => {
+      this.fail(
+        GrpcStatus.NOT_FOUND,
+        `node.id names ${describeReference(ref)}, which the pod source did not know within ${timeoutMs / 1000} s (the identification timeout); check node.id, or that the pod exists`,
+      );
+    }, timeoutMs);
+    this.identifyTimer.unref();
     this.resolving = this.ctx.podLookup?.changes$.subscribe(() => {
       if (!this.closed && attempt()) this.resolving?.unsubscribe();
     });
@@ -258,9 +320,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     this.ctx.status.grouped(this.proxy, group);
     this.log = this.log.child({ group: group.key });
     this.log.info('proxy connected');
-    const queued = this.pending;
-    this.pending = [];
-    for (const req of queued) {
+    for (const req of this.releasePending()) {
       if (this.closed) return;
       this.handle(req);
     }
@@ -299,7 +359,17 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       this.ordered = undefined;
     }
     this.applyRequest(req, state, first);
+    if (this.subscribedNames() > this.ctx.maxSubscribedNames) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `this stream subscribed to more than ${this.ctx.maxSubscribedNames} resource names (the subscription limit)`);
+      return;
+    }
     this.pump();
+  }
+
+  private subscribedNames(): number {
+    let n = 0;
+    for (const state of this.types.values()) n += state.names.size;
+    return n;
   }
 
   private serves(typeUrl: string): boolean {
@@ -492,6 +562,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     if (this.closed) return;
     this.closed = true;
     this.ctx.onClose();
+    this.releasePending();
     this.resolving?.unsubscribe();
     this.unwatch?.();
     this.ctx.status.disconnected(this.proxy);

@@ -94,6 +94,12 @@ export function nodeReference(node: NodeInfo): NodeReference {
   return { kind: 'pod-uid', uid: id };
 }
 
+/** What a reference names, for messages: `pod <namespace>/<name>`, `pod UID <uid>` or the group key. */
+export function describeReference(ref: NodeReference): string {
+  if (ref.kind === 'metadata') return `node group ${ref.group.key}`;
+  return ref.kind === 'pod-name' ? `pod ${ref.namespace}/${ref.name}` : `pod UID ${ref.uid}`;
+}
+
 /**
  * The group for a reference, with the pod it names (for node authentication), or undefined
  * while the lookup does not know the pod (yet).
@@ -101,9 +107,8 @@ export function nodeReference(node: NodeInfo): NodeReference {
 export function resolveReference(ref: NodeReference, lookup: PodLookup | undefined): { group: NodeGroup; pod?: PodIdentity } | undefined {
   if (ref.kind === 'metadata') return { group: ref.group };
   if (!lookup) {
-    const how = ref.kind === 'pod-name' ? `pod ${ref.namespace}/${ref.name}` : `pod UID ${ref.uid}`;
     throw new NodeIdentityError(
-      `node names ${how}, but this vsxds has no pod source to resolve it; set node.metadata.namespace and node.metadata.labels, or run with the kubernetes source`,
+      `node names ${describeReference(ref)}, but this vsxds has no pod source to resolve it; set node.metadata.namespace and node.metadata.labels, or run with the kubernetes source`,
     );
   }
   const pod = ref.kind === 'pod-name' ? lookup.byName(ref.namespace, ref.name) : lookup.byUid(ref.uid);

@@ -12,6 +12,8 @@ export interface SotwRequest {
   readonly typeUrl: string;
   readonly responseNonce: string;
   readonly errorDetail?: RequestError;
+  /** Encoded size in bytes, when decoded from the wire. */
+  readonly size?: number;
 }
 
 export interface DeltaRequest {
@@ -22,6 +24,8 @@ export interface DeltaRequest {
   readonly initialResourceVersions: Readonly<Record<string, string>>;
   readonly responseNonce: string;
   readonly errorDetail?: RequestError;
+  /** Encoded size in bytes, when decoded from the wire. */
+  readonly size?: number;
 }
 
 /** What the deserializer hands the stream when the bytes are not a request: the stream ends with it. */
@@ -46,6 +50,7 @@ export function decodeSotwRequest(bytes: Buffer): SotwRequest | MalformedRequest
       typeUrl: m['type_url'] ?? '',
       responseNonce: m['response_nonce'] ?? '',
       errorDetail: errorDetail(m['error_detail']),
+      size: bytes.length,
     };
   } catch (err) {
     return { malformed: `malformed DiscoveryRequest: ${(err as Error).message}` };
@@ -64,6 +69,7 @@ export function decodeDeltaRequest(bytes: Buffer): DeltaRequest | MalformedReque
       initialResourceVersions: m['initial_resource_versions'] ?? {},
       responseNonce: m['response_nonce'] ?? '',
       errorDetail: errorDetail(m['error_detail']),
+      size: bytes.length,
     };
   } catch (err) {
     return { malformed: `malformed DeltaDiscoveryRequest: ${(err as Error).message}` };
