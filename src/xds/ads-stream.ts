@@ -61,8 +61,21 @@ export interface BaseTypeState {
   awaiting: boolean;
   /** Resources of the response in flight. */
   inflight: ReadonlyMap<string, EncodedResource>;
-  /** Resources the proxy runs: those of its last accepted response. */
+  /**
+   * Resources the proxy runs: those of its accepted responses, and those it reported running when
+   * it (re)subscribed, found by their versions in the group's recent snapshots (see seedLive).
+   */
   live: ReadonlyMap<string, EncodedResource>;
+  /**
+   * `live` is all the proxy runs of this type. False while a reconnecting proxy runs resources
+   * whose content vsxds does not know (versions no recent snapshot had): those may reference
+   * anything, so nothing they could reference is removed until this type's next accepted response.
+   */
+  knowsLive: boolean;
+  /** Names the proxy reported running at a version vsxds could not find (delta only; SotW reports a type version). */
+  readonly unresolved: Map<string, string>;
+  /** What the proxy reported on (re)subscribing waits to be looked up in the recent snapshots (seedLive). */
+  reportPending: boolean;
   /**
    * Counts the requests that changed what this type would be sent (subscribed names, wildcard,
    * the version or resources the proxy says it holds), so a skip (see `inStep`) never outlives one.
@@ -107,6 +120,9 @@ export function baseState(typeUrl: string): BaseTypeState {
     awaiting: false,
     inflight: new Map(),
     live: new Map(),
+    knowsLive: true,
+    unresolved: new Map(),
+    reportPending: false,
     subscription: 0,
     settled: undefined,
     settledSubscription: 0,
@@ -158,6 +174,8 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
   private pendingBytes = 0;
   private resolving?: Subscription;
   private identifyTimer?: NodeJS.Timeout;
+  /** The proxy reported resources it runs when it subscribed (see referrersUnknown). */
+  private reconnected = false;
   private unwatch?: () => void;
   private closed = false;
   private readonly warnedTypes = new Set<string>();
@@ -201,6 +219,11 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
    * at the version given instead (the proxy's), or not at all when none is (see heldBack).
    */
   protected abstract maybeRespond(state: State, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean;
+  /**
+   * Fills `live` from what the proxy reported running when it (re)subscribed, looked up in the
+   * group's recent snapshots (newest first), and sets `knowsLive`. Until this ran, `live` is empty.
+   */
+  protected abstract seedLive(state: State, recent: readonly Snapshot[]): void;
 
   protected nextNonce(): string {
     this.nonceCounter += 1;
@@ -401,6 +424,15 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
     const snapshot = this.snapshot;
     if (!snapshot || this.closed) return;
     this.ordered ??= [...this.types.values()].sort((a, b) => compareTypesForPush(a.typeUrl, b.typeUrl));
+    // What a reconnecting proxy runs is known before anything is decided for any type.
+    for (const state of this.ordered) {
+      if (!state.reportPending) continue;
+      state.reportPending = false;
+      state.contained = undefined;
+      this.reconnected = true;
+      const recent = this.group ? this.ctx.cache.recent(this.group.key) : [];
+      this.seedLive(state, recent[0] === snapshot ? recent : [snapshot, ...recent]);
+    }
     let earlierInFlight = false;
     let held = false;
     for (const state of this.ordered) {
@@ -422,7 +454,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
     for (const r of set.byName.values()) {
       for (const ref of r.references) {
         const other = this.types.get(ref.typeUrl);
-        if (!other || other === state || other.live.has(ref.name)) continue;
+        if (!other || other === state || other.live.has(ref.name) || other.unresolved.has(ref.name)) continue;
         (held ??= new Map()).set(r.name, state.inflight.get(r.name) ?? state.live.get(r.name));
         break;
       }
@@ -468,6 +500,13 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
     // check is much cheaper than walking every reference.
     if (!this.mayHaveLost(state, current)) return [];
     const out = new Map<string, EncodedResource>();
+    if (this.referrersUnknown(typeUrl, snapshot)) {
+      // What references these is not known: keep every one the proxy runs or is being sent.
+      for (const holder of [state.inflight, state.live]) {
+        for (const r of holder.values()) if (!current.get(r.name) && !out.has(r.name)) out.set(r.name, r);
+      }
+      return [...out.values()];
+    }
     for (const other of this.types.values()) {
       if (other === state) continue;
       for (const holder of [other.live, other.inflight]) {
@@ -484,6 +523,27 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
   }
 
   /**
+   * Whether another type whose resources may reference `typeUrl` runs resources whose content
+   * vsxds does not know (see knowsLive): then no resource of `typeUrl` the proxy runs may go.
+   */
+  protected referrersUnknown(typeUrl: string, snapshot: Snapshot): boolean {
+    // A reconnecting proxy runs what it ran before: a type that references these and that it has
+    // not subscribed to again yet (requests come one by one) may hold any of them.
+    if (this.reconnected) {
+      for (const other of snapshot.typeUrls()) {
+        if (other !== typeUrl && !this.types.has(other) && snapshot.resources(other).referencedTypes().has(typeUrl)) return true;
+      }
+    }
+    for (const other of this.types.values()) {
+      if (other.typeUrl === typeUrl || other.knowsLive) continue;
+      // Its current set says which types it references; an empty one says nothing of what the proxy runs.
+      const set = snapshot.resources(other.typeUrl);
+      if (set.names.length === 0 || set.referencedTypes().has(typeUrl)) return true;
+    }
+    return false;
+  }
+
+  /**
    * Whether the proxy has or is being sent resources of this type that `current` lacks. `contained`
    * remembers a set that holds every name of `live` and `inflight`; they only ever gain what a
    * response computed right after this check sends, which comes from `current` (or, when
@@ -497,7 +557,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
       state.contained = current;
       return false;
     }
-    for (const holder of [state.live, state.inflight]) {
+    for (const holder of [state.live, state.inflight, state.unresolved]) {
       for (const name of holder.keys()) {
         if (!current.get(name)) {
           state.contained = undefined;
