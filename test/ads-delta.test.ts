@@ -179,4 +179,17 @@ describe('incremental (delta) ADS', () => {
     const third = await s.next();
     expect(names(third)).toEqual(['rtcp']);
   });
+
+  it('sends everything again to a proxy that unsubscribes the wildcard and subscribes it again', async () => {
+    ads.cache.setSnapshot(GROUP, snapshotInput(merge(simplePipeline('a', 2000, ['10.0.0.1']), simplePipeline('b', 2002, ['10.0.0.2']))));
+    const s = open();
+    s.send({ node: NODE, type_url: CLUSTER_TYPE });
+    const all = await s.next();
+    expect(names(all)).toEqual(['a', 'b']);
+    s.ack(all);
+    s.send({ type_url: CLUSTER_TYPE, resource_names_unsubscribe: ['*'] });
+    s.send({ type_url: CLUSTER_TYPE, resource_names_subscribe: ['*'] });
+    const again = await s.next();
+    expect([again.type_url, names(again), again.removed_resources]).toEqual([CLUSTER_TYPE, ['a', 'b'], []]);
+  });
 });

@@ -137,7 +137,7 @@ describe('crds/virtualservice.yaml', () => {
 
   it('rejects at admission what a schema can', () => {
     const [ingress] = exampleVirtualServices();
-    const withListener = (l: unknown) => ({ ...ingress, spec: { selector: {}, listeners: [l] } });
+    const withListener = (l: unknown) => ({ ...ingress, spec: { selector: { app: 'ingress' }, listeners: [l] } });
     const good = (ingress as { spec: { listeners: Record<string, any>[] } }).spec.listeners[0]!;
     const bad = [
       withListener({ ...good, name: 'Bad_Name' }),
@@ -150,6 +150,8 @@ describe('crds/virtualservice.yaml', () => {
       withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, endpoints: [] } } }),
       { ...ingress, spec: { listeners: [] } },
       { ...ingress, spec: {} },
+      { ...ingress, spec: { selector: {}, listeners: [good] } },
+      { ...ingress, spec: { listeners: [good] } },
     ];
     for (const vs of bad) expect(violations(root, vs)).not.toEqual([]);
   });

@@ -73,7 +73,7 @@ describe('parseVirtualService', () => {
     expect(vs.spec.listeners[0]?.udp.cluster.health_check).toEqual({ interval: 500, protocol: 'TCP' });
   });
 
-  it('defaults an absent selector to empty (every proxy in the namespace)', () => {
+  it('defaults an absent selector to empty (which validation rejects)', () => {
     const obj = raw();
     delete (obj['spec'] as Record<string, unknown>)['selector'];
     expect(parsed(obj).spec.selector).toEqual({});
@@ -121,6 +121,17 @@ describe('parseVirtualService', () => {
 });
 
 describe('validateVirtualService', () => {
+  it('rejects an empty or absent proxy selector, which would select every proxy of the namespace, workers included', () => {
+    const absent = raw();
+    delete (absent['spec'] as Record<string, unknown>)['selector'];
+    for (const obj of [raw({ selector: {} }), absent]) {
+      expect(rejection(obj)).toMatchObject({
+        reason: 'InvalidSelector',
+        message: "spec.selector: must name at least one label of the proxies' pods (an empty selector would select every proxy in the namespace)",
+      });
+    }
+  });
+
   it('accepts the original operator pipeline', () => {
     const vs = parsed(
       raw({

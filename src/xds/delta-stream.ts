@@ -81,7 +81,9 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     }
     for (const name of req.unsubscribe) {
       if (name === '*') {
+        // The proxy drops what it had only through the wildcard: subscribing again sends it all.
         state.wildcard = false;
+        for (const known of [...state.known.keys()]) if (!state.names.has(known)) state.known.delete(known);
         continue;
       }
       state.names.delete(name);

@@ -12,6 +12,11 @@ interface SotwState extends BaseTypeState {
   memoKey: string;
   /** `resource_names` of the last request, to recognise the same list again (Envoy repeats it in every ACK). */
   requested?: readonly string[];
+  /**
+   * The client named resources (or `*`) on this type: from then on an empty `resource_names`
+   * unsubscribes from everything; only a client that never named any means wildcard by it.
+   */
+  named: boolean;
 }
 
 /** A response for a subscription, shared by the streams with that subscription (framed: see AdsStream.framed). */
@@ -28,7 +33,7 @@ interface Candidate extends SharedResponse {
 export class SotwStream extends AdsStream<SotwRequest, SotwState> {
   protected newState(typeUrl: string): SotwState {
     // Object.assign, not a spread: a spread object literal takes about 450 bytes more per state.
-    return Object.assign(baseState(typeUrl), { version: undefined, memoKey: 'names:', requested: undefined });
+    return Object.assign(baseState(typeUrl), { version: undefined, memoKey: 'names:', requested: undefined, named: false });
   }
 
   protected applyRequest(req: SotwRequest, state: SotwState): void {
@@ -65,7 +70,8 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
     if (state.requested && sameList(state.requested, names)) return;
     state.requested = names;
     state.subscription += 1;
-    state.wildcard = WILDCARD_TYPES.has(req.typeUrl) ? names.length === 0 || names.includes('*') : names.includes('*');
+    state.wildcard = names.includes('*') || (names.length === 0 && !state.named && WILDCARD_TYPES.has(req.typeUrl));
+    if (names.length > 0) state.named = true;
     state.names.clear();
     for (const n of names) if (n !== '*') state.names.add(n);
     state.memoKey = state.wildcard ? '*' : `names:${[...state.names].sort().join('\n')}`;
