@@ -134,7 +134,8 @@ describe('ADS security and limits', () => {
     s.send({ node: nodeFor('media', { app: 'ingress' }), type_url: CLUSTER_TYPE, resource_names: Array.from({ length: 5000 }, (_, i) => `cluster-name-${i}`) });
     const end = await s.end();
     expect(end.code).toBe(8);
-    expect(end.details).toMatch(/^Received message larger than max \(\d+ vs 65536\)$/);
+    expect(end.details).toMatch(/^the request is \d+ bytes, more than the 65536 bytes vsxds accepts \(--max-message-bytes\)$/);
+    expect(server?.status.streamErrors().map((e) => e.code)).toEqual(['RESOURCE_EXHAUSTED']);
   });
 
   it('ends a stream that floods requests beyond the per-stream rate, naming the limit; others are unaffected', async () => {

@@ -4,7 +4,7 @@ import pino, { type Logger } from 'pino';
 import type { StreamContext } from './ads-stream.js';
 import { DeltaStream } from './delta-stream.js';
 import type { PodLookup } from './node-identity.js';
-import { decodeDeltaRequest, decodeSotwRequest, encodeDeltaRequest, encodeSotwRequest, type DeltaRequest, type MalformedRequest, type SotwRequest } from './requests.js';
+import { decodeDeltaRequest, decodeSotwRequest, encodeDeltaRequest, encodeSotwRequest, limitedDecoder, type DeltaRequest, type MalformedRequest, type SotwRequest } from './requests.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 import { ProxyStatusRegistry } from './status-registry.js';
 import { SotwStream } from './sotw-stream.js';
@@ -123,7 +123,9 @@ export class AdsServer {
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5_000,
-      'grpc.max_receive_message_length': this.limits.maxMessageBytes,
+      // vsxds refuses what is over its limit itself, naming it (see limitedDecoder); gRPC only
+      // stops what is far over it before it is read whole.
+      'grpc.max_receive_message_length': 2 * this.limits.maxMessageBytes,
       ...options.grpcOptions,
     });
     const ctx = {
@@ -146,7 +148,11 @@ export class AdsServer {
       call.emit('error', { code: GrpcStatus.RESOURCE_EXHAUSTED, details: `vsxds serves at most ${this.limits.maxStreams} concurrent ADS streams (the stream limit)` });
       return false;
     };
-    this.server.addService(ADS_SERVICE, {
+    const service: ServiceDefinition = {
+      StreamAggregatedResources: { ...ADS_SERVICE['StreamAggregatedResources'], requestDeserialize: limitedDecoder(decodeSotwRequest, this.limits.maxMessageBytes) },
+      DeltaAggregatedResources: { ...ADS_SERVICE['DeltaAggregatedResources'], requestDeserialize: limitedDecoder(decodeDeltaRequest, this.limits.maxMessageBytes) },
+    } as ServiceDefinition;
+    this.server.addService(service, {
       StreamAggregatedResources: (call: ServerDuplexStream<SotwRequest | MalformedRequest, Buffer>) => {
         if (admit(call)) new SotwStream(call, ctx, 'sotw');
       },

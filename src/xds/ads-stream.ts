@@ -234,7 +234,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
     if (this.closed) return;
     try {
       if (isMalformed(req)) {
-        this.fail(GrpcStatus.INVALID_ARGUMENT, req.malformed);
+        this.fail(req.tooLarge ? GrpcStatus.RESOURCE_EXHAUSTED : GrpcStatus.INVALID_ARGUMENT, req.malformed);
         return;
       }
       if (!this.withinRate()) {

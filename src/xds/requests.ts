@@ -31,6 +31,16 @@ export interface DeltaRequest {
 /** What the deserializer hands the stream when the bytes are not a request: the stream ends with it. */
 export interface MalformedRequest {
   readonly malformed: string;
+  /** The request was larger than vsxds accepts (RESOURCE_EXHAUSTED, not INVALID_ARGUMENT). */
+  readonly tooLarge?: boolean;
+}
+
+/** A decoder that refuses requests over `maxBytes` with a message naming the vsxds limit. */
+export function limitedDecoder<R>(decode: (bytes: Buffer) => R | MalformedRequest, maxBytes: number): (bytes: Buffer) => R | MalformedRequest {
+  return (bytes) =>
+    bytes.length > maxBytes
+      ? { malformed: `the request is ${bytes.length} bytes, more than the ${maxBytes} bytes vsxds accepts (--max-message-bytes)`, tooLarge: true }
+      : decode(bytes);
 }
 
 export function isMalformed(r: unknown): r is MalformedRequest {
