@@ -3,7 +3,7 @@ import type { NodeAuthMode } from './node-auth.js';
 import pino, { type Logger } from 'pino';
 import type { StreamContext } from './ads-stream.js';
 import { DeltaStream } from './delta-stream.js';
-import type { PodLookup } from './node-identity.js';
+import type { NodeGrouping, PodLookup } from './node-identity.js';
 import { decodeDeltaRequest, decodeSotwRequest, encodeDeltaRequest, encodeSotwRequest, limitedDecoder, type DeltaRequest, type MalformedRequest, type SotwRequest } from './requests.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 import { ProxyStatusRegistry } from './status-registry.js';
@@ -43,6 +43,8 @@ export interface AdsServerOptions {
   readonly cache: SnapshotCache;
   readonly status?: ProxyStatusRegistry;
   readonly podLookup?: PodLookup;
+  /** Which proxies share a snapshot (default: those of the same namespace and labels). */
+  readonly grouping?: NodeGrouping;
   readonly logger?: Logger;
   /** Extra grpc-js server options (keepalive, ...). */
   readonly grpcOptions?: Record<string, unknown>;
@@ -132,6 +134,7 @@ export class AdsServer {
       cache: options.cache,
       status: this.status,
       podLookup: options.podLookup,
+      grouping: options.grouping,
       log: this.log,
       nodeAuth: options.nodeAuth ?? 'none',
       ...streamLimits(this.limits),

@@ -1,6 +1,6 @@
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { Subscription } from 'rxjs';
+import { filter, type Subscription } from 'rxjs';
 import { refuseIdentity, type NodeAuthMode } from './node-auth.js';
 import {
   describeReference,
@@ -9,7 +9,9 @@ import {
   resolveReference,
   type NodeGroup,
   type NodeInfo,
+  type NodeGrouping,
   type NodeReference,
+  type PodIdentity,
   type PodLookup,
 } from './node-identity.js';
 import { isMalformed, type MalformedRequest } from './requests.js';
@@ -23,6 +25,8 @@ export interface StreamContext {
   readonly cache: SnapshotCache;
   readonly status: ProxyStatusRegistry;
   readonly podLookup?: PodLookup;
+  /** Which proxies share a snapshot; without it, those of the same namespace and labels. */
+  readonly grouping?: NodeGrouping;
   readonly log: Logger;
   readonly nodeAuth: NodeAuthMode;
   /** Requests a stream may send per second, with a burst of the same size; 0 = unlimited. */
@@ -173,6 +177,12 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
   /** Bytes of `pending`, counted in `ctx.unidentified.total` too. */
   private pendingBytes = 0;
   private resolving?: Subscription;
+  /** Follows the pod's labels and the grouping, so a relabelled proxy moves without reconnecting. */
+  private regrouping?: Subscription;
+  /** The pod the proxy was identified as, as last resolved. */
+  private pod?: PodIdentity;
+  /** The logger before the group was bound to it. */
+  private identifiedLog?: Logger;
   private identifyTimer?: NodeJS.Timeout;
   /** The proxy reported resources it runs when it subscribed (see referrersUnknown). */
   private reconnected = false;
@@ -304,7 +314,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
     }
     const attempt = (): boolean => {
       try {
-        const resolved = resolveReference(ref, this.ctx.podLookup);
+        const resolved = resolveReference(ref, this.ctx.podLookup, this.ctx.grouping);
         if (!resolved) return false;
         const refused = refuseIdentity(this.ctx.nodeAuth, ref, resolved.pod, {
           peer: this.proxy.peer,
@@ -314,7 +324,9 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
           this.fail(GrpcStatus.PERMISSION_DENIED, refused);
           return true;
         }
+        this.pod = resolved.pod;
         this.joinGroup(resolved.group);
+        this.followRegrouping(ref);
         return true;
       } catch (err) {
         this.fail(err instanceof NodeIdentityError ? GrpcStatus.INVALID_ARGUMENT : GrpcStatus.INTERNAL, (err as Error).message);
@@ -341,12 +353,49 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
     this.resolving?.unsubscribe();
     this.group = group;
     this.ctx.status.grouped(this.proxy, group);
+    this.identifiedLog = this.log;
     this.log = this.log.child({ group: group.key });
     this.log.info('proxy connected');
     for (const req of this.releasePending()) {
       if (this.closed) return;
       this.handle(req);
     }
+    this.unwatch = this.ctx.cache.watch(group, (snapshot) => this.onSnapshot(snapshot));
+  }
+
+  /**
+   * The proxy's group follows its pod's labels and the grouping: when either places it elsewhere,
+   * the stream watches the new group's snapshot instead, and what the proxy runs is updated to
+   * it as to any change (make-before-break included), on the same stream.
+   */
+  private followRegrouping(ref: NodeReference): void {
+    const { grouping, podLookup } = this.ctx;
+    const subs: Subscription[] = [];
+    if (grouping) subs.push(grouping.changes$.pipe(filter((ns) => ns === this.group?.namespace)).subscribe(() => this.regroup(ref, true)));
+    if (podLookup && ref.kind !== 'metadata') subs.push(podLookup.changes$.subscribe(() => this.regroup(ref, false)));
+    if (subs.length === 0) return;
+    this.regrouping = subs[0];
+    for (const sub of subs.slice(1)) this.regrouping?.add(sub);
+  }
+
+  private regroup(ref: NodeReference, groupingChanged: boolean): void {
+    if (this.closed || !this.group) return;
+    let resolved: ReturnType<typeof resolveReference>;
+    try {
+      resolved = resolveReference(ref, this.ctx.podLookup, this.ctx.grouping);
+    } catch {
+      return;
+    }
+    // A pod that is gone keeps its proxy where it was; one unchanged needs no new group.
+    if (!resolved || (!groupingChanged && resolved.pod === this.pod)) return;
+    this.pod = resolved.pod;
+    const group = resolved.group;
+    if (group.key === this.group.key) return;
+    this.unwatch?.();
+    this.log.info({ to: group.key }, 'proxy moves to another node group');
+    this.group = group;
+    this.ctx.status.grouped(this.proxy, group);
+    this.log = (this.identifiedLog ?? this.log).child({ group: group.key });
     this.unwatch = this.ctx.cache.watch(group, (snapshot) => this.onSnapshot(snapshot));
   }
 
@@ -624,6 +673,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
     this.ctx.onClose();
     this.releasePending();
     this.resolving?.unsubscribe();
+    this.regrouping?.unsubscribe();
     this.unwatch?.();
     this.ctx.status.disconnected(this.proxy);
     if (this.group) this.log.info('proxy disconnected');
