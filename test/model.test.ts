@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   acceptedCondition,
+  deepEqual,
   fromDocuments,
   parsePod,
   parseVirtualService,
@@ -330,5 +331,16 @@ describe('fromDocuments', () => {
   it('reads the items of a List', () => {
     const out = fromDocuments([{ apiVersion: 'v1', kind: 'List', items: [raw({ name: 'a' }), raw({ name: 'b' })] }], 'ns');
     expect(out.virtualServices.map(vsKey)).toEqual(['ns/a', 'ns/b']);
+  });
+});
+
+describe('deepEqual', () => {
+  it('compares parsed values by structure, whatever the key order, and tells apart what JSON cannot', () => {
+    expect(deepEqual({ a: 1, b: [1, { c: 'x' }] }, { b: [1, { c: 'x' }], a: 1 })).toBe(true);
+    expect(deepEqual({ a: 1, b: undefined }, { a: 1 })).toBe(true);
+    expect(deepEqual({ a: [1, 2] }, { a: [2, 1] })).toBe(false);
+    expect(deepEqual({ interval: Number.POSITIVE_INFINITY }, { interval: null })).toBe(false);
+    expect(deepEqual([Number.NaN], [null])).toBe(false);
+    expect(deepEqual([Number.NaN], [Number.NaN])).toBe(true);
   });
 });
