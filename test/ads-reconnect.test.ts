@@ -160,3 +160,37 @@ describe('delta: a proxy that reconnects', () => {
     back.proxy.brokeNothing();
   });
 });
+
+describe.each(['sotw', 'delta'] as const)('%s: a listener moved to a new cluster', (mode) => {
+  let ads: AdsHarness | undefined;
+  const streams: RawAdsStream[] = [];
+  afterEach(async () => {
+    for (const s of streams.splice(0)) s.close();
+    await ads?.stop();
+  });
+
+  it('keeps the old cluster for the removal delay after the move is ACKed, for replies still on their way', async () => {
+    ads = await startAds({ limits: { removalDelayMs: 1_000 } });
+    ads.cache.setSnapshot(GROUP, movedTo('workers-a'));
+    const s = new RawAdsStream(ads.address, mode);
+    streams.push(s);
+    const synced = await s.syncLikeEnvoy(NODE);
+    const proxy = new Proxy(s);
+    for (const c of synced.cds.resources) proxy.clusters.add(c.name);
+    proxy.listeners.set('rtp', 'workers-a');
+
+    ads.cache.setSnapshot(GROUP, movedTo('workers-b'));
+    let moved: Response | undefined;
+    while (!moved) {
+      const r = await proxy.step();
+      if (r.type_url === LISTENER_TYPE) moved = r;
+    }
+    const registry = ads.server.status.list(GROUP)[0];
+    await s.until(() => registry?.types.get(LISTENER_TYPE)?.responses === 2 && registry.types.get(LISTENER_TYPE)?.sentAt === undefined, 2_000, 'the move ACKed');
+    // Answered, and the old cluster is still there: nothing was sent since the listener moved.
+    expect(s.responses.at(-1)).toBe(moved);
+    expect([...proxy.clusters].sort()).toEqual(['workers-a', 'workers-b']);
+    await proxy.until('workers-b');
+    proxy.brokeNothing();
+  });
+});

@@ -51,6 +51,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
       maxRequestsPerSecond: integer(settings, 'maxRequestsPerSecond'),
       maxSubscribedNames: integer(settings, 'maxSubscribedNames'),
       identifyTimeoutMs: integer(settings, 'identifyTimeoutS') * 1000,
+      removalDelayMs: integer(settings, 'removalDelayMs'),
     },
   });
   const tracker = new ChangeTracker();

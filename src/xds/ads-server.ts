@@ -68,6 +68,11 @@ export interface AdsLimits {
   readonly maxUnidentifiedBytes: number;
   /** Bytes of requests all unidentified streams together may hold. */
   readonly maxUnidentifiedBytesTotal: number;
+  /**
+   * How long a cluster (endpoints) that a replaced listener (cluster) referenced stays after the
+   * replacement is ACKed, for replies still on their way through the old sessions; 0: none.
+   */
+  readonly removalDelayMs: number;
 }
 
 export const DEFAULT_LIMITS: AdsLimits = {
@@ -79,13 +84,15 @@ export const DEFAULT_LIMITS: AdsLimits = {
   maxUnidentifiedRequests: 16,
   maxUnidentifiedBytes: 4 * 1024 * 1024,
   maxUnidentifiedBytesTotal: 64 * 1024 * 1024,
+  removalDelayMs: 0,
 };
 
 /** The limits as the streams of one server take them (the unidentified streams' byte budget is shared). */
-export function streamLimits(limits: AdsLimits): Pick<StreamContext, 'maxRequestsPerSecond' | 'maxSubscribedNames' | 'unidentified'> {
+export function streamLimits(limits: AdsLimits): Pick<StreamContext, 'maxRequestsPerSecond' | 'maxSubscribedNames' | 'removalDelayMs' | 'unidentified'> {
   return {
     maxRequestsPerSecond: limits.maxRequestsPerSecond,
     maxSubscribedNames: limits.maxSubscribedNames,
+    removalDelayMs: limits.removalDelayMs,
     unidentified: {
       maxRequests: limits.maxUnidentifiedRequests,
       maxBytes: limits.maxUnidentifiedBytes,

@@ -33,6 +33,8 @@ export interface StreamContext {
   readonly maxRequestsPerSecond: number;
   /** Resource names one stream may subscribe to, over all types. */
   readonly maxSubscribedNames: number;
+  /** How long what a replaced resource referenced stays after the replacement is ACKed (see replaced); 0: not at all. */
+  readonly removalDelayMs: number;
   /** What a stream whose proxy is not identified yet (its pod unknown) may hold, and for how long. */
   readonly unidentified: UnidentifiedLimits;
   /** Called when the stream ends, whatever the reason. */
@@ -186,6 +188,9 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
   private identifyTimer?: NodeJS.Timeout;
   /** The proxy reported resources it runs when it subscribed (see referrersUnknown). */
   private reconnected = false;
+  /** Resources the proxy replaced lately, oldest first, whose references stay until `until` (see replaced). */
+  private lingering: Array<{ readonly resource: EncodedResource; readonly until: number }> = [];
+  private lingerTimer?: NodeJS.Timeout;
   private unwatch?: () => void;
   private closed = false;
   private readonly warnedTypes = new Set<string>();
@@ -556,19 +561,51 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
       }
       return [...out.values()];
     }
+    const keep = (r: EncodedResource) => {
+      for (const ref of r.references) {
+        if (ref.typeUrl !== typeUrl || current.get(ref.name) || out.has(ref.name)) continue;
+        const old = state.inflight.get(ref.name) ?? state.live.get(ref.name);
+        if (old) out.set(ref.name, old);
+      }
+    };
     for (const other of this.types.values()) {
       if (other === state) continue;
-      for (const holder of [other.live, other.inflight]) {
-        for (const r of holder.values()) {
-          for (const ref of r.references) {
-            if (ref.typeUrl !== typeUrl || current.get(ref.name) || out.has(ref.name)) continue;
-            const old = state.inflight.get(ref.name) ?? state.live.get(ref.name);
-            if (old) out.set(ref.name, old);
-          }
-        }
-      }
+      for (const holder of [other.live, other.inflight]) for (const r of holder.values()) keep(r);
     }
+    for (const { resource } of this.lingering) if (resource.typeUrl !== typeUrl) keep(resource);
     return [...out.values()];
+  }
+
+  /**
+   * The proxy accepted a response that replaced or removed `old`: what `old` referenced stays
+   * `removalDelayMs` longer. Envoy ends the sessions of a cluster when the cluster goes, and the
+   * replies to datagrams the old listener forwarded just before it was replaced are still on
+   * their way back through those sessions.
+   */
+  protected replaced(old: EncodedResource | undefined): void {
+    const delay = this.ctx.removalDelayMs;
+    if (!old || delay <= 0 || old.references.length === 0) return;
+    this.lingering.push({ resource: old, until: performance.now() + delay });
+    if (!this.lingerTimer) this.scheduleLingering();
+  }
+
+  private scheduleLingering(): void {
+    const first = this.lingering[0];
+    if (!first || this.closed) return;
+    this.lingerTimer = setTimeout(() => {
+      this.lingerTimer = undefined;
+      const now = performance.now();
+      this.lingering = this.lingering.filter((l) => l.until > now);
+      try {
+        this.pump();
+      } catch (err) {
+        this.log.error({ err }, 'failed to push the configuration');
+        this.fail(GrpcStatus.INTERNAL, `vsxds failed to push the configuration: ${(err as Error).message}`);
+        return;
+      }
+      this.scheduleLingering();
+    }, Math.max(0, first.until - performance.now()));
+    this.lingerTimer.unref();
   }
 
   /**
@@ -672,6 +709,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
     this.closed = true;
     this.ctx.onClose();
     this.releasePending();
+    clearTimeout(this.lingerTimer);
     this.resolving?.unsubscribe();
     this.regrouping?.unsubscribe();
     this.unwatch?.();

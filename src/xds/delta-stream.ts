@@ -47,8 +47,14 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
       } else {
         // `live` is this state's own map (made in newState, never handed out): updated in place.
         const live = state.live as Map<string, EncodedResource>;
-        for (const [name, r] of state.inflight) live.set(name, r);
-        for (const name of state.inflightRemoved) live.delete(name);
+        for (const [name, r] of state.inflight) {
+          if (live.get(name) !== r) this.replaced(live.get(name));
+          live.set(name, r);
+        }
+        for (const name of state.inflightRemoved) {
+          this.replaced(live.get(name));
+          live.delete(name);
+        }
         if (state.unresolved.size > 0) {
           for (const name of state.inflight.keys()) state.unresolved.delete(name);
           for (const name of state.inflightRemoved) state.unresolved.delete(name);

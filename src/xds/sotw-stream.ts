@@ -60,6 +60,7 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
         this.log.warn({ type: this.typeLabel(req.typeUrl), version: answered, error: req.errorDetail.message }, 'proxy rejected configuration');
         this.ctx.status.nack(this.proxy, req.typeUrl, answered, req.errorDetail.message);
       } else {
+        if (this.ctx.removalDelayMs > 0) for (const [name, r] of state.live) if (state.inflight.get(name) !== r) this.replaced(r);
         state.live = state.inflight;
         state.knowsLive = true;
         this.ctx.status.ack(this.proxy, req.typeUrl, answered);
