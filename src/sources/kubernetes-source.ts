@@ -1,4 +1,4 @@
-import { CoreV1Api, CustomObjectsApi, KubeConfig, makeInformer, type Informer, type KubernetesObject, type ObjectCache } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, ListWatch, Watch, type Informer, type KubernetesObject, type ObjectCache } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { GROUP, PLURAL, VERSION, podKey, type Pod } from '../model/types.js';
@@ -36,6 +36,8 @@ type Watched = 'virtualservices' | 'pods';
 /** One informer with restart-on-error and a record of whether its first list completed. */
 interface WatchState {
   readonly informer: Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
+  /** The informer's watch requests, with whether one is connected now. */
+  readonly watch: ConnectionTrackingWatch;
   listed: boolean;
   attempt: number;
   lastErrorKind?: string;
@@ -145,15 +147,18 @@ export class KubernetesSource implements Source {
   }
 
   private watch(what: Watched, path: string, list: () => Promise<any>): void {
+    // What makeInformer builds, with a Watch that says when its request is connected.
+    const watch = new ConnectionTrackingWatch(this.kc);
     const state: WatchState = {
-      informer: makeInformer(this.kc, path, async () => {
+      watch,
+      informer: new ListWatch(path, watch, async () => {
         const result = await list();
         state.listed = true;
         this.healthy(state, what);
         // The list answered: the watch gets a window of its own to connect.
         this.armWatchdog(state, what);
         return result;
-      }),
+      }, false),
       listed: false,
       attempt: 0,
     };
@@ -193,8 +198,7 @@ export class KubernetesSource implements Source {
     const stallMs = this.options.stallMs ?? STALL_MS;
     clearTimeout(state.watchdog);
     state.watchdog = setTimeout(() => {
-      const connected = (state.informer as unknown as { request?: unknown }).request !== undefined;
-      if (this.stopped || connected) return;
+      if (this.stopped || state.watch.connected) return;
       this.log.warn({ what }, `${what}: list/watch got no answer in ${stallMs / 1000} s; starting it over`);
       this.watchRestarts += 1;
       void state.informer
@@ -295,3 +299,27 @@ export class KubernetesSource implements Source {
   }
 }
 
+/**
+ * client-node's Watch, telling whether its request is connected: its `watch` resolves once the
+ * API server answered the request, and `done` is called when that watch ends. Only public API,
+ * so a client-node upgrade that changes the informer's internals cannot silently break the
+ * stall detection that relies on it.
+ */
+class ConnectionTrackingWatch extends Watch {
+  connected = false;
+  private calls = 0;
+
+  override async watch(path: string, queryParams: Record<string, string | number | boolean | undefined>, callback: (phase: string, apiObj: any, watchObj?: any) => void, done: (err: any) => void): Promise<AbortController> {
+    const call = ++this.calls;
+    let ended = false;
+    this.connected = false;
+    const controller = await super.watch(path, queryParams, callback, (err) => {
+      ended = true;
+      if (call === this.calls) this.connected = false;
+      done(err);
+    });
+    // Only the latest request counts, and only while it has not ended already.
+    if (call === this.calls && !ended) this.connected = true;
+    return controller;
+  }
+}
