@@ -95,6 +95,10 @@ describe('incremental (delta) ADS', () => {
     again.send({ node: NODE, type_url: CLUSTER_TYPE, initial_resource_versions: versions(synced.cds) });
     again.send({ type_url: ENDPOINT_TYPE, resource_names_subscribe: ['a', 'b'], initial_resource_versions: versions(synced.eds) });
     again.send({ type_url: LISTENER_TYPE, initial_resource_versions: versions(synced.lds) });
+    // Clusters are unchanged: the subscription is answered, with nothing in it.
+    const cds = await again.next();
+    expect([cds.type_url, cds.resources, cds.removed_resources]).toEqual([CLUSTER_TYPE, [], []]);
+    again.ack(cds);
     const eds = await again.next();
     expect([eds.type_url, names(eds)]).toEqual([ENDPOINT_TYPE, ['b']]);
     again.ack(eds);
@@ -105,7 +109,22 @@ describe('incremental (delta) ADS', () => {
     ads.cache.setSnapshot(GROUP, snapshotInput(merge(a, { ...b, listeners: [], endpoints: [endpoints('b', ['10.0.0.9'])] })));
     const eds2 = await again.next();
     expect([eds2.type_url, addresses(eds2)]).toEqual([ENDPOINT_TYPE, ['10.0.0.9']]);
-    expect(again.responses.map((r) => r.type_url)).not.toContain(CLUSTER_TYPE);
+    expect(again.responses.filter((r) => r.type_url === CLUSTER_TYPE).flatMap((r) => r.resources)).toEqual([]);
+  });
+
+  it('answers a reconnecting proxy that is up to date, so one that reconnected mid-startup finishes initializing, and shows the version it holds', async () => {
+    ads.cache.setSnapshot(GROUP, snapshotInput(simplePipeline('a', 2000, ['10.0.0.1'])));
+    const first = open();
+    const synced = await connectAndSync(first, ['a']);
+    first.close();
+    const again = open();
+    again.send({ node: NODE, type_url: CLUSTER_TYPE, initial_resource_versions: { a: synced.cds.resources[0]?.version } });
+    const cds = await again.next();
+    expect([cds.type_url, cds.resources, cds.removed_resources, cds.system_version_info]).toEqual([CLUSTER_TYPE, [], [], synced.cds.system_version_info]);
+    const proxy = ads.server.status.list(GROUP)[0];
+    expect(proxy?.types.get(CLUSTER_TYPE)?.acked).toBe(synced.cds.system_version_info);
+    again.ack(cds);
+    await again.until(() => proxy?.types.get(CLUSTER_TYPE)?.acked === synced.cds.system_version_info && proxy?.types.get(CLUSTER_TYPE)?.responses === 1, 2000, 'ACK');
   });
 
   it('answers the first wildcard request even when there is nothing, so the proxy can finish starting', async () => {
@@ -159,5 +178,18 @@ describe('incremental (delta) ADS', () => {
     s.ack(second);
     const third = await s.next();
     expect(names(third)).toEqual(['rtcp']);
+  });
+
+  it('sends everything again to a proxy that unsubscribes the wildcard and subscribes it again', async () => {
+    ads.cache.setSnapshot(GROUP, snapshotInput(merge(simplePipeline('a', 2000, ['10.0.0.1']), simplePipeline('b', 2002, ['10.0.0.2']))));
+    const s = open();
+    s.send({ node: NODE, type_url: CLUSTER_TYPE });
+    const all = await s.next();
+    expect(names(all)).toEqual(['a', 'b']);
+    s.ack(all);
+    s.send({ type_url: CLUSTER_TYPE, resource_names_unsubscribe: ['*'] });
+    s.send({ type_url: CLUSTER_TYPE, resource_names_subscribe: ['*'] });
+    const again = await s.next();
+    expect([again.type_url, names(again), again.removed_resources]).toEqual([CLUSTER_TYPE, ['a', 'b'], []]);
   });
 });

@@ -1,3 +1,4 @@
+import { status } from '@grpc/grpc-js';
 import { Subject } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLUSTER_TYPE, type PodIdentity, type PodLookup } from '../src/xds/index.js';
@@ -77,5 +78,44 @@ describe('node identity', () => {
     });
     const cds = await s.next();
     expect(cds.resources.map((r) => r.name)).toEqual(['gw']);
+  });
+
+  it('ends the stream of a proxy whose pod does not appear in time, naming the pod and the timeout, and lists it in the stream errors', async () => {
+    ads = await startAds({ podLookup: new FakePods(), limits: { identifyTimeoutMs: 300 } });
+    const s = open();
+    s.send({ node: { id: 'default/no-such-pod' }, type_url: CLUSTER_TYPE });
+    const end = await s.end();
+    expect(end.code).toBe(status.NOT_FOUND);
+    expect(end.details).toBe(
+      'node.id names pod default/no-such-pod, which the pod source did not know within 0.3 s (the identification timeout); check node.id, or that the pod exists',
+    );
+    expect(ads.server.status.streamErrors().map((e) => [e.nodeId, e.code])).toEqual([['default/no-such-pod', 'NOT_FOUND']]);
+  });
+
+  it('bounds the requests a stream may send before its pod is known, by count and by bytes; other streams are served', async () => {
+    const pods = new FakePods();
+    pods.add({ namespace: 'media', name: 'worker-1', labels: { app: 'worker' } });
+    ads = await startAds({ podLookup: pods, limits: { maxUnidentifiedBytes: 64 * 1024 } });
+    ads.cache.setSnapshot('media/app=worker', snapshotInput(simplePipeline('rtp', 2000, ['10.0.0.1'])));
+    const many = open();
+    many.send({ node: { id: 'default/no-such-pod' }, type_url: CLUSTER_TYPE });
+    for (let i = 0; i < 40; i++) many.send({ type_url: CLUSTER_TYPE, resource_names: [`c${i}`] });
+    const manyEnd = await many.end();
+    expect(manyEnd.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(manyEnd.details).toBe(
+      'this stream sent more than 16 requests before vsxds knew which proxy it is (its pod is not known yet): the limit for an unidentified stream',
+    );
+    const big = open();
+    big.send({ node: { id: 'default/no-such-pod' }, type_url: CLUSTER_TYPE });
+    for (let i = 0; i < 8; i++) big.send({ type_url: CLUSTER_TYPE, resource_names: Array.from({ length: 1000 }, (_, j) => `cluster-${i}-${j}`) });
+    const bigEnd = await big.end();
+    expect(bigEnd.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(bigEnd.details).toBe(
+      'this stream sent more than 65536 bytes of requests before vsxds knew which proxy it is (its pod is not known yet): the limit for an unidentified stream',
+    );
+    expect(ads.server.status.streamErrors().map((e) => e.code)).toEqual(['RESOURCE_EXHAUSTED', 'RESOURCE_EXHAUSTED']);
+    const known = open();
+    known.send({ node: { id: 'media/worker-1' }, type_url: CLUSTER_TYPE });
+    expect((await known.next()).resources.map((r) => r.name)).toEqual(['rtp']);
   });
 });

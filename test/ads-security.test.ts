@@ -4,7 +4,7 @@ import { Subject } from 'rxjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { adsCredentials, AdsServer, type AdsLimits } from '../src/xds/ads-server.js';
 import type { NodeAuthMode } from '../src/xds/node-auth.js';
-import { CLUSTER_TYPE, SnapshotCache, type PodIdentity, type PodLookup } from '../src/xds/index.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, SnapshotCache, type PodIdentity, type PodLookup } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream } from './support/ads-client.js';
 import { TestCa, type Issued } from './support/certs.js';
 import { simplePipeline, snapshotInput } from './support/resources.js';
@@ -134,7 +134,8 @@ describe('ADS security and limits', () => {
     s.send({ node: nodeFor('media', { app: 'ingress' }), type_url: CLUSTER_TYPE, resource_names: Array.from({ length: 5000 }, (_, i) => `cluster-name-${i}`) });
     const end = await s.end();
     expect(end.code).toBe(8);
-    expect(end.details).toMatch(/^Received message larger than max \(\d+ vs 65536\)$/);
+    expect(end.details).toMatch(/^the request is \d+ bytes, more than the 65536 bytes vsxds accepts \(--max-message-bytes\)$/);
+    expect(server?.status.streamErrors().map((e) => e.code)).toEqual(['RESOURCE_EXHAUSTED']);
   });
 
   it('ends a stream that floods requests beyond the per-stream rate, naming the limit; others are unaffected', async () => {
@@ -150,5 +151,18 @@ describe('ADS security and limits', () => {
     expect(end.details).toBe('this stream sent more than 50 requests per second (the per-stream limit)');
     calm.ack(first);
     expect(calm.ended).toBeUndefined();
+  });
+
+  it('ends a delta stream that subscribes to more names than the subscription limit, naming it', async () => {
+    const address = await start({ limits: { maxSubscribedNames: 100 } });
+    const s = open(address, credentials.createInsecure(), 'delta');
+    s.send({ node: nodeFor('media', { app: 'ingress' }), type_url: CLUSTER_TYPE });
+    await s.next();
+    for (let i = 0; i < 3; i++) {
+      s.send({ type_url: ENDPOINT_TYPE, resource_names_subscribe: Array.from({ length: 40 }, (_, j) => `cla-${i}-${j}`) });
+    }
+    const end = await s.end();
+    expect(end.code).toBe(8);
+    expect(end.details).toBe('this stream subscribed to more than 100 resource names (the subscription limit)');
   });
 });

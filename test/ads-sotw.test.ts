@@ -252,6 +252,19 @@ describe('state-of-the-world ADS', () => {
     const empty = await s.next();
     expect(empty.resources).toEqual([]);
   });
+
+  it('takes an empty resource_names as unsubscribing once the client has named resources, not as the wildcard', async () => {
+    const a = simplePipeline('a', 2000, ['10.0.0.1']);
+    const b = simplePipeline('b', 2002, ['10.0.0.2']);
+    ads.cache.setSnapshot(GROUP, snapshotInput({ listeners: [...a.listeners, ...b.listeners], clusters: [...a.clusters, ...b.clusters], endpoints: [...a.endpoints, ...b.endpoints] }));
+    const s = open();
+    s.send({ node: NODE, type_url: CLUSTER_TYPE, resource_names: ['a'] });
+    const named = await s.next();
+    expect(names(named)).toEqual(['a']);
+    s.ack(named, { resource_names: [] });
+    const none = await s.next();
+    expect([none.type_url, names(none)]).toEqual([CLUSTER_TYPE, []]);
+  });
 });
 
 describe('ADS with bad clients', () => {

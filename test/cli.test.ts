@@ -139,4 +139,19 @@ describe('vsxds CLI', { timeout: 60_000 }, () => {
     expect(bad.err).toMatch(/invalid: VirtualService default\/bad: \w+: .*99999/);
     expect(bad.out).toContain('ingress-rtp');
   });
+
+  it('render warns of, but does not fail for, a source problem in another namespace than the proxy', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'vsxds-render-'));
+    dirs.push(dir);
+    await cp(path.join(ROOT, 'examples', 'virtualservices'), dir, { recursive: true });
+    const other = 'apiVersion: servicemesh.l7mp.io/v1\nkind: VirtualService\nmetadata: {name: twice, namespace: other}\nspec:\n  selector: {app: gw}\n  listeners:\n    - name: x\n      udp: {port: 3000, cluster: {name: x, service_discovery: eds, endpoints: [{host: {address: 10.0.0.1}, port: 1}]}}\n';
+    await writeFile(path.join(dir, 'other-a.yaml'), other);
+    await writeFile(path.join(dir, 'other-b.yaml'), other);
+    const unrelated = run(['render', '--source', `file:${dir}`, '--node-namespace', 'default', '--node-labels', 'app=ingress']);
+    expect(await unrelated.exited).toBe(0);
+    expect(unrelated.err).toContain('warning: other/twice: defined more than once in the directory');
+    const related = run(['render', '--source', `file:${dir}`, '--node-namespace', 'other', '--node-labels', 'app=gw']);
+    expect(await related.exited).toBe(1);
+    expect(related.err).toContain('problem: other/twice: defined more than once in the directory');
+  });
 });

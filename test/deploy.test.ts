@@ -165,7 +165,7 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
       seccompProfile: { type: 'RuntimeDefault' },
     });
     const env = Object.fromEntries(container.env.map((e: Obj) => [e.name, e.value ?? e.valueFrom.fieldRef.fieldPath]));
-    expect(env).toEqual({ VSXDS_LOG_LEVEL: 'info', POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace' });
+    expect(env).toEqual({ VSXDS_LOG_LEVEL: 'info', VSXDS_NODE_AUTH: 'peer-ip', POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace' });
     expect(pod.serviceAccountName).toBe('vsxds');
     expect(pod.topologySpreadConstraints.map((c: Obj) => c.topologyKey)).toContain('kubernetes.io/hostname');
     const service = kustomized.find((o) => o.kind === 'Service')!;
@@ -246,6 +246,49 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
       expect(objects.some((o) => o.kind === 'PodDisruptionBudget')).toBe(false);
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('Helm chart: proxies prove their pod by default, by peer IP, and by client certificate when given a CA', async () => {
+    const container = async (values: Obj) => {
+      const dir = await mkdtemp(path.join(tmpdir(), 'vsxds-values-'));
+      try {
+        const file = path.join(dir, 'values.yaml');
+        await writeFile(file, JSON.stringify(values));
+        const deployment = (await helmTemplate(['--values', file])).find((o) => o.kind === 'Deployment')!;
+        return { pod: deployment.spec.template.spec, c: deployment.spec.template.spec.containers[0], env: Object.fromEntries(deployment.spec.template.spec.containers[0].env.filter((e: Obj) => e.value !== undefined).map((e: Obj) => [e.name, e.value])) };
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    };
+    expect((await container({})).env['VSXDS_NODE_AUTH']).toBe('peer-ip');
+    const mtls = await container({ xdsTls: { secretName: 'vsxds-xds-tls' } });
+    expect(mtls.env).toMatchObject({
+      VSXDS_NODE_AUTH: 'client-cert',
+      VSXDS_XDS_TLS_CERT: '/etc/vsxds/xds-tls/tls.crt',
+      VSXDS_XDS_TLS_KEY: '/etc/vsxds/xds-tls/tls.key',
+      VSXDS_XDS_TLS_CLIENT_CA: '/etc/vsxds/xds-tls/ca.crt',
+    });
+    expect(mtls.c.volumeMounts).toContainEqual({ name: 'xds-tls', mountPath: '/etc/vsxds/xds-tls', readOnly: true });
+    expect(mtls.pod.volumes).toContainEqual({ name: 'xds-tls', secret: { secretName: 'vsxds-xds-tls' } });
+    const tlsOnly = await container({ xdsTls: { secretName: 'vsxds-xds-tls', clientCa: false } });
+    expect([tlsOnly.env['VSXDS_NODE_AUTH'], tlsOnly.env['VSXDS_XDS_TLS_CLIENT_CA']]).toEqual(['peer-ip', undefined]);
+    await expect(container({ nodeAuth: 'client-cert' })).rejects.toThrow(/nodeAuth client-cert needs mutual TLS/);
+  });
+
+  it('examples/kubernetes: the API server accepts the Envoy manifests, whose Envoys name their pod through the downward API', async () => {
+    for (const file of ['ingress.yaml', 'worker.yaml']) {
+      const text = readFileSync(path.join(ROOT, 'examples', 'kubernetes', file), 'utf8');
+      const r = await kube.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], text);
+      expect(r.stderr, file).toBe('');
+      const deployment = documents(text).find((o) => o.kind === 'Deployment')!;
+      const [envoy] = deployment.spec.template.spec.containers;
+      expect(envoy.args.slice(envoy.args.indexOf('--service-node'), envoy.args.indexOf('--service-node') + 2)).toEqual(['--service-node', '$(POD_NAMESPACE)/$(POD_NAME)']);
+      const env = Object.fromEntries(envoy.env.map((e: Obj) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
+      expect(env).toEqual({ POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace' });
+      // node.id is left to --service-node: an id in the bootstrap would name one pod for every replica.
+      const bootstrap = parse(documents(text).find((o) => o.kind === 'ConfigMap')!.data['bootstrap.yaml']);
+      expect(bootstrap.node.id).toBeUndefined();
     }
   });
 

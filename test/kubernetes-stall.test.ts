@@ -14,9 +14,12 @@ import { waitUntil } from './support/wait.js';
  */
 async function fakeApiServer(answer: (isWatch: boolean) => boolean, endWatchAfterMs?: number) {
   const requests: string[] = [];
+  const queries: URLSearchParams[] = [];
   const server = http.createServer((req, res) => {
-    const isWatch = new URL(req.url ?? '/', 'http://x').searchParams.get('watch') === 'true';
+    const query = new URL(req.url ?? '/', 'http://x').searchParams;
+    const isWatch = query.get('watch') === 'true';
     requests.push(isWatch ? 'watch' : 'list');
+    queries.push(query);
     if (!answer(isWatch)) return;
     if (!isWatch) {
       res.setHeader('content-type', 'application/json');
@@ -45,6 +48,7 @@ async function fakeApiServer(answer: (isWatch: boolean) => boolean, endWatchAfte
   return {
     kubeconfig,
     requests,
+    queries,
     close: () => {
       server.closeAllConnections();
       server.close();
@@ -58,8 +62,8 @@ describe('Kubernetes source against an API server that stops answering', () => {
     for (const c of cleanup.splice(0)) await c();
   });
 
-  async function source(kubeconfig: string): Promise<KubernetesSource> {
-    const s = new KubernetesSource({ kubeconfig, log: pino({ level: process.env['VSXDS_TEST_LOG'] ?? 'silent' }), stallMs: 300, backoff: () => 100 });
+  async function source(kubeconfig: string, watchTimeoutS?: number): Promise<KubernetesSource> {
+    const s = new KubernetesSource({ kubeconfig, log: pino({ level: process.env['VSXDS_TEST_LOG'] ?? 'silent' }), stallMs: 300, backoff: () => 100, watchTimeoutS });
     cleanup.push(() => s.stop());
     await s.start();
     return s;
@@ -86,4 +90,18 @@ describe('Kubernetes source against an API server that stops answering', () => {
     // client-node reconnects each ended watch itself; the watchdog must catch that attempt too.
     await waitUntil(() => (s.watchRestarts >= 2 && api.requests.length >= before + 4 ? true : undefined), 'the hanging reconnects to be started over', 10_000);
   });
+
+  it('starts over a watch that went silent without closing (a half-open connection), and asks the API server to end each watch in time', async () => {
+    // Every watch is answered and then nothing: no event, no bookmark, no end.
+    const api = await fakeApiServer(() => true);
+    cleanup.push(api.close);
+    const s = await source(api.kubeconfig, 1);
+    await waitUntil(() => (s.state.synced ? true : undefined), 'the source to sync', 10_000);
+    const watchesBefore = api.requests.filter((r) => r === 'watch').length;
+    // Asked to end after ~1 s, silent for 1.25 s: taken for gone and started over.
+    await waitUntil(() => (api.requests.filter((r) => r === 'watch').length >= watchesBefore + 2 ? true : undefined), 'the silent watches to be started over', 20_000);
+    expect(s.watchRestarts).toBeGreaterThanOrEqual(2);
+    const watches = api.queries.filter((q) => q.get('watch') === 'true');
+    expect(watches.every((q) => q.get('timeoutSeconds') === '1' && q.get('allowWatchBookmarks') === 'true')).toBe(true);
+  }, 30_000);
 });

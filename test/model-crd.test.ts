@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { Ajv, type ValidateFunction } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { GROUP, KIND, PLURAL, VERSION, limits } from '../src/model/index.js';
@@ -39,41 +40,34 @@ const cluster = udp.properties!['cluster']!;
 const endpoints = cluster.properties!['endpoints']!;
 const host = endpoints.items!.properties!['host']!;
 
-/** The OpenAPI subset the CRD uses, checked the way the apiserver does (CEL rules aside). */
-function violations(schema: Schema, value: unknown, path = ''): string[] {
-  const out: string[] = [];
-  const t = schema.type;
-  if (t === 'object') {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) return [`${path}: not an object`];
-    const obj = value as Record<string, unknown>;
-    for (const r of schema.required ?? []) if (!(r in obj)) out.push(`${path}.${r}: required`);
-    const n = Object.keys(obj).length;
-    if (schema.maxProperties !== undefined && n > schema.maxProperties) out.push(`${path}: too many properties`);
-    if (schema.minProperties !== undefined && n < schema.minProperties) out.push(`${path}: too few properties`);
-    // metadata is the only object without a schema of its own: the apiserver checks it.
-    if (!schema.properties && !schema.additionalProperties) return out;
-    for (const [k, v] of Object.entries(obj)) {
-      const sub = schema.properties?.[k] ?? schema.additionalProperties;
-      if (!sub) out.push(`${path}.${k}: unknown field`);
-      else out.push(...violations(sub, v, `${path}.${k}`));
-    }
-  } else if (t === 'array') {
-    if (!Array.isArray(value)) return [`${path}: not a list`];
-    if (schema.minItems !== undefined && value.length < schema.minItems) out.push(`${path}: too few items`);
-    if (schema.maxItems !== undefined && value.length > schema.maxItems) out.push(`${path}: too many items`);
-    value.forEach((v, i) => out.push(...violations(schema.items!, v, `${path}[${i}]`)));
-  } else if (t === 'integer') {
-    if (!Number.isInteger(value)) return [`${path}: not an integer`];
-    const n = value as number;
-    if ((schema.minimum !== undefined && n < schema.minimum) || (schema.maximum !== undefined && n > schema.maximum)) out.push(`${path}: out of range`);
-  } else if (t === 'string') {
-    if (typeof value !== 'string') return [`${path}: not a string`];
-    if (schema.minLength !== undefined && value.length < schema.minLength) out.push(`${path}: too short`);
-    if (schema.maxLength !== undefined && value.length > schema.maxLength) out.push(`${path}: too long`);
-    if (schema.pattern && !new RegExp(schema.pattern).test(value)) out.push(`${path}: does not match pattern`);
-  }
-  if (schema.enum && !schema.enum.includes(value)) out.push(`${path}: not in enum`);
+/**
+ * The CRD's own schema, checked by ajv the way the apiserver checks a structural schema (CEL rules
+ * aside): an object that lists its properties takes no others (the apiserver prunes them, and
+ * refuses them with --validate=strict), and metadata, which has no schema of its own here, is
+ * the apiserver's to check.
+ */
+const ajv = new Ajv({ allErrors: true, strict: true });
+ajv.addVocabulary(['x-kubernetes-validations', 'x-kubernetes-list-type', 'x-kubernetes-list-map-keys']);
+// The OpenAPI formats the CRD uses, as the apiserver reads them.
+ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isSafeInteger(n) });
+ajv.addFormat('date-time', (t: string) => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(t) && !Number.isNaN(Date.parse(t)));
+
+function asApiserverChecks(schema: Schema): object {
+  const out: Record<string, unknown> = { ...schema };
+  if (schema.properties) out['properties'] = Object.fromEntries(Object.entries(schema.properties).map(([k, v]) => [k, asApiserverChecks(v)]));
+  if (schema.properties && !schema.additionalProperties) out['additionalProperties'] = false;
+  if (schema.additionalProperties) out['additionalProperties'] = asApiserverChecks(schema.additionalProperties);
+  if (schema.items) out['items'] = asApiserverChecks(schema.items);
   return out;
+}
+
+const validators = new Map<Schema, ValidateFunction>();
+
+/** What the schema finds wrong with `value`, one line each (instance path and ajv's message). */
+function violations(schema: Schema, value: unknown): string[] {
+  let validate = validators.get(schema);
+  if (!validate) validators.set(schema, (validate = ajv.compile(asApiserverChecks(schema))));
+  return validate(value) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '/'}: ${e.message}`);
 }
 
 /** Structural schemas: every node says its type, and every object either lists its properties or maps values. */
@@ -87,7 +81,7 @@ function structuralProblems(schema: Schema, path: string): string[] {
     else out.push(...structuralProblems(schema.items, `${path}[]`));
   }
   if (schema.properties && schema.additionalProperties) out.push(`${path}: both properties and additionalProperties`);
-  if (schema.default !== undefined) out.push(...violations({ ...schema, default: undefined }, schema.default, `${path} (default)`));
+  if (schema.default !== undefined) out.push(...violations({ ...schema, default: undefined }, schema.default).map((v) => `${path} (default) ${v}`));
   return out;
 }
 
@@ -140,7 +134,7 @@ describe('crds/virtualservice.yaml', () => {
 
   it('rejects at admission what a schema can', () => {
     const [ingress] = exampleVirtualServices();
-    const withListener = (l: unknown) => ({ ...ingress, spec: { selector: {}, listeners: [l] } });
+    const withListener = (l: unknown) => ({ ...ingress, spec: { selector: { app: 'ingress' }, listeners: [l] } });
     const good = (ingress as { spec: { listeners: Record<string, any>[] } }).spec.listeners[0]!;
     const bad = [
       withListener({ ...good, name: 'Bad_Name' }),
@@ -158,6 +152,8 @@ describe('crds/virtualservice.yaml', () => {
       withListener({ ...good, udp: { ...good['udp'], cluster: { ...good['udp'].cluster, endpoints: [{ host: { address: '10.0.0.1' }, port: 1, weight: 0 }] } } }),
       { ...ingress, spec: { listeners: [] } },
       { ...ingress, spec: {} },
+      { ...ingress, spec: { selector: {}, listeners: [good] } },
+      { ...ingress, spec: { listeners: [good] } },
     ];
     for (const vs of bad) expect(violations(root, vs)).not.toEqual([]);
   });

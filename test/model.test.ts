@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   acceptedCondition,
+  deepEqual,
   fromDocuments,
   parsePod,
   parseVirtualService,
@@ -73,7 +74,7 @@ describe('parseVirtualService', () => {
     expect(vs.spec.listeners[0]?.udp.cluster.health_check).toEqual({ interval: 500, protocol: 'TCP' });
   });
 
-  it('defaults an absent selector to empty (every proxy in the namespace)', () => {
+  it('defaults an absent selector to empty (which validation rejects)', () => {
     const obj = raw();
     delete (obj['spec'] as Record<string, unknown>)['selector'];
     expect(parsed(obj).spec.selector).toEqual({});
@@ -121,6 +122,17 @@ describe('parseVirtualService', () => {
 });
 
 describe('validateVirtualService', () => {
+  it('rejects an empty or absent proxy selector, which would select every proxy of the namespace, workers included', () => {
+    const absent = raw();
+    delete (absent['spec'] as Record<string, unknown>)['selector'];
+    for (const obj of [raw({ selector: {} }), absent]) {
+      expect(rejection(obj)).toMatchObject({
+        reason: 'InvalidSelector',
+        message: "spec.selector: must name at least one label of the proxies' pods (an empty selector would select every proxy in the namespace)",
+      });
+    }
+  });
+
   it('accepts the original operator pipeline', () => {
     const vs = parsed(
       raw({
@@ -355,5 +367,16 @@ describe('fromDocuments', () => {
   it('reads the items of a List', () => {
     const out = fromDocuments([{ apiVersion: 'v1', kind: 'List', items: [raw({ name: 'a' }), raw({ name: 'b' })] }], 'ns');
     expect(out.virtualServices.map(vsKey)).toEqual(['ns/a', 'ns/b']);
+  });
+});
+
+describe('deepEqual', () => {
+  it('compares parsed values by structure, whatever the key order, and tells apart what JSON cannot', () => {
+    expect(deepEqual({ a: 1, b: [1, { c: 'x' }] }, { b: [1, { c: 'x' }], a: 1 })).toBe(true);
+    expect(deepEqual({ a: 1, b: undefined }, { a: 1 })).toBe(true);
+    expect(deepEqual({ a: [1, 2] }, { a: [2, 1] })).toBe(false);
+    expect(deepEqual({ interval: Number.POSITIVE_INFINITY }, { interval: null })).toBe(false);
+    expect(deepEqual([Number.NaN], [null])).toBe(false);
+    expect(deepEqual([Number.NaN], [Number.NaN])).toBe(true);
   });
 });

@@ -16,15 +16,13 @@ const identity = { id: 'default/ingress-0', cluster: 'ingress', metadata: { name
 
 describe('request decoding', () => {
   it('reads the node identity and every request field from a request carrying Envoy\'s whole node (SotW)', () => {
-    const r = decodeSotwRequest(encodeSotwRequest({ node: envoyNode, version_info: 'v1', resource_names: ['a', 'b'], type_url: 'type.googleapis.com/envoy.config.cluster.v3.Cluster', response_nonce: '7', error_detail: { code: 3, message: 'rejected' } }));
-    expect(r).toEqual({ node: identity, versionInfo: 'v1', resourceNames: ['a', 'b'], typeUrl: 'type.googleapis.com/envoy.config.cluster.v3.Cluster', responseNonce: '7', errorDetail: { message: 'rejected' } });
+    const bytes = encodeSotwRequest({ node: envoyNode, version_info: 'v1', resource_names: ['a', 'b'], type_url: 'type.googleapis.com/envoy.config.cluster.v3.Cluster', response_nonce: '7', error_detail: { code: 3, message: 'rejected' } });
+    expect(decodeSotwRequest(bytes)).toEqual({ node: identity, versionInfo: 'v1', resourceNames: ['a', 'b'], typeUrl: 'type.googleapis.com/envoy.config.cluster.v3.Cluster', responseNonce: '7', errorDetail: { message: 'rejected' }, size: bytes.length });
   });
 
   it('reads the node identity and every request field from a request carrying Envoy\'s whole node (delta)', () => {
-    const r = decodeDeltaRequest(
-      encodeDeltaRequest({ node: envoyNode, type_url: 'type.googleapis.com/envoy.config.listener.v3.Listener', resource_names_subscribe: ['*'], resource_names_unsubscribe: ['old'], initial_resource_versions: { l1: 'abc' }, response_nonce: '9' }),
-    );
-    expect(r).toEqual({ node: identity, typeUrl: 'type.googleapis.com/envoy.config.listener.v3.Listener', subscribe: ['*'], unsubscribe: ['old'], initialResourceVersions: { l1: 'abc' }, responseNonce: '9', errorDetail: undefined });
+    const bytes = encodeDeltaRequest({ node: envoyNode, type_url: 'type.googleapis.com/envoy.config.listener.v3.Listener', resource_names_subscribe: ['*'], resource_names_unsubscribe: ['old'], initial_resource_versions: { l1: 'abc' }, response_nonce: '9' });
+    expect(decodeDeltaRequest(bytes)).toEqual({ node: identity, typeUrl: 'type.googleapis.com/envoy.config.listener.v3.Listener', subscribe: ['*'], unsubscribe: ['old'], initialResourceVersions: { l1: 'abc' }, responseNonce: '9', errorDetail: undefined, size: bytes.length });
   });
 
   it('reports bytes that are not a request as malformed', () => {

@@ -8,6 +8,7 @@ import { boolean, defaultSource, parseLabels, UsageError, type Settings } from '
 import { createLogger } from './logger.js';
 import { makeSource } from './make-source.js';
 import { SnapshotCache } from '../xds/snapshot-cache.js';
+import { Snapshot } from '../xds/snapshot.js';
 
 /**
  * Prints the Envoy resources one proxy would receive, without serving. Exit status 1 when a
@@ -24,6 +25,13 @@ export async function render(settings: Settings, out: NodeJS.WritableStream, err
     const pipeline = new ConfigPipeline({ source, cache: new SnapshotCache(), log, coalesceMs: 0 });
     const evaluated = state.virtualServices.map((raw) => pipeline.evaluate(raw));
     const translation = translateGroup(group, evaluated.flatMap((e) => (e.accepted && e.vs ? [e.vs] : [])), state.pods, { shareClusters: boolean(settings, 'shareClusters') });
+    // What serve would do with it: a configuration that does not encode or is inconsistent fails.
+    let buildError: string | undefined;
+    try {
+      Snapshot.build(translation.snapshot);
+    } catch (e) {
+      buildError = (e as Error).message;
+    }
     const resources: Record<string, unknown[]> = {};
     for (const [typeUrl, items] of Object.entries(translation.snapshot)) {
       resources[shortTypeName(typeUrl)] = items.map((i) => i.resource);
@@ -31,9 +39,16 @@ export async function render(settings: Settings, out: NodeJS.WritableStream, err
     const doc = { node: { namespace: group.namespace, labels: group.labels }, resources };
     out.write(settings.format === 'json' ? `${JSON.stringify(doc, null, 2)}\n` : stringify(doc, { aliasDuplicateObjects: false }));
     let failed = false;
-    for (const p of state.problems) {
-      err.write(`problem: ${p.subject}: ${p.message}\n`);
+    if (buildError) {
+      err.write(`invalid: the configuration of this proxy does not build: ${buildError}\n`);
       failed = true;
+    }
+    for (const p of state.problems) {
+      // A problem with an object of another namespace cannot touch this proxy; one with a file
+      // can (what the file holds is unknown).
+      const related = p.namespace === undefined || p.namespace === group.namespace;
+      err.write(`${related ? 'problem' : 'warning'}: ${p.subject}: ${p.message}\n`);
+      if (related) failed = true;
     }
     for (const e of evaluated) {
       // An object that did not parse has no selector: report it to every proxy of its namespace.

@@ -11,6 +11,7 @@ import { ConfigPipeline } from './config-pipeline.js';
 import { boolean, defaultSource, integer, UsageError, type Settings } from './config.js';
 import { createLogger } from './logger.js';
 import { makeSource } from './make-source.js';
+import { SelectorKeyGrouping } from './selector-grouping.js';
 import { StatusReporter } from './status-reporter.js';
 import type { Source } from '../sources/source.js';
 
@@ -36,10 +37,13 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
   if (!NODE_AUTH_MODES.includes(nodeAuth)) throw new UsageError(`--node-auth must be one of ${NODE_AUTH_MODES.join(', ')}`);
   const tls = await loadTls(settings);
   if (nodeAuth === 'client-cert' && !tls?.clientCa) throw new UsageError('--node-auth client-cert needs mutual TLS: set --xds-tls-cert, --xds-tls-key and --xds-tls-client-ca');
+  // Before the pipeline subscribes: a proxy's group is known before its group is built.
+  const grouping = new SelectorKeyGrouping(source.state$);
   const ads = new AdsServer({
     cache,
     status: registry,
     podLookup: source.podLookup,
+    grouping,
     logger: log,
     nodeAuth,
     grpcOptions: connectionAge(integer(settings, 'maxConnectionAgeMs'), integer(settings, 'maxConnectionAgeGraceMs')),
@@ -48,6 +52,9 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
       maxStreams: integer(settings, 'maxStreams'),
       maxMessageBytes: integer(settings, 'maxMessageBytes'),
       maxRequestsPerSecond: integer(settings, 'maxRequestsPerSecond'),
+      maxSubscribedNames: integer(settings, 'maxSubscribedNames'),
+      identifyTimeoutMs: integer(settings, 'identifyTimeoutS') * 1000,
+      removalDelayMs: integer(settings, 'removalDelayMs'),
     },
   });
   const tracker = new ChangeTracker();
@@ -80,6 +87,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
       reporter.stop();
       pipeline.stop();
       metrics.stop();
+      grouping.stop();
       await source.stop();
       await ads.close(integer(settings, 'shutdownGraceMs'));
       await admin.close();

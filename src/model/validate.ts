@@ -42,6 +42,9 @@ export function validateVirtualService(vs: VirtualService): ValidationResult {
 
   if (!isDnsSubdomain(vs.metadata.name)) add('metadata.name', `"${vs.metadata.name}" must be a DNS-1123 subdomain`);
   if (!isDnsLabel(vs.metadata.namespace)) add('metadata.namespace', `"${vs.metadata.namespace}" must be a DNS-1123 label`);
+  // An empty selector would give these listeners to every proxy of the namespace, the workers'
+  // sidecars included: say which proxies, always.
+  if (Object.keys(vs.spec.selector).length === 0) add('spec.selector', 'must name at least one label of the proxies\' pods (an empty selector would select every proxy in the namespace)');
   checkSelector(vs.spec.selector, 'spec.selector', add);
 
   const listeners = vs.spec.listeners;

@@ -151,7 +151,7 @@ function duplicates(vss: readonly RawObject[]): SourceProblem[] {
     const a = vss[i - 1] as RawObject;
     const b = vss[i] as RawObject;
     if (a.metadata.namespace === b.metadata.namespace && a.metadata.name === b.metadata.name) {
-      out.push({ subject: `${b.metadata.namespace}/${b.metadata.name}`, message: 'defined more than once in the directory; the first file (by name) wins' });
+      out.push({ subject: `${b.metadata.namespace}/${b.metadata.name}`, namespace: b.metadata.namespace, message: 'defined more than once in the directory; the first file (by name) wins' });
     }
   }
   return out;

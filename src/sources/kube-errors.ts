@@ -43,7 +43,12 @@ function bodyMessage(body: unknown): string | undefined {
   return (body as { message?: string } | undefined)?.message;
 }
 
-/** Exponential backoff with a cap; `attempt` starts at 0. */
-export function backoffMs(attempt: number, baseMs = 500, capMs = 30_000): number {
-  return Math.min(capMs, baseMs * 2 ** Math.min(attempt, 16));
+/**
+ * Exponential backoff with a cap and jitter; `attempt` starts at 0. The delay is drawn from the
+ * upper half of the exponential step ("equal jitter"), so replicas that failed together (an API
+ * server restart) do not retry together, and none retries sooner than half the step.
+ */
+export function backoffMs(attempt: number, baseMs = 500, capMs = 30_000, random: () => number = Math.random): number {
+  const step = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 16));
+  return Math.round(step / 2 + random() * (step / 2));
 }

@@ -1,4 +1,4 @@
-import { CoreV1Api, CustomObjectsApi, KubeConfig, makeInformer, type Informer, type KubernetesObject, type ObjectCache } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, ListWatch, Watch, type Informer, type KubernetesObject, type ObjectCache } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { GROUP, PLURAL, VERSION, podKey, type Pod } from '../model/types.js';
@@ -21,6 +21,13 @@ export interface KubernetesSourceOptions {
   readonly backoff?: (attempt: number) => number;
   /** Injectable for tests: how long a list/watch attempt may take to connect before it is started over. */
   readonly stallMs?: number;
+  /**
+   * Each watch asks the API server to end it after 80–100% of this many seconds, as client-go's
+   * reflector does, and is started over when it has neither ended nor sent anything for that
+   * long and a quarter more: a watch whose connection went silent without closing (a half-open
+   * connection, packets dropped) is noticed within 1.25 × this. Default 60 (75 s).
+   */
+  readonly watchTimeoutS?: number;
   /** Only the holder of this Lease writes status and events; without it, this replica always does. */
   readonly leaderElection?: {
     readonly namespace: string;
@@ -36,6 +43,8 @@ type Watched = 'virtualservices' | 'pods';
 /** One informer with restart-on-error and a record of whether its first list completed. */
 interface WatchState {
   readonly informer: Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
+  /** The informer's watch requests, with whether one is connected now. */
+  readonly watch: ConnectionTrackingWatch;
   listed: boolean;
   attempt: number;
   lastErrorKind?: string;
@@ -145,15 +154,18 @@ export class KubernetesSource implements Source {
   }
 
   private watch(what: Watched, path: string, list: () => Promise<any>): void {
+    // What makeInformer builds, with a Watch that says when its request is connected.
+    const watch = new ConnectionTrackingWatch(this.kc, this.options.watchTimeoutS ?? WATCH_TIMEOUT_S);
     const state: WatchState = {
-      informer: makeInformer(this.kc, path, async () => {
+      watch,
+      informer: new ListWatch(path, watch, async () => {
         const result = await list();
         state.listed = true;
         this.healthy(state, what);
         // The list answered: the watch gets a window of its own to connect.
         this.armWatchdog(state, what);
         return result;
-      }),
+      }, false),
       listed: false,
       attempt: 0,
     };
@@ -193,8 +205,7 @@ export class KubernetesSource implements Source {
     const stallMs = this.options.stallMs ?? STALL_MS;
     clearTimeout(state.watchdog);
     state.watchdog = setTimeout(() => {
-      const connected = (state.informer as unknown as { request?: unknown }).request !== undefined;
-      if (this.stopped || connected) return;
+      if (this.stopped || state.watch.connected) return;
       this.log.warn({ what }, `${what}: list/watch got no answer in ${stallMs / 1000} s; starting it over`);
       this.watchRestarts += 1;
       void state.informer
@@ -295,3 +306,64 @@ export class KubernetesSource implements Source {
   }
 }
 
+/**
+ * client-node's Watch, telling whether its request is connected: its `watch` resolves once the
+ * API server answered the request, and `done` is called when that watch ends. Only public API,
+ * so a client-node upgrade that changes the informer's internals cannot silently break the
+ * stall detection that relies on it.
+ */
+class ConnectionTrackingWatch extends Watch {
+  connected = false;
+  private calls = 0;
+
+  constructor(
+    kc: KubeConfig,
+    private readonly timeoutS: number,
+  ) {
+    super(kc);
+  }
+
+  override async watch(path: string, queryParams: Record<string, string | number | boolean | undefined>, callback: (phase: string, apiObj: any, watchObj?: any) => void, done: (err: any) => void): Promise<AbortController> {
+    const call = ++this.calls;
+    let ended = false;
+    this.connected = false;
+    // The API server ends the watch after timeoutSeconds; bookmarks keep its resourceVersion fresh
+    // on a quiet cluster, so the next watch resumes instead of listing again.
+    const timeoutSeconds = Math.max(1, Math.round(this.timeoutS * (0.8 + 0.2 * Math.random())));
+    const silentMs = (timeoutSeconds + this.timeoutS / 4) * 1000;
+    let controller: AbortController | undefined;
+    let silence: NodeJS.Timeout | undefined;
+    const end = (err: unknown): void => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(silence);
+      if (call === this.calls) this.connected = false;
+      done(err);
+    };
+    const heard = (): void => {
+      clearTimeout(silence);
+      silence = setTimeout(() => {
+        // Neither an event, a bookmark nor the server's end of the watch: the connection is gone.
+        end(new Error(`the watch of ${path} sent nothing and did not end for ${silentMs / 1000} s (asked to end after ${timeoutSeconds} s): its connection is gone; starting it over`));
+        controller?.abort();
+      }, silentMs);
+      silence.unref();
+    };
+    heard();
+    controller = await super.watch(
+      path,
+      { ...queryParams, timeoutSeconds, allowWatchBookmarks: true },
+      (phase, apiObj, watchObj) => {
+        heard();
+        callback(phase, apiObj, watchObj);
+      },
+      end,
+    );
+    if (ended) controller.abort();
+    // Only the latest request counts, and only while it has not ended already.
+    if (call === this.calls && !ended) this.connected = true;
+    return controller;
+  }
+}
+
+const WATCH_TIMEOUT_S = 60;

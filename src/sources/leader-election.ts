@@ -10,6 +10,11 @@ export interface LeaderElectionOptions {
   readonly leaseDurationSeconds: number;
   /** How often the holder renews, and a follower checks. */
   readonly retryPeriodMs: number;
+  /**
+   * A leader that has not renewed for this long steps down, even while its request hangs, so it
+   * stops writing before its lease expires for the others. Default: two thirds of the lease.
+   */
+  readonly renewDeadlineMs?: number;
   readonly log: Logger;
   readonly onChange: (leader: boolean) => void;
   /** Injectable clock for tests. */
@@ -20,6 +25,11 @@ export interface LeaderElectionOptions {
  * Leader election on a coordination.k8s.io Lease, with optimistic concurrency (resourceVersion)
  * so two replicas cannot both win. Only the leader writes status and events; every replica
  * serves xDS.
+ *
+ * As client-go does, only the local clock measures time: the holder's `renewTime` is not compared
+ * with it (another node's clock may be off by any amount). A lease is expired when this replica
+ * has seen its record unchanged for the lease duration; a leader steps down when it has not
+ * renewed within the renew deadline, before the others may take over.
  */
 export class LeaseLeaderElection {
   private readonly api: CoordinationV1Api;
@@ -27,6 +37,11 @@ export class LeaseLeaderElection {
   private stopped = false;
   private leaderNow = false;
   private lastError?: string;
+  /** The lease record as last read (holder, renew time, resource version), and when, by the local clock. */
+  private observed?: { readonly record: string; readonly at: number };
+  /** Local time the last successful renewal was started. */
+  private renewedAt = 0;
+  private deadline?: NodeJS.Timeout;
 
   constructor(
     kc: KubeConfig,
@@ -47,6 +62,7 @@ export class LeaseLeaderElection {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.deadline);
     if (!this.leaderNow) return;
     this.setLeader(false);
     try {
@@ -61,10 +77,22 @@ export class LeaseLeaderElection {
     }
   }
 
+  private get renewDeadlineMs(): number {
+    return this.options.renewDeadlineMs ?? Math.floor((this.options.leaseDurationSeconds * 1000 * 2) / 3);
+  }
+
+  private now(): number {
+    return (this.options.now ?? Date.now)();
+  }
+
   private async tick(): Promise<void> {
     if (this.stopped) return;
+    const started = this.now();
     try {
-      this.setLeader(await this.tryAcquireOrRenew());
+      // A request that hangs must not hold the loop: past the deadline its answer no longer counts.
+      const leader = await withTimeout(this.tryAcquireOrRenew(started), this.renewDeadlineMs);
+      if (leader) this.renewed(started);
+      else this.setLeader(false);
       if (this.lastError) this.options.log.info('leader election: API reachable again');
       this.lastError = undefined;
     } catch (err) {
@@ -77,9 +105,26 @@ export class LeaseLeaderElection {
     if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.options.retryPeriodMs);
   }
 
-  private async tryAcquireOrRenew(): Promise<boolean> {
+  /** Renewed (or acquired) by a request started at `started`: leader until the renew deadline from then. */
+  private renewed(started: number): void {
+    this.renewedAt = started;
+    clearTimeout(this.deadline);
+    const left = started + this.renewDeadlineMs - this.now();
+    if (left <= 0) {
+      this.setLeader(false);
+      return;
+    }
+    this.setLeader(true);
+    this.deadline = setTimeout(() => {
+      if (this.renewedAt !== started || !this.leaderNow) return;
+      this.options.log.warn({ renewDeadlineMs: this.renewDeadlineMs }, 'leader election: the lease was not renewed within the renew deadline; stepping down');
+      this.setLeader(false);
+    }, left);
+    this.deadline.unref();
+  }
+
+  private async tryAcquireOrRenew(now: number): Promise<boolean> {
     const { name, namespace, identity, leaseDurationSeconds } = this.options;
-    const now = (this.options.now ?? Date.now)();
     let lease: V1Lease | undefined;
     try {
       lease = await this.api.readNamespacedLease({ name, namespace });
@@ -92,9 +137,10 @@ export class LeaseLeaderElection {
       return true;
     }
     const holder = lease.spec?.holderIdentity;
-    const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
     const duration = (lease.spec?.leaseDurationSeconds ?? leaseDurationSeconds) * 1000;
-    const expired = !holder || renewed + duration < now;
+    const record = JSON.stringify([holder, lease.spec?.renewTime, lease.metadata?.resourceVersion]);
+    if (this.observed?.record !== record) this.observed = { record, at: now };
+    const expired = !holder || this.observed.at + duration < now;
     if (holder !== identity && !expired) return false;
     const taking = holder !== identity;
     lease.spec = {
@@ -118,4 +164,13 @@ export class LeaseLeaderElection {
     this.options.log.info({ identity: this.options.identity, lease: `${this.options.namespace}/${this.options.name}` }, leader ? 'became leader: writing status' : 'not the leader: status writes paused');
     this.options.onChange(leader);
   }
+}
+
+/** The promise's value, or a rejection once `ms` passed without one. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer from the API server within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

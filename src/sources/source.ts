@@ -15,6 +15,8 @@ export interface SourceProblem {
   /** What it is about: a file path, or `namespace/name` of an object. */
   readonly subject: string;
   readonly message: string;
+  /** The namespace of the object it is about; none for a problem with a file. */
+  readonly namespace?: string;
 }
 
 /**

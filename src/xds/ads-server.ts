@@ -3,9 +3,10 @@ import { hostname } from 'node:os';
 import type { NodeAuthMode } from './node-auth.js';
 import pino, { type Logger } from 'pino';
 import { ClientStatusService, CSDS_SERVICE } from './csds-server.js';
+import type { StreamContext } from './ads-stream.js';
 import { DeltaStream } from './delta-stream.js';
-import type { PodLookup } from './node-identity.js';
-import { decodeDeltaRequest, decodeSotwRequest, encodeDeltaRequest, encodeSotwRequest, type DeltaRequest, type MalformedRequest, type SotwRequest } from './requests.js';
+import type { NodeGrouping, PodLookup } from './node-identity.js';
+import { decodeDeltaRequest, decodeSotwRequest, encodeDeltaRequest, encodeSotwRequest, limitedDecoder, type DeltaRequest, type MalformedRequest, type SotwRequest } from './requests.js';
 import type { SnapshotCache } from './snapshot-cache.js';
 import { ProxyStatusRegistry } from './status-registry.js';
 import { SotwStream } from './sotw-stream.js';
@@ -44,6 +45,8 @@ export interface AdsServerOptions {
   readonly cache: SnapshotCache;
   readonly status?: ProxyStatusRegistry;
   readonly podLookup?: PodLookup;
+  /** Which proxies share a snapshot (default: those of the same namespace and labels). */
+  readonly grouping?: NodeGrouping;
   readonly logger?: Logger;
   /** Extra grpc-js server options (keepalive, ...). */
   readonly grpcOptions?: Record<string, unknown>;
@@ -60,9 +63,48 @@ export interface AdsLimits {
   readonly maxMessageBytes: number;
   /** Requests per second one stream may send (burst of the same size); 0 = unlimited. */
   readonly maxRequestsPerSecond: number;
+  /** Resource names one stream may subscribe to, over all types (delta subscriptions accumulate). */
+  readonly maxSubscribedNames: number;
+  /** How long a stream whose pod is not known may wait for it to appear. */
+  readonly identifyTimeoutMs: number;
+  /** Requests, and their bytes, a stream may send before its proxy is identified. */
+  readonly maxUnidentifiedRequests: number;
+  readonly maxUnidentifiedBytes: number;
+  /** Bytes of requests all unidentified streams together may hold. */
+  readonly maxUnidentifiedBytesTotal: number;
+  /**
+   * How long a cluster (endpoints) that a replaced listener (cluster) referenced stays after the
+   * replacement is ACKed, for replies still on their way through the old sessions; 0: none.
+   */
+  readonly removalDelayMs: number;
 }
 
-export const DEFAULT_LIMITS: AdsLimits = { maxStreams: 50_000, maxMessageBytes: 4 * 1024 * 1024, maxRequestsPerSecond: 200 };
+export const DEFAULT_LIMITS: AdsLimits = {
+  maxStreams: 50_000,
+  maxMessageBytes: 4 * 1024 * 1024,
+  maxRequestsPerSecond: 200,
+  maxSubscribedNames: 100_000,
+  identifyTimeoutMs: 60_000,
+  maxUnidentifiedRequests: 16,
+  maxUnidentifiedBytes: 4 * 1024 * 1024,
+  maxUnidentifiedBytesTotal: 64 * 1024 * 1024,
+  removalDelayMs: 0,
+};
+
+/** The limits as the streams of one server take them (the unidentified streams' byte budget is shared). */
+export function streamLimits(limits: AdsLimits): Pick<StreamContext, 'maxRequestsPerSecond' | 'maxSubscribedNames' | 'removalDelayMs' | 'unidentified'> {
+  return {
+    maxRequestsPerSecond: limits.maxRequestsPerSecond,
+    maxSubscribedNames: limits.maxSubscribedNames,
+    removalDelayMs: limits.removalDelayMs,
+    unidentified: {
+      maxRequests: limits.maxUnidentifiedRequests,
+      maxBytes: limits.maxUnidentifiedBytes,
+      timeoutMs: limits.identifyTimeoutMs,
+      total: { used: 0, limit: limits.maxUnidentifiedBytesTotal },
+    },
+  };
+}
 
 /** TLS for the xDS port; with `clientCa`, clients must present a certificate it signed (mTLS). */
 export interface AdsTls {
@@ -96,16 +138,19 @@ export class AdsServer {
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5_000,
-      'grpc.max_receive_message_length': this.limits.maxMessageBytes,
+      // vsxds refuses what is over its limit itself, naming it (see limitedDecoder); gRPC only
+      // stops what is far over it before it is read whole.
+      'grpc.max_receive_message_length': 2 * this.limits.maxMessageBytes,
       ...options.grpcOptions,
     });
     const ctx = {
       cache: options.cache,
       status: this.status,
       podLookup: options.podLookup,
+      grouping: options.grouping,
       log: this.log,
       nodeAuth: options.nodeAuth ?? 'none',
-      maxRequestsPerSecond: this.limits.maxRequestsPerSecond,
+      ...streamLimits(this.limits),
       onClose: () => {
         this.streams -= 1;
       },
@@ -119,7 +164,11 @@ export class AdsServer {
       call.emit('error', { code: GrpcStatus.RESOURCE_EXHAUSTED, details: `vsxds serves at most ${this.limits.maxStreams} concurrent ADS streams (the stream limit)` });
       return false;
     };
-    this.server.addService(ADS_SERVICE, {
+    const service: ServiceDefinition = {
+      StreamAggregatedResources: { ...ADS_SERVICE['StreamAggregatedResources'], requestDeserialize: limitedDecoder(decodeSotwRequest, this.limits.maxMessageBytes) },
+      DeltaAggregatedResources: { ...ADS_SERVICE['DeltaAggregatedResources'], requestDeserialize: limitedDecoder(decodeDeltaRequest, this.limits.maxMessageBytes) },
+    } as ServiceDefinition;
+    this.server.addService(service, {
       StreamAggregatedResources: (call: ServerDuplexStream<SotwRequest | MalformedRequest, Buffer>) => {
         if (admit(call)) new SotwStream(call, ctx, 'sotw');
       },

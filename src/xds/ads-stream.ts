@@ -1,15 +1,18 @@
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { Subscription } from 'rxjs';
+import { filter, type Subscription } from 'rxjs';
 import { exposeStream, type StreamView } from './client-status.js';
 import { refuseIdentity, type NodeAuthMode } from './node-auth.js';
 import {
+  describeReference,
   NodeIdentityError,
   nodeReference,
   resolveReference,
   type NodeGroup,
   type NodeInfo,
+  type NodeGrouping,
   type NodeReference,
+  type PodIdentity,
   type PodLookup,
 } from './node-identity.js';
 import { isMalformed, type MalformedRequest } from './requests.js';
@@ -23,12 +26,33 @@ export interface StreamContext {
   readonly cache: SnapshotCache;
   readonly status: ProxyStatusRegistry;
   readonly podLookup?: PodLookup;
+  /** Which proxies share a snapshot; without it, those of the same namespace and labels. */
+  readonly grouping?: NodeGrouping;
   readonly log: Logger;
   readonly nodeAuth: NodeAuthMode;
   /** Requests a stream may send per second, with a burst of the same size; 0 = unlimited. */
   readonly maxRequestsPerSecond: number;
+  /** Resource names one stream may subscribe to, over all types. */
+  readonly maxSubscribedNames: number;
+  /** How long what a replaced resource referenced stays after the replacement is ACKed (see replaced); 0: not at all. */
+  readonly removalDelayMs: number;
+  /** What a stream whose proxy is not identified yet (its pod unknown) may hold, and for how long. */
+  readonly unidentified: UnidentifiedLimits;
   /** Called when the stream ends, whatever the reason. */
   readonly onClose: () => void;
+}
+
+/**
+ * Requests that arrive before the proxy is identified are kept until it is: bounded per stream
+ * (count and bytes), over all such streams (bytes), and in time.
+ */
+export interface UnidentifiedLimits {
+  readonly maxRequests: number;
+  readonly maxBytes: number;
+  /** How long a stream waits for its pod to appear before it is ended. */
+  readonly timeoutMs: number;
+  /** Shared by every stream of the server: bytes held by all unidentified streams together. */
+  readonly total: { used: number; readonly limit: number };
 }
 
 /** Per-type state every ADS stream keeps, whatever the protocol variant. */
@@ -44,8 +68,21 @@ export interface BaseTypeState {
   awaiting: boolean;
   /** Resources of the response in flight. */
   inflight: ReadonlyMap<string, EncodedResource>;
-  /** Resources the proxy runs: those of its last accepted response. */
+  /**
+   * Resources the proxy runs: those of its accepted responses, and those it reported running when
+   * it (re)subscribed, found by their versions in the group's recent snapshots (see seedLive).
+   */
   live: ReadonlyMap<string, EncodedResource>;
+  /**
+   * `live` is all the proxy runs of this type. False while a reconnecting proxy runs resources
+   * whose content vsxds does not know (versions no recent snapshot had): those may reference
+   * anything, so nothing they could reference is removed until this type's next accepted response.
+   */
+  knowsLive: boolean;
+  /** Names the proxy reported running at a version vsxds could not find (delta only; SotW reports a type version). */
+  readonly unresolved: Map<string, string>;
+  /** What the proxy reported on (re)subscribing waits to be looked up in the recent snapshots (seedLive). */
+  reportPending: boolean;
   /**
    * Counts the requests that changed what this type would be sent (subscribed names, wildcard,
    * the version or resources the proxy says it holds), so a skip (see `inStep`) never outlives one.
@@ -90,6 +127,9 @@ export function baseState(typeUrl: string): BaseTypeState {
     awaiting: false,
     inflight: new Map(),
     live: new Map(),
+    knowsLive: true,
+    unresolved: new Map(),
+    reportPending: false,
     subscription: 0,
     settled: undefined,
     settledSubscription: 0,
@@ -127,7 +167,7 @@ let nextStreamId = 1;
  * request only, waiting for the group's snapshot, make-before-break ordering across types,
  * and ending the stream with a status that names what went wrong.
  */
-export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }, State extends BaseTypeState> {
+export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; size?: number }, State extends BaseTypeState> {
   readonly proxy: ProxyInfo;
   protected log: Logger;
   /** Debug logging is on: per-response debug lines are built only then (a child logger keeps its level). */
@@ -139,7 +179,21 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
   private nonceCounter = 0;
   private group?: NodeGroup;
   private pending: Req[] = [];
+  /** Bytes of `pending`, counted in `ctx.unidentified.total` too. */
+  private pendingBytes = 0;
   private resolving?: Subscription;
+  /** Follows the pod's labels and the grouping, so a relabelled proxy moves without reconnecting. */
+  private regrouping?: Subscription;
+  /** The pod the proxy was identified as, as last resolved. */
+  private pod?: PodIdentity;
+  /** The logger before the group was bound to it. */
+  private identifiedLog?: Logger;
+  private identifyTimer?: NodeJS.Timeout;
+  /** The proxy reported resources it runs when it subscribed (see referrersUnknown). */
+  private reconnected = false;
+  /** Resources the proxy replaced lately, oldest first, whose references stay until `until` (see replaced). */
+  private lingering: Array<{ readonly resource: EncodedResource; readonly until: number }> = [];
+  private lingerTimer?: NodeJS.Timeout;
   private unwatch?: () => void;
   private closed = false;
   private readonly warnedTypes = new Set<string>();
@@ -186,6 +240,11 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
    * at the version given instead (the proxy's), or not at all when none is (see heldBack).
    */
   protected abstract maybeRespond(state: State, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean;
+  /**
+   * Fills `live` from what the proxy reported running when it (re)subscribed, looked up in the
+   * group's recent snapshots (newest first), and sets `knowsLive`. Until this ran, `live` is empty.
+   */
+  protected abstract seedLive(state: State, recent: readonly Snapshot[]): void;
 
   /**
    * The version of `name` the proxy said it holds when it (re)subscribed and that was not sent
@@ -218,7 +277,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     if (this.closed) return;
     try {
       if (isMalformed(req)) {
-        this.fail(GrpcStatus.INVALID_ARGUMENT, req.malformed);
+        this.fail(req.tooLarge ? GrpcStatus.RESOURCE_EXHAUSTED : GrpcStatus.INVALID_ARGUMENT, req.malformed);
         return;
       }
       if (!this.withinRate()) {
@@ -227,8 +286,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       }
       if (!this.group) {
         const first = this.pending.length === 0 && !this.resolving;
-        this.pending.push(req);
-        if (first) this.identify(req);
+        if (this.hold(req) && first) this.identify(req);
         return;
       }
       this.handle(req);
@@ -236,6 +294,40 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       this.log.error({ err }, 'failed to handle request');
       this.fail(GrpcStatus.INTERNAL, `vsxds failed to handle the request: ${(err as Error).message}`);
     }
+  }
+
+  /** Keeps a request until the proxy is identified, within the limits; false when the stream ended instead. */
+  private hold(req: Req): boolean {
+    const limits = this.ctx.unidentified;
+    const size = req.size ?? 0;
+    const waiting = 'before vsxds knew which proxy it is (its pod is not known yet)';
+    if (this.pending.length >= limits.maxRequests) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `this stream sent more than ${limits.maxRequests} requests ${waiting}: the limit for an unidentified stream`);
+      return false;
+    }
+    if (this.pendingBytes + size > limits.maxBytes) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `this stream sent more than ${limits.maxBytes} bytes of requests ${waiting}: the limit for an unidentified stream`);
+      return false;
+    }
+    if (limits.total.used + size > limits.total.limit) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `the streams whose proxy is not identified yet hold ${limits.total.limit} bytes of requests together (the limit); this one is ended`);
+      return false;
+    }
+    this.pending.push(req);
+    this.pendingBytes += size;
+    limits.total.used += size;
+    return true;
+  }
+
+  /** Forgets the requests kept while unidentified (handed over or dropped), releasing their budget. */
+  private releasePending(): Req[] {
+    const queued = this.pending;
+    this.pending = [];
+    this.ctx.unidentified.total.used -= this.pendingBytes;
+    this.pendingBytes = 0;
+    clearTimeout(this.identifyTimer);
+    this.identifyTimer = undefined;
+    return queued;
   }
 
   private identify(first: Req): void {
@@ -256,7 +348,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     }
     const attempt = (): boolean => {
       try {
-        const resolved = resolveReference(ref, this.ctx.podLookup);
+        const resolved = resolveReference(ref, this.ctx.podLookup, this.ctx.grouping);
         if (!resolved) return false;
         const refused = refuseIdentity(this.ctx.nodeAuth, ref, resolved.pod, {
           peer: this.proxy.peer,
@@ -266,7 +358,9 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
           this.fail(GrpcStatus.PERMISSION_DENIED, refused);
           return true;
         }
+        this.pod = resolved.pod;
         this.joinGroup(resolved.group);
+        this.followRegrouping(ref);
         return true;
       } catch (err) {
         this.fail(err instanceof NodeIdentityError ? GrpcStatus.INVALID_ARGUMENT : GrpcStatus.INTERNAL, (err as Error).message);
@@ -275,6 +369,14 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     };
     if (attempt()) return;
     this.log.warn({ ref }, 'waiting for the pod of this proxy to appear in the pod source');
+    const timeoutMs = this.ctx.unidentified.timeoutMs;
+    this.identifyTimer = setTimeout(() => {
+      this.fail(
+        GrpcStatus.NOT_FOUND,
+        `node.id names ${describeReference(ref)}, which the pod source did not know within ${timeoutMs / 1000} s (the identification timeout); check node.id, or that the pod exists`,
+      );
+    }, timeoutMs);
+    this.identifyTimer.unref();
     this.resolving = this.ctx.podLookup?.changes$.subscribe(() => {
       if (!this.closed && attempt()) this.resolving?.unsubscribe();
     });
@@ -285,14 +387,49 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     this.resolving?.unsubscribe();
     this.group = group;
     this.ctx.status.grouped(this.proxy, group);
+    this.identifiedLog = this.log;
     this.log = this.log.child({ group: group.key });
     this.log.info('proxy connected');
-    const queued = this.pending;
-    this.pending = [];
-    for (const req of queued) {
+    for (const req of this.releasePending()) {
       if (this.closed) return;
       this.handle(req);
     }
+    this.unwatch = this.ctx.cache.watch(group, (snapshot) => this.onSnapshot(snapshot));
+  }
+
+  /**
+   * The proxy's group follows its pod's labels and the grouping: when either places it elsewhere,
+   * the stream watches the new group's snapshot instead, and what the proxy runs is updated to
+   * it as to any change (make-before-break included), on the same stream.
+   */
+  private followRegrouping(ref: NodeReference): void {
+    const { grouping, podLookup } = this.ctx;
+    const subs: Subscription[] = [];
+    if (grouping) subs.push(grouping.changes$.pipe(filter((ns) => ns === this.group?.namespace)).subscribe(() => this.regroup(ref, true)));
+    if (podLookup && ref.kind !== 'metadata') subs.push(podLookup.changes$.subscribe(() => this.regroup(ref, false)));
+    if (subs.length === 0) return;
+    this.regrouping = subs[0];
+    for (const sub of subs.slice(1)) this.regrouping?.add(sub);
+  }
+
+  private regroup(ref: NodeReference, groupingChanged: boolean): void {
+    if (this.closed || !this.group) return;
+    let resolved: ReturnType<typeof resolveReference>;
+    try {
+      resolved = resolveReference(ref, this.ctx.podLookup, this.ctx.grouping);
+    } catch {
+      return;
+    }
+    // A pod that is gone keeps its proxy where it was; one unchanged needs no new group.
+    if (!resolved || (!groupingChanged && resolved.pod === this.pod)) return;
+    this.pod = resolved.pod;
+    const group = resolved.group;
+    if (group.key === this.group.key) return;
+    this.unwatch?.();
+    this.log.info({ to: group.key }, 'proxy moves to another node group');
+    this.group = group;
+    this.ctx.status.grouped(this.proxy, group);
+    this.log = (this.identifiedLog ?? this.log).child({ group: group.key });
     this.unwatch = this.ctx.cache.watch(group, (snapshot) => this.onSnapshot(snapshot));
   }
 
@@ -328,7 +465,17 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       this.ordered = undefined;
     }
     this.applyRequest(req, state, first);
+    if (this.subscribedNames() > this.ctx.maxSubscribedNames) {
+      this.fail(GrpcStatus.RESOURCE_EXHAUSTED, `this stream subscribed to more than ${this.ctx.maxSubscribedNames} resource names (the subscription limit)`);
+      return;
+    }
     this.pump();
+  }
+
+  private subscribedNames(): number {
+    let n = 0;
+    for (const state of this.types.values()) n += state.names.size;
+    return n;
   }
 
   private serves(typeUrl: string): boolean {
@@ -360,6 +507,15 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     const snapshot = this.snapshot;
     if (!snapshot || this.closed) return;
     this.ordered ??= [...this.types.values()].sort((a, b) => compareTypesForPush(a.typeUrl, b.typeUrl));
+    // What a reconnecting proxy runs is known before anything is decided for any type.
+    for (const state of this.ordered) {
+      if (!state.reportPending) continue;
+      state.reportPending = false;
+      state.contained = undefined;
+      this.reconnected = true;
+      const recent = this.group ? this.ctx.cache.recent(this.group.key) : [];
+      this.seedLive(state, recent[0] === snapshot ? recent : [snapshot, ...recent]);
+    }
     let earlierInFlight = false;
     let held = false;
     for (const state of this.ordered) {
@@ -381,7 +537,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     for (const r of set.entries) {
       for (const ref of r.references) {
         const other = this.types.get(ref.typeUrl);
-        if (!other || other === state || other.live.has(ref.name)) continue;
+        if (!other || other === state || other.live.has(ref.name) || other.unresolved.has(ref.name)) continue;
         (held ??= new Map()).set(r.name, state.inflight.get(r.name) ?? state.live.get(r.name));
         break;
       }
@@ -427,19 +583,79 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     // check is much cheaper than walking every reference.
     if (!this.mayHaveLost(state, current)) return [];
     const out = new Map<string, EncodedResource>();
+    if (this.referrersUnknown(typeUrl, snapshot)) {
+      // What references these is not known: keep every one the proxy runs or is being sent.
+      for (const holder of [state.inflight, state.live]) {
+        for (const r of holder.values()) if (!current.get(r.name) && !out.has(r.name)) out.set(r.name, r);
+      }
+      return [...out.values()];
+    }
+    const keep = (r: EncodedResource) => {
+      for (const ref of r.references) {
+        if (ref.typeUrl !== typeUrl || current.get(ref.name) || out.has(ref.name)) continue;
+        const old = state.inflight.get(ref.name) ?? state.live.get(ref.name);
+        if (old) out.set(ref.name, old);
+      }
+    };
     for (const other of this.types.values()) {
       if (other === state) continue;
-      for (const holder of [other.live, other.inflight]) {
-        for (const r of holder.values()) {
-          for (const ref of r.references) {
-            if (ref.typeUrl !== typeUrl || current.get(ref.name) || out.has(ref.name)) continue;
-            const old = state.inflight.get(ref.name) ?? state.live.get(ref.name);
-            if (old) out.set(ref.name, old);
-          }
-        }
+      for (const holder of [other.live, other.inflight]) for (const r of holder.values()) keep(r);
+    }
+    for (const { resource } of this.lingering) if (resource.typeUrl !== typeUrl) keep(resource);
+    return [...out.values()];
+  }
+
+  /**
+   * The proxy accepted a response that replaced or removed `old`: what `old` referenced stays
+   * `removalDelayMs` longer. Envoy ends the sessions of a cluster when the cluster goes, and the
+   * replies to datagrams the old listener forwarded just before it was replaced are still on
+   * their way back through those sessions.
+   */
+  protected replaced(old: EncodedResource | undefined): void {
+    const delay = this.ctx.removalDelayMs;
+    if (!old || delay <= 0 || old.references.length === 0) return;
+    this.lingering.push({ resource: old, until: performance.now() + delay });
+    if (!this.lingerTimer) this.scheduleLingering();
+  }
+
+  private scheduleLingering(): void {
+    const first = this.lingering[0];
+    if (!first || this.closed) return;
+    this.lingerTimer = setTimeout(() => {
+      this.lingerTimer = undefined;
+      const now = performance.now();
+      this.lingering = this.lingering.filter((l) => l.until > now);
+      try {
+        this.pump();
+      } catch (err) {
+        this.log.error({ err }, 'failed to push the configuration');
+        this.fail(GrpcStatus.INTERNAL, `vsxds failed to push the configuration: ${(err as Error).message}`);
+        return;
+      }
+      this.scheduleLingering();
+    }, Math.max(0, first.until - performance.now()));
+    this.lingerTimer.unref();
+  }
+
+  /**
+   * Whether another type whose resources may reference `typeUrl` runs resources whose content
+   * vsxds does not know (see knowsLive): then no resource of `typeUrl` the proxy runs may go.
+   */
+  protected referrersUnknown(typeUrl: string, snapshot: Snapshot): boolean {
+    // A reconnecting proxy runs what it ran before: a type that references these and that it has
+    // not subscribed to again yet (requests come one by one) may hold any of them.
+    if (this.reconnected) {
+      for (const other of snapshot.typeUrls()) {
+        if (other !== typeUrl && !this.types.has(other) && snapshot.resources(other).referencedTypes().has(typeUrl)) return true;
       }
     }
-    return [...out.values()];
+    for (const other of this.types.values()) {
+      if (other.typeUrl === typeUrl || other.knowsLive) continue;
+      // Its current set says which types it references; an empty one says nothing of what the proxy runs.
+      const set = snapshot.resources(other.typeUrl);
+      if (set.names.length === 0 || set.referencedTypes().has(typeUrl)) return true;
+    }
+    return false;
   }
 
   /**
@@ -460,7 +676,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     const changed = contained && current.changedSince(contained);
     if (changed) {
       for (const name of changed) {
-        if (!current.get(name) && (state.live.has(name) || state.inflight.has(name))) {
+        if (!current.get(name) && (state.live.has(name) || state.inflight.has(name) || state.unresolved.has(name))) {
           state.contained = undefined;
           return true;
         }
@@ -468,7 +684,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
       state.contained = current;
       return false;
     }
-    for (const holder of [state.live, state.inflight]) {
+    for (const holder of [state.live, state.inflight, state.unresolved]) {
       for (const name of holder.keys()) {
         if (!current.get(name)) {
           state.contained = undefined;
@@ -533,7 +749,10 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string }
     if (this.closed) return;
     this.closed = true;
     this.ctx.onClose();
+    this.releasePending();
+    clearTimeout(this.lingerTimer);
     this.resolving?.unsubscribe();
+    this.regrouping?.unsubscribe();
     this.unwatch?.();
     this.ctx.status.disconnected(this.proxy);
     if (this.group) this.log.info('proxy disconnected');

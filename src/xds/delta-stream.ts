@@ -15,11 +15,9 @@ interface DeltaState extends BaseTypeState {
   /** Names removed by the response in flight. */
   inflightRemoved: readonly string[];
   systemVersion?: string;
-  /** `initial_resource_versions` of the first request: what a reconnecting proxy runs (for CSDS). */
-  initial: ReadonlyMap<string, string>;
+  /** `initial_resource_versions` of the subscription, until seedLive looked them up. */
+  reported?: Readonly<Record<string, string>>;
 }
-
-const NO_INITIAL: ReadonlyMap<string, string> = new Map();
 
 interface Diff {
   readonly updated: EncodedResource[];
@@ -34,7 +32,7 @@ interface Diff {
 export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
   protected newState(typeUrl: string): DeltaState {
     // Object.assign, not a spread: a spread object literal takes about 450 bytes more per state.
-    return Object.assign(baseState(typeUrl), { known: new Map(), mustRespond: true, inflightRemoved: [], systemVersion: undefined, initial: NO_INITIAL });
+    return Object.assign(baseState(typeUrl), { known: new Map(), mustRespond: true, inflightRemoved: [], systemVersion: undefined, reported: undefined });
   }
 
   protected applyRequest(req: DeltaRequest, state: DeltaState, first: boolean): void {
@@ -49,8 +47,19 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
       } else {
         // `live` is this state's own map (made in newState, never handed out): updated in place.
         const live = state.live as Map<string, EncodedResource>;
-        for (const [name, r] of state.inflight) live.set(name, r);
-        for (const name of state.inflightRemoved) live.delete(name);
+        for (const [name, r] of state.inflight) {
+          if (live.get(name) !== r) this.replaced(live.get(name));
+          live.set(name, r);
+        }
+        for (const name of state.inflightRemoved) {
+          this.replaced(live.get(name));
+          live.delete(name);
+        }
+        if (state.unresolved.size > 0) {
+          for (const name of state.inflight.keys()) state.unresolved.delete(name);
+          for (const name of state.inflightRemoved) state.unresolved.delete(name);
+          state.knowsLive = state.unresolved.size === 0;
+        }
         this.ctx.status.ack(this.proxy, req.typeUrl, version);
       }
       state.inflight = new Map();
@@ -64,10 +73,13 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
       state.wildcard = WILDCARD_TYPES.has(req.typeUrl) && req.subscribe.length === 0;
       const initial = Object.entries(req.initialResourceVersions);
       for (const [name, version] of initial) state.known.set(name, version);
-      if (initial.length > 0) state.initial = new Map(initial);
-      // A reconnecting proxy that already holds resources needs no empty "you are up to date".
-      state.mustRespond = initial.length === 0;
-      if (initial.length > 0) this.ctx.status.holds(this.proxy, req.typeUrl, '(initial_resource_versions)');
+      // The first request of a subscription is always answered, even when the proxy is up to
+      // date: an Envoy that reconnected before it finished initializing waits for that answer.
+      state.mustRespond = true;
+      if (initial.length > 0) {
+        state.reported = req.initialResourceVersions;
+        state.reportPending = true;
+      }
     }
     for (const name of req.subscribe) {
       if (name === '*') state.wildcard = true;
@@ -75,16 +87,42 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     }
     for (const name of req.unsubscribe) {
       if (name === '*') {
+        // The proxy drops what it had only through the wildcard: subscribing again sends it all.
         state.wildcard = false;
+        for (const known of [...state.known.keys()]) if (!state.names.has(known)) state.known.delete(known);
         continue;
       }
       state.names.delete(name);
-      if (!state.wildcard) state.known.delete(name);
+      if (!state.wildcard) {
+        state.known.delete(name);
+        if (state.unresolved.delete(name)) state.knowsLive = state.unresolved.size === 0;
+      }
     }
   }
 
-  protected override claimed(state: DeltaState, name: string): string | undefined {
-    return state.initial.get(name);
+  /**
+   * `initial_resource_versions` name what the proxy runs, each with its version: one found in a
+   * recent snapshot is that resource; one not found is a resource of unknown content (unresolved).
+   */
+  protected seedLive(state: DeltaState, recent: readonly Snapshot[]): void {
+    const reported = state.reported ?? {};
+    state.reported = undefined;
+    const live = state.live as Map<string, EncodedResource>;
+    for (const [name, version] of Object.entries(reported)) {
+      const r = findVersion(recent, state.typeUrl, name, version);
+      if (r) live.set(name, r);
+      else state.unresolved.set(name, version);
+    }
+    state.knowsLive = state.unresolved.size === 0;
+    const current = recent[0]?.resources(state.typeUrl);
+    if (current && state.knowsLive && this.runsAllOf(state, current, reported)) this.ctx.status.holds(this.proxy, state.typeUrl, current.version);
+  }
+
+  /** The proxy reported exactly what it is due of `set`: the set's version is the one it holds. */
+  private runsAllOf(state: DeltaState, set: ResourceSet, reported: Readonly<Record<string, string>>): boolean {
+    const due = state.wildcard ? set.names : [...state.names].filter((n) => set.get(n));
+    if (due.length !== Object.keys(reported).length) return false;
+    return due.every((name) => reported[name] === set.get(name)?.version);
   }
 
   protected maybeRespond(state: DeltaState, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean {
@@ -93,14 +131,16 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     // After a computation against `set`, `known` says the proxy has (or was offered) all of it.
     if (!held && this.inStep(state, set) && !state.mustRespond) return false;
     const retained = this.retained(state.typeUrl, snapshot);
+    // Resources the proxy runs with unknown content stay while what may reference them is unknown.
+    const keep = state.unresolved.size > 0 && this.referrersUnknown(state.typeUrl, snapshot) ? state.unresolved : undefined;
     // Settled against an earlier set with the same subscription, and nothing retained now: the
     // proxy has (or was offered) all of that set, so only names whose resource differs between
     // the two sets can need anything. Held-back names are among those (they were held back, so
     // the last computation did not settle).
-    const from = !state.mustRespond && retained.length === 0 && state.settledSubscription === state.subscription ? state.settled : undefined;
-    const diff = this.diff(state, set, retained, from && changedNames(from, set), held);
+    const from = !state.mustRespond && retained.length === 0 && !keep && state.settledSubscription === state.subscription ? state.settled : undefined;
+    const diff = this.diff(state, set, retained, from && changedNames(from, set), held, keep);
     // A response that held resources back is not in step with the set: look again next time.
-    this.settle(state, set, retained.length > 0 || held !== undefined);
+    this.settle(state, set, retained.length > 0 || held !== undefined || keep !== undefined);
     // The first response of a subscription is due even when empty, but not while all of it is held back.
     if (diff.updated.length === 0 && diff.removed.length === 0 && (!state.mustRespond || held)) return false;
     const response = sharedResponse(set, state.typeUrl, diff);
@@ -135,11 +175,13 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     retained: readonly EncodedResource[],
     only?: readonly string[],
     held?: ReadonlyMap<string, EncodedResource | undefined>,
+    keep?: ReadonlyMap<string, string>,
   ): Diff {
     const available = new Map<string, EncodedResource>();
     for (const r of retained) available.set(r.name, r);
     const diff: Diff = { updated: [], removed: [] };
     const check = (name: string) => {
+      if (keep?.has(name) && !set.get(name)) return;
       if (!held?.has(name)) consider(state, set, available, name, diff);
       else if (held.get(name)?.version !== undefined && state.known.get(name) !== held.get(name)?.version) diff.updated.push(held.get(name) as EncodedResource);
     };
@@ -155,6 +197,15 @@ export class DeltaStream extends AdsStream<DeltaRequest, DeltaState> {
     for (const name of [...state.names].sort()) if (!state.wildcard || !set.get(name)) check(name);
     return { updated: dedupe(diff.updated), removed: [...new Set(diff.removed)].sort() };
   }
+}
+
+/** The resource of `name` at `version` in the newest of `snapshots` that has it. */
+function findVersion(snapshots: readonly Snapshot[], typeUrl: string, name: string, version: string): EncodedResource | undefined {
+  for (const snapshot of snapshots) {
+    const r = snapshot.resources(typeUrl).get(name);
+    if (r?.version === version) return r;
+  }
+  return undefined;
 }
 
 /** Adds `name` to the diff if the proxy needs it (updated) or must hear that it is gone (removed). */

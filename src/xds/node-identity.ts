@@ -32,6 +32,16 @@ export interface PodLookup {
   readonly changes$: Observable<unknown>;
 }
 
+/**
+ * Which proxies share a snapshot. Without one, proxies with the same namespace and labels do;
+ * with one, whatever it says (vsxds groups by the labels the namespace's selectors look at).
+ */
+export interface NodeGrouping {
+  group(namespace: string, labels: Readonly<Record<string, string>>): NodeGroup;
+  /** Emits a namespace whose proxies `group` may now place differently. */
+  readonly changes$: Observable<string>;
+}
+
 export class NodeIdentityError extends Error {
   override name = 'NodeIdentityError';
 }
@@ -94,20 +104,26 @@ export function nodeReference(node: NodeInfo): NodeReference {
   return { kind: 'pod-uid', uid: id };
 }
 
+/** What a reference names, for messages: `pod <namespace>/<name>`, `pod UID <uid>` or the group key. */
+export function describeReference(ref: NodeReference): string {
+  if (ref.kind === 'metadata') return `node group ${ref.group.key}`;
+  return ref.kind === 'pod-name' ? `pod ${ref.namespace}/${ref.name}` : `pod UID ${ref.uid}`;
+}
+
 /**
  * The group for a reference, with the pod it names (for node authentication), or undefined
  * while the lookup does not know the pod (yet).
  */
-export function resolveReference(ref: NodeReference, lookup: PodLookup | undefined): { group: NodeGroup; pod?: PodIdentity } | undefined {
-  if (ref.kind === 'metadata') return { group: ref.group };
+export function resolveReference(ref: NodeReference, lookup: PodLookup | undefined, grouping?: NodeGrouping): { group: NodeGroup; pod?: PodIdentity } | undefined {
+  const group = (namespace: string, labels: Readonly<Record<string, string>>) => (grouping ? grouping.group(namespace, labels) : nodeGroup(namespace, labels));
+  if (ref.kind === 'metadata') return { group: grouping ? group(ref.group.namespace, ref.group.labels) : ref.group };
   if (!lookup) {
-    const how = ref.kind === 'pod-name' ? `pod ${ref.namespace}/${ref.name}` : `pod UID ${ref.uid}`;
     throw new NodeIdentityError(
-      `node names ${how}, but this vsxds has no pod source to resolve it; set node.metadata.namespace and node.metadata.labels, or run with the kubernetes source`,
+      `node names ${describeReference(ref)}, but this vsxds has no pod source to resolve it; set node.metadata.namespace and node.metadata.labels, or run with the kubernetes source`,
     );
   }
   const pod = ref.kind === 'pod-name' ? lookup.byName(ref.namespace, ref.name) : lookup.byUid(ref.uid);
-  return pod ? { group: nodeGroup(pod.namespace, pod.labels), pod } : undefined;
+  return pod ? { group: group(pod.namespace, pod.labels), pod } : undefined;
 }
 
 /** google.protobuf.Struct as decoded by protobufjs (keepCase) → plain JSON. */

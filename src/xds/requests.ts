@@ -13,6 +13,8 @@ export interface SotwRequest {
   readonly typeUrl: string;
   readonly responseNonce: string;
   readonly errorDetail?: RequestError;
+  /** Encoded size in bytes, when decoded from the wire. */
+  readonly size?: number;
 }
 
 export interface DeltaRequest {
@@ -23,11 +25,23 @@ export interface DeltaRequest {
   readonly initialResourceVersions: Readonly<Record<string, string>>;
   readonly responseNonce: string;
   readonly errorDetail?: RequestError;
+  /** Encoded size in bytes, when decoded from the wire. */
+  readonly size?: number;
 }
 
 /** What the deserializer hands the stream when the bytes are not a request: the stream ends with it. */
 export interface MalformedRequest {
   readonly malformed: string;
+  /** The request was larger than vsxds accepts (RESOURCE_EXHAUSTED, not INVALID_ARGUMENT). */
+  readonly tooLarge?: boolean;
+}
+
+/** A decoder that refuses requests over `maxBytes` with a message naming the vsxds limit. */
+export function limitedDecoder<R>(decode: (bytes: Buffer) => R | MalformedRequest, maxBytes: number): (bytes: Buffer) => R | MalformedRequest {
+  return (bytes) =>
+    bytes.length > maxBytes
+      ? { malformed: `the request is ${bytes.length} bytes, more than the ${maxBytes} bytes vsxds accepts (--max-message-bytes)`, tooLarge: true }
+      : decode(bytes);
 }
 
 export function isMalformed(r: unknown): r is MalformedRequest {
@@ -85,6 +99,7 @@ export function decodeSotwRequest(bytes: Buffer): SotwRequest | MalformedRequest
       typeUrl: m['type_url'] ?? '',
       responseNonce: m['response_nonce'] ?? '',
       errorDetail: errorDetail(m['error_detail']),
+      size: bytes.length,
     };
   } catch (err) {
     return { malformed: `malformed DiscoveryRequest: ${(err as Error).message}` };
@@ -103,6 +118,7 @@ export function decodeDeltaRequest(bytes: Buffer): DeltaRequest | MalformedReque
       initialResourceVersions: m['initial_resource_versions'] ?? {},
       responseNonce: m['response_nonce'] ?? '',
       errorDetail: errorDetail(m['error_detail']),
+      size: bytes.length,
     };
   } catch (err) {
     return { malformed: `malformed DeltaDiscoveryRequest: ${(err as Error).message}` };

@@ -7,8 +7,13 @@ export type SnapshotListener = (snapshot: Snapshot) => void;
 interface GroupEntry {
   group?: NodeGroup;
   snapshot?: Snapshot;
+  /** The group's last snapshots, newest first, the current one included (see recent). */
+  recent: Snapshot[];
   readonly listeners: Set<SnapshotListener>;
 }
+
+/** How many snapshots per group a reconnecting proxy's versions are looked up in. */
+const KEPT_SNAPSHOTS = 16;
 
 /**
  * Snapshots per node group, and who is watching them. Watchers hear nothing until the cache is
@@ -46,8 +51,18 @@ export class SnapshotCache {
     // Same content, same versions: keep the snapshot the streams already hold and wake none of them.
     if (entry.snapshot && sameVersions(entry.snapshot, snapshot)) return entry.snapshot;
     entry.snapshot = snapshot;
+    entry.recent = [snapshot, ...entry.recent.slice(0, KEPT_SNAPSHOTS - 1)];
     this.notify(entry);
     return snapshot;
+  }
+
+  /**
+   * The group's last snapshots, newest first: where a proxy that reconnects with the versions it
+   * runs finds what those are (versions are content hashes, so any replica that built the same
+   * configuration recently knows them).
+   */
+  recent(groupKey: string): readonly Snapshot[] {
+    return this.groups.get(groupKey)?.recent ?? [];
   }
 
   getSnapshot(groupKey: string): Snapshot | undefined {
@@ -59,6 +74,7 @@ export class SnapshotCache {
     const entry = this.groups.get(groupKey);
     if (!entry) return;
     delete entry.snapshot;
+    entry.recent = [];
     this.dropIfUnused(groupKey, entry);
   }
 
@@ -90,7 +106,7 @@ export class SnapshotCache {
 
   private entry(groupKey: string): GroupEntry {
     let entry = this.groups.get(groupKey);
-    if (!entry) this.groups.set(groupKey, (entry = { listeners: new Set() }));
+    if (!entry) this.groups.set(groupKey, (entry = { recent: [], listeners: new Set() }));
     return entry;
   }
 

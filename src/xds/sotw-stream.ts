@@ -12,11 +12,10 @@ interface SotwState extends BaseTypeState {
   /** `resource_names` of the last request, to recognise the same list again (Envoy repeats it in every ACK). */
   requested?: readonly string[];
   /**
-   * `live` is all the proxy runs: it reported no version when it subscribed, or ACKed since. A
-   * reconnecting proxy runs resources `live` does not know of: until its first ACK, nothing is
-   * held back from it, as every response replaces all it has.
+   * The client named resources (or `*`) on this type: from then on an empty `resource_names`
+   * unsubscribes from everything; only a client that never named any means wildcard by it.
    */
-  knowsLive: boolean;
+  named: boolean;
 }
 
 /** A response for a subscription, shared by the streams with that subscription (framed: see AdsStream.framed). */
@@ -33,7 +32,7 @@ interface Candidate extends SharedResponse {
 export class SotwStream extends AdsStream<SotwRequest, SotwState> {
   protected newState(typeUrl: string): SotwState {
     // Object.assign, not a spread: a spread object literal takes about 450 bytes more per state.
-    return Object.assign(baseState(typeUrl), { version: undefined, memoKey: 'names:', requested: undefined, knowsLive: true });
+    return Object.assign(baseState(typeUrl), { version: undefined, memoKey: 'names:', requested: undefined, named: false });
   }
 
   protected applyRequest(req: SotwRequest, state: SotwState): void {
@@ -48,7 +47,10 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
       state.version = req.versionInfo || undefined;
       state.inflight = new Map();
       state.subscription += 1;
+      // Until the version it holds is found in a recent snapshot (seedLive), what it runs is unknown.
+      state.live = new Map();
       state.knowsLive = !req.versionInfo;
+      state.reportPending = !!req.versionInfo;
       if (req.versionInfo) this.ctx.status.holds(this.proxy, req.typeUrl, req.versionInfo);
     } else if (state.awaiting) {
       state.awaiting = false;
@@ -57,6 +59,7 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
         this.log.warn({ type: this.typeLabel(req.typeUrl), version: answered, error: req.errorDetail.message }, 'proxy rejected configuration');
         this.ctx.status.nack(this.proxy, req.typeUrl, answered, req.errorDetail.message);
       } else {
+        if (this.ctx.removalDelayMs > 0) for (const [name, r] of state.live) if (state.inflight.get(name) !== r) this.replaced(r);
         state.live = state.inflight;
         state.knowsLive = true;
         this.ctx.status.ack(this.proxy, req.typeUrl, answered);
@@ -67,10 +70,26 @@ export class SotwStream extends AdsStream<SotwRequest, SotwState> {
     if (state.requested && sameList(state.requested, names)) return;
     state.requested = names;
     state.subscription += 1;
-    state.wildcard = WILDCARD_TYPES.has(req.typeUrl) ? names.length === 0 || names.includes('*') : names.includes('*');
+    state.wildcard = names.includes('*') || (names.length === 0 && !state.named && WILDCARD_TYPES.has(req.typeUrl));
+    if (names.length > 0) state.named = true;
     state.names.clear();
     for (const n of names) if (n !== '*') state.names.add(n);
     state.memoKey = state.wildcard ? '*' : `names:${[...state.names].sort().join('\n')}`;
+  }
+
+  /**
+   * A SotW proxy reports one version per type: the version of the response it last accepted. If
+   * a recent snapshot's response for this subscription had that version, the proxy runs exactly
+   * its resources; otherwise what it runs stays unknown until it accepts a response (knowsLive).
+   */
+  protected seedLive(state: SotwState, recent: readonly Snapshot[]): void {
+    for (const snapshot of recent) {
+      const candidate = memoCandidate(snapshot.resources(state.typeUrl), state);
+      if (candidate.version !== state.version) continue;
+      state.live = candidate.resources;
+      state.knowsLive = true;
+      return;
+    }
   }
 
   protected maybeRespond(state: SotwState, snapshot: Snapshot, held?: ReadonlyMap<string, EncodedResource | undefined>): boolean {

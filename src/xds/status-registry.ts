@@ -85,6 +85,8 @@ export class ProxyStatusRegistry {
   }
 
   grouped(proxy: ProxyInfo, group: NodeGroup): void {
+    // A proxy that moves leaves its old group's rejections behind.
+    if (proxy.group && proxy.group.key !== group.key) this.forgetNacks(proxy, proxy.group);
     proxy.group = group;
     this.subject.next({ kind: 'grouped', proxy });
   }
@@ -92,10 +94,12 @@ export class ProxyStatusRegistry {
   disconnected(proxy: ProxyInfo): void {
     if (!this.proxies.delete(proxy.streamId)) return;
     this.tracer?.disconnected(proxy);
-    if (proxy.group) {
-      for (const rec of this.nacks.get(proxy.group.key)?.values() ?? []) rec.nodeIds.delete(proxy.nodeId);
-    }
+    if (proxy.group) this.forgetNacks(proxy, proxy.group);
     this.subject.next({ kind: 'disconnected', proxy });
+  }
+
+  private forgetNacks(proxy: ProxyInfo, group: NodeGroup): void {
+    for (const rec of this.nacks.get(group.key)?.values() ?? []) rec.nodeIds.delete(proxy.nodeId);
   }
 
   /** The last streams ended with an error, newest last. */

@@ -3,6 +3,7 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { decodeResponse, type Response } from '../../test/support/ads-client.js';
 import { endpoints, simplePipeline, snapshotInput, udpListener, type Pipeline } from '../../test/support/resources.js';
+import { DEFAULT_LIMITS, streamLimits } from './ads-server.js';
 import { AdsStream } from './ads-stream.js';
 import { DeltaStream } from './delta-stream.js';
 import type { DeltaRequest, SotwRequest } from './requests.js';
@@ -110,7 +111,7 @@ describe.each(['sotw', 'delta'] as const)('%s stream against kept ResourceSets',
   let a: Required<Pipeline>;
   let b: Required<Pipeline>;
   const open = (): Proxy =>
-    new Proxy(mode, { cache, status, log: pino({ level: 'silent' }), nodeAuth: 'none', maxRequestsPerSecond: 0, onClose: () => {} });
+    new Proxy(mode, { cache, status, log: pino({ level: 'silent' }), nodeAuth: 'none', ...streamLimits({ ...DEFAULT_LIMITS, maxRequestsPerSecond: 0 }), onClose: () => {} });
   /** Type URLs the streams computed something for (every candidate or diff walks `retained` first). */
   const computed = (): string[] => retained.mock.calls.map((c) => c[0] as string);
   const withEndpointsOfB = (...ips: string[]) => snapshotInput(merge(a, { ...b, endpoints: [endpoints('b', ips)] }));
@@ -282,7 +283,7 @@ describe.each(['sotw', 'delta'] as const)('%s stream against kept ResourceSets',
 describe.each(['sotw', 'delta'] as const)('%s nonces', (mode) => {
   let cache: SnapshotCache;
   const open = (): Proxy =>
-    new Proxy(mode, { cache, status: new ProxyStatusRegistry(), log: pino({ level: 'silent' }), nodeAuth: 'none', maxRequestsPerSecond: 0, onClose: () => {} });
+    new Proxy(mode, { cache, status: new ProxyStatusRegistry(), log: pino({ level: 'silent' }), nodeAuth: 'none', ...streamLimits({ ...DEFAULT_LIMITS, maxRequestsPerSecond: 0 }), onClose: () => {} });
   const endpointsAt = (ip: string) => snapshotInput(simplePipeline('a', 2000, [ip]));
 
   beforeEach(() => {

@@ -6,15 +6,18 @@
  * Also measures, without asserting on it, how long it takes from creating a VirtualService
  * through the API until an Envoy forwards datagrams on its port.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSocket } from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments } from 'yaml';
+import { CLUSTER_TYPE } from '../../src/xds/index.js';
+import { RawAdsStream } from '../support/ads-client.js';
 import { serve, type Running } from '../../src/main/serve.js';
 import { pointAtVsxds, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
-import { cliSettings, EXAMPLE_PORTS, loadExamples, printEnvoyLogsOnFailure, waitForStats, type Examples } from '../support/envoy-scenario.js';
+import { cliSettings, EXAMPLE_PORTS, EXAMPLES_DIR, loadExamples, printEnvoyLogsOnFailure, waitForStats, type Examples } from '../support/envoy-scenario.js';
 import { installCrd, readyPod } from '../support/vsxds-kube.js';
 import { startKubeEnv, type KubeEnv } from '../support/kube-env.js';
 import { freePort, TcpPort, UdpEcho, udpEventually, waitUntil } from '../support/udp.js';
@@ -78,6 +81,20 @@ const median = (xs: readonly number[]) => {
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 };
 
+/**
+ * An examples/kubernetes manifest as the kubelet would run it: the ConfigMap's Envoy bootstrap,
+ * and the Envoy container's arguments but the bootstrap path, with `$(VAR)` from `env`.
+ */
+async function kubernetesExample(file: string, env: Record<string, string>): Promise<{ bootstrap: any; args: string[] }> {
+  const docs = parseAllDocuments(await readFile(join(EXAMPLES_DIR, 'kubernetes', file), 'utf8')).map((d) => d.toJS());
+  const configMap = docs.find((d) => d.kind === 'ConfigMap');
+  const container = docs.find((d) => d.kind === 'Deployment').spec.template.spec.containers[0];
+  const args = (container.args as string[]).map((a) => a.replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? ''));
+  const c = args.indexOf('-c');
+  args.splice(c, 2);
+  return { bootstrap: parse(configMap.data['bootstrap.yaml']), args };
+}
+
 describe('Envoys through Kubernetes', { timeout: 240_000 }, () => {
   const port = new Map<number, number>();
   const sockets: Array<UdpEcho | TcpPort> = [];
@@ -103,10 +120,12 @@ describe('Envoys through Kubernetes', { timeout: 240_000 }, () => {
     const manifests = [...(examples.files['ingress.yaml'] ?? []), ...(examples.files['worker.yaml'] ?? [])];
     await kube.kubectlOk(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: manifests }));
 
-    // vsxds defaults, except the addresses: the measurement is of vsxds as shipped.
+    // vsxds defaults, except the addresses, and node authentication by peer IP as deploy/ runs it:
+    // the measurement is of vsxds as shipped.
     vsxds = await serve(
       cliSettings([
         '--source', 'kubernetes',
+        '--node-auth', 'peer-ip',
         '--kubeconfig', kube.kubeconfigPath,
         '--xds-address', '127.0.0.1:0',
         '--admin-address', '127.0.0.1:0',
@@ -130,17 +149,17 @@ describe('Envoys through Kubernetes', { timeout: 240_000 }, () => {
     printEnvoyLogsOnFailure(() => [ingress, worker]);
 
     beforeAll(async () => {
-      // In a cluster a proxy needs to say only which pod it is; vsxds reads the labels from the pod.
-      const byPodName = (bootstrap: any) => {
-        const { metadata: _dropped, ...node } = bootstrap.node;
-        return { ...pointAtVsxds(bootstrap, { xdsPort: vsxds.xdsPort, apiType }), node };
+      // examples/kubernetes as the kubelet would run them: the ConfigMap's bootstrap and the
+      // Deployment's arguments, the downward API filled in with the pod, and the stream to vsxds
+      // from the pod's IP.
+      const [ingressPod, workerPod] = [PODS[0]!, PODS[1]!];
+      const asPod = async (file: string, pod: { name: string; ip: string }) => {
+        const { bootstrap, args } = await kubernetesExample(file, { POD_NAME: pod.name, POD_NAMESPACE: 'default' });
+        const b = pointAtVsxds(bootstrap, { xdsPort: vsxds.xdsPort, apiType });
+        b.static_resources.clusters.find((c: any) => c.name === 'vsxds').upstream_bind_config = { source_address: { address: pod.ip, port_value: 0 } };
+        return { name: `k8s-${pod.name}-${apiType}`, bootstrap: b, extraArgs: args };
       };
-      expect(examples.bootstraps.ingress.node.id).toBe('default/ingress-1');
-      expect(examples.bootstraps.worker.node.id).toBe('default/worker-1');
-      [ingress, worker] = await Promise.all([
-        startEnvoy({ name: `k8s-ingress-${apiType}`, bootstrap: byPodName(examples.bootstraps.ingress) }),
-        startEnvoy({ name: `k8s-worker-${apiType}`, bootstrap: byPodName(examples.bootstraps.worker) }),
-      ]);
+      [ingress, worker] = await Promise.all([startEnvoy(await asPod('ingress.yaml', ingressPod)), startEnvoy(await asPod('worker.yaml', workerPod))]);
     }, 60_000);
 
     afterAll(async () => {
@@ -156,6 +175,19 @@ describe('Envoys through Kubernetes', { timeout: 240_000 }, () => {
         return /ingress\s+2\s+True\s+True\s+1\/1\s/.test(out) && /worker\s+2\s+True\s+True\s+1\/1\s/.test(out) ? out : undefined;
       }, 'kubectl get vsvc to show both VirtualServices live on their proxy', 30_000, 250);
       expect(table).toMatch(/NAME\s+LISTENERS\s+ACCEPTED\s+SYNCED\s+PROXIES/);
+    });
+
+    it('refuses a stream that claims a pod it does not come from, naming both addresses', async () => {
+      const impostor = new RawAdsStream(`127.0.0.1:${vsxds.xdsPort}`, apiType === 'GRPC' ? 'sotw' : 'delta');
+      try {
+        impostor.send({ node: { id: 'default/worker-2' }, type_url: CLUSTER_TYPE });
+        const end = await impostor.end();
+        expect(end.code).toBe(7);
+        expect(end.details).toBe('the stream comes from 127.0.0.1, not from pod default/worker-2 (127.0.0.3)');
+        expect(impostor.responses).toEqual([]);
+      } finally {
+        impostor.close();
+      }
     });
 
     it(`measures the time from creating a VirtualService to Envoy forwarding on its port (median of ${RUNS})`, async () => {

@@ -9,16 +9,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pointAtVsxds, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
 import {
   changedStats,
-  CONFIG_CHURN_STATS,
   EXAMPLE_PORTS,
   loadExamples,
   printEnvoyLogsOnFailure,
+  stat,
   startVsxdsProcess,
+  upToDateReconnect,
   waitForStats,
   writeDocs,
   type Examples,
   type VsxdsProcess,
 } from '../support/envoy-scenario.js';
+import { parseVirtualService } from '../../src/model/index.js';
+import { envoyClusterSpec } from '../../src/translate/cluster.js';
 import { freePort, TcpPort, UdpEcho, udpEventually, UdpStream, waitUntil } from '../support/udp.js';
 
 const MODES: AdsApiType[] = ['GRPC', 'DELTA_GRPC'];
@@ -38,6 +41,7 @@ describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }
   let ingress: Envoy;
   let worker: Envoy;
   let clusters: Examples['clusters'];
+  let examples: Examples;
   let stream: UdpStream | undefined;
 
   printEnvoyLogsOnFailure(() => [ingress, worker]);
@@ -52,7 +56,7 @@ describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }
   beforeAll(async () => {
     for (const p of EXAMPLE_PORTS) port.set(p, await freePort());
     ports = { xds: await freePort(), admin: await freePort() };
-    const examples = await loadExamples(port);
+    examples = await loadExamples(port);
     clusters = examples.clusters;
     dir = await mkdtemp(join(tmpdir(), 'vsxds-restart-'));
     for (const [name, docs] of Object.entries(examples.files)) await writeDocs(dir, name, docs);
@@ -97,13 +101,39 @@ describe.each(MODES)('vsxds restarting under Envoys on %s', { timeout: 150_000 }
     await Promise.all([ingress, worker].map((e) => waitForStats(e, ['control_plane.connected_state'], (v) => v === 1, 'reconnected', 90_000)));
     const proxies = await bothSynced();
     // The versions are content hashes: what the Envoys hold is current, so nothing was sent.
+    const upToDate = upToDateReconnect(apiType);
     for (const p of proxies) {
-      for (const [type, state] of Object.entries<any>(p.types)) expect(state.responses, `${p.node} ${type} responses after the restart`).toBe(0);
+      for (const [type, state] of Object.entries<any>(p.types)) expect(state.responses, `${p.node} ${type} responses after the restart`).toBe(upToDate.responses);
     }
     await stream.moreReplies(20);
     const after = { ingress: await ingress.stats(), worker: await worker.stats() };
-    expect(changedStats(before.ingress, after.ingress, [...CONFIG_CHURN_STATS, ...edsStats(clusters)])).toEqual({});
-    expect(changedStats(before.worker, after.worker, CONFIG_CHURN_STATS)).toEqual({});
+    expect(changedStats(before.ingress, after.ingress, [...upToDate.churnStats, ...edsStats(clusters)])).toEqual({});
+    expect(changedStats(before.worker, after.worker, upToDate.churnStats)).toEqual({});
     expect(stream.replies.every((r) => r.startsWith('app-rtp|seq '))).toBe(true);
+  });
+  it('after the restart, moves a listener to a new cluster of the same workers without losing a datagram', async () => {
+    await bothSynced();
+    const fast = await UdpStream.start(port.get(2000)!, 2);
+    try {
+      await fast.moreReplies(100);
+      const removedBefore = stat(await ingress.stats(), 'cluster_manager.cluster_removed');
+      // Another health check interval: other cluster content, so the listener moves to a new cluster.
+      const ingressDocs = structuredClone(examples.files['ingress.yaml']) as any[];
+      ingressDocs[0].spec.listeners[0].udp.cluster.health_check.interval = 1500;
+      await writeDocs(dir, 'ingress.yaml', ingressDocs);
+      const parsed = parseVirtualService(ingressDocs[0], 'default');
+      if (!parsed.ok) throw new Error(parsed.message);
+      const moved = envoyClusterSpec(parsed.vs.spec.listeners[0]!.udp.cluster, true).name;
+      expect(moved).not.toBe(clusters['worker-rtp']);
+      // vsxds removes the old cluster only once the listener moved off it.
+      await waitForStats(ingress, ['cluster_manager.cluster_removed'], (v) => v > removedBefore, 'the old cluster removed', 60_000);
+      await fast.moreReplies(200);
+    } finally {
+      fast.stop();
+    }
+    const answered = new Set(fast.replies.map((r) => Number(r.split('seq ')[1])));
+    // Every datagram sent before the last 100 was answered (those may still be on their way).
+    const lost = Array.from({ length: Math.max(0, fast.sent - 100) }, (_, seq) => seq).filter((seq) => !answered.has(seq));
+    expect(lost, `${lost.length} of ${fast.sent} datagrams lost`).toEqual([]);
   });
 });

@@ -1,4 +1,5 @@
 import pino from 'pino';
+import type { AdsLimits } from '../../src/xds/ads-server.js';
 import { AdsServer, SnapshotCache, type PodLookup } from '../../src/xds/index.js';
 
 export interface AdsHarness {
@@ -9,10 +10,10 @@ export interface AdsHarness {
 }
 
 /** The real ADS server on 127.0.0.1 with a free port. */
-export async function startAds(opts: { ready?: boolean; podLookup?: PodLookup } = {}): Promise<AdsHarness> {
+export async function startAds(opts: { ready?: boolean; podLookup?: PodLookup; limits?: Partial<AdsLimits> } = {}): Promise<AdsHarness> {
   const cache = new SnapshotCache();
   if (opts.ready ?? true) cache.markReady();
-  const server = new AdsServer({ cache, podLookup: opts.podLookup, logger: pino({ level: process.env['VSXDS_TEST_LOG'] ?? 'silent' }) });
+  const server = new AdsServer({ cache, podLookup: opts.podLookup, limits: opts.limits, logger: pino({ level: process.env['VSXDS_TEST_LOG'] ?? 'silent' }) });
   const port = await server.listen('127.0.0.1:0');
   return {
     cache,

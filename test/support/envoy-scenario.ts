@@ -15,7 +15,7 @@ import { parseVirtualService } from '../../src/model/index.js';
 import type { ListenerSpec } from '../../src/model/types.js';
 import type { RawObject } from '../../src/sources/source.js';
 import { envoyClusterSpec } from '../../src/translate/cluster.js';
-import { ensureEnvoy, spawnTied, type Envoy } from './envoy.js';
+import { ensureEnvoy, spawnTied, type AdsApiType, type Envoy } from './envoy.js';
 import { waitUntil } from './udp.js';
 
 /** Settings as the CLI would build them from these flags, with every default filled in. */
@@ -171,6 +171,16 @@ export const CONFIG_CHURN_STATS = [
   'cluster_manager.cluster_modified',
   'cluster_manager.cluster_removed',
 ] as const;
+
+/**
+ * What an Envoy that reconnects with an unchanged configuration is sent per type: nothing in
+ * SotW; in delta, the answer to its subscription, empty. Envoy counts that answer as an update
+ * (`update_success`), one that changes nothing: the other churn stats stay.
+ */
+export function upToDateReconnect(apiType: AdsApiType): { readonly responses: number; readonly churnStats: readonly string[] } {
+  if (apiType === 'GRPC') return { responses: 0, churnStats: CONFIG_CHURN_STATS };
+  return { responses: 1, churnStats: CONFIG_CHURN_STATS.filter((name) => !name.endsWith('.update_success')) };
+}
 
 /** Waits until every named stat satisfies `ok`; the error lists the last values. */
 export async function waitForStats(envoy: Envoy, names: readonly string[], ok: (value: number, name: string) => boolean, what: string, timeoutMs = 30_000): Promise<Map<string, number>> {

@@ -34,3 +34,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Node authentication: as set, else client-cert with mutual TLS, else peer-ip. */}}
+{{- define "vsxds.nodeAuth" -}}
+{{- if .Values.nodeAuth -}}
+{{- if and (eq .Values.nodeAuth "client-cert") (not (and .Values.xdsTls.secretName .Values.xdsTls.clientCa)) -}}
+{{- fail "nodeAuth client-cert needs mutual TLS: set xdsTls.secretName to a Secret with tls.crt, tls.key and ca.crt" -}}
+{{- end -}}
+{{- .Values.nodeAuth -}}
+{{- else if and .Values.xdsTls.secretName .Values.xdsTls.clientCa -}}
+client-cert
+{{- else -}}
+peer-ip
+{{- end -}}
+{{- end -}}

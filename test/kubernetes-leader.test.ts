@@ -1,0 +1,108 @@
+/**
+ * Leader election against a real kube-apiserver, where clocks and networks misbehave: a holder
+ * whose clock runs ahead, and a leader whose API server stops answering.
+ */
+import net from 'node:net';
+import { KubeConfig } from '@kubernetes/client-node';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LeaseLeaderElection } from '../src/sources/leader-election.js';
+import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+import { waitUntil } from './support/wait.js';
+
+/** A TCP relay to the API server that can be frozen: connections stay open and nothing passes. */
+async function relay(target: URL): Promise<{ url: string; freeze(): void; close(): void }> {
+  let frozen = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => undefined);
+    }
+    client.on('data', (d) => void (frozen || upstream.write(d)));
+    upstream.on('data', (d) => void (frozen || client.write(d)));
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    freeze: () => void (frozen = true),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+describe('leader election', { timeout: 120_000 }, () => {
+  let kube: KubeEnv;
+  const cleanup: Array<() => unknown> = [];
+
+  const kubeConfig = (server?: string): KubeConfig => {
+    const kc = new KubeConfig();
+    kc.loadFromFile(kube.kubeconfigPath);
+    if (!server) return kc;
+    const out = new KubeConfig();
+    out.loadFromOptions({ ...kc, clusters: kc.clusters.map((c) => ({ ...c, server })), currentContext: kc.currentContext });
+    return out;
+  };
+
+  const elect = (identity: string, name: string, kc = kubeConfig()) => {
+    const changes: boolean[] = [];
+    const election = new LeaseLeaderElection(kc, {
+      namespace: 'default',
+      name,
+      identity,
+      leaseDurationSeconds: 3,
+      retryPeriodMs: 300,
+      log: pino({ level: 'silent' }),
+      onChange: (leader) => changes.push(leader),
+    });
+    election.start();
+    cleanup.push(() => election.stop());
+    return { election, changes };
+  };
+
+  beforeAll(async () => {
+    kube = await startKubeEnv();
+  }, 45 * 60_000);
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).reverse()) await c();
+  });
+  afterAll(async () => {
+    await kube?.stop();
+  });
+
+  it('takes over from a dead holder whose clock ran an hour ahead, after the lease duration it observed', async () => {
+    const aheadByAnHour = new Date(Date.now() + 3_600_000).toISOString().replace('Z', '000Z');
+    await kube.kubectlOk(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'coordination.k8s.io/v1',
+        kind: 'Lease',
+        metadata: { name: 'skewed', namespace: 'default' },
+        spec: { holderIdentity: 'vsxds-dead', leaseDurationSeconds: 3, renewTime: aheadByAnHour, acquireTime: aheadByAnHour },
+      }),
+    );
+    const b = elect('vsxds-b', 'skewed');
+    await waitUntil(() => b.election.isLeader, 'vsxds-b leading once the dead holder’s lease went unrenewed for 3 s', 30_000);
+    const lease = JSON.parse(await kube.kubectlOk(['get', 'lease', 'skewed', '-o', 'json']));
+    expect(lease.spec.holderIdentity).toBe('vsxds-b');
+  });
+
+  it('steps down when its API server stops answering, before its lease expires for the others', async () => {
+    const front = await relay(new URL(kube.server));
+    cleanup.push(() => front.close());
+    const a = elect('vsxds-a', 'hung', kubeConfig(front.url));
+    await waitUntil(() => a.election.isLeader, 'vsxds-a leading');
+    front.freeze();
+    // Its renewals now hang: it must stop writing status on its own.
+    await waitUntil(() => !a.election.isLeader, 'vsxds-a stepping down while its renewal hangs', 30_000);
+    expect(a.changes).toEqual([true, false]);
+    // Another replica takes over once the lease it observed went unrenewed.
+    const b = elect('vsxds-b', 'hung');
+    await waitUntil(() => b.election.isLeader, 'vsxds-b leading', 30_000);
+  });
+});
