@@ -246,14 +246,6 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
    */
   protected abstract seedLive(state: State, recent: readonly Snapshot[]): void;
 
-  /**
-   * The version of `name` the proxy said it holds when it (re)subscribed and that was not sent
-   * on this stream, if any (for CSDS: what a reconnected proxy runs before its first ACK).
-   */
-  protected claimed(_state: State, _name: string): string | undefined {
-    return undefined;
-  }
-
   /** What CSDS reads of this stream (see client-status.ts). */
   private clientView(): StreamView {
     const types = [...this.types.values()].map((s) => ({
@@ -263,7 +255,6 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
       awaiting: s.awaiting,
       live: s.live,
       inflight: s.inflight,
-      claimed: (name: string) => this.claimed(s, name),
     }));
     return { node: this.node, snapshot: this.snapshot, types };
   }

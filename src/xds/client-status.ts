@@ -12,15 +12,10 @@ export interface TypeView {
   readonly names: ReadonlySet<string>;
   /** A response is out, not yet ACKed or NACKed. */
   readonly awaiting: boolean;
-  /** Resources the proxy ACKed on this stream. */
+  /** Resources the proxy runs: ACKed on this stream, or reported when it (re)subscribed (seedLive). */
   readonly live: ReadonlyMap<string, EncodedResource>;
   /** Resources of the response in flight. */
   readonly inflight: ReadonlyMap<string, EncodedResource>;
-  /**
-   * The version of `name` a reconnecting proxy said it holds and vsxds did not send on this
-   * stream (delta: `initial_resource_versions`), if any.
-   */
-  claimed(name: string): string | undefined;
 }
 
 export interface StreamView {
@@ -94,7 +89,7 @@ export function resourceStatuses(proxy: ProxyInfo, view: StreamView, times: Read
     for (const name of [...names].sort()) {
       const wanted = due(name);
       const live = type.live.get(name);
-      const runs = live?.version ?? (claimedAll && wanted ? wanted.version : type.claimed(name));
+      const runs = live?.version ?? (claimedAll && wanted ? wanted.version : undefined);
       const sent = type.awaiting ? type.inflight.get(name) : undefined;
       const base = { typeUrl: type.typeUrl, name };
       if (sent && sent.version !== runs) {
