@@ -1,4 +1,5 @@
 import { FieldReader, isObject, type Json } from './fields.js';
+import { specStructureProblems } from './schema.js';
 import { deepFreeze } from './canonical.js';
 import { summarize } from './problems.js';
 import { timestampText } from './time.js';
@@ -27,13 +28,9 @@ export type ParseResult =
       readonly message: string;
     };
 
-const SERVICE_DISCOVERY = ['strictdns', 'eds'] as const;
-const HEALTH_CHECK_PROTOCOLS = ['TCP'] as const;
-const ACCESS_LOG_DESTINATIONS = ['stdout', 'stderr'] as const;
-
 /**
  * Reads a VirtualService as the apiserver or a YAML file gives it into the model's shape,
- * checking structure and types (not values: that is validate.ts). The result is deeply frozen,
+ * checking structure and types against the CRD's schema (not values: that is validate.ts). The result is deeply frozen,
  * so later stages can cache on its objects. `defaultNamespace` fills in a missing
  * metadata.namespace, as kubectl does for files.
  */
@@ -82,47 +79,22 @@ function parseMetadata(r: FieldReader, value: unknown, defaultNamespace: string 
   };
 }
 
+/**
+ * The spec: its structure checked against the CRD's own schema (src/model/schema.ts), then read
+ * into typed values, which the check made safe to take as they are.
+ */
 function parseSpec(r: FieldReader, value: unknown): VirtualServiceSpec | undefined {
-  const s = r.object(value, 'spec');
-  if (!s) return undefined;
-  r.onlyKeys(s, ['selector', 'listeners'], 'spec');
-  const selector = r.stringMap(s, 'selector', 'spec') ?? {};
-  const rawListeners = r.list(s, 'listeners', 'spec', true) ?? [];
-  const listeners = rawListeners.map((l, i) => parseListener(r, l, `spec.listeners[${i}]`));
+  if (value === undefined || value === null) {
+    r.add('spec', 'is required');
+    return undefined;
+  }
+  const problems = specStructureProblems(value);
+  for (const p of problems) r.add(p.path, p.message);
+  if (problems.length > 0) return undefined;
+  const s = value as Json;
+  const listeners = (s['listeners'] as Json[]).map((l, i) => listener(r, l, `spec.listeners[${i}]`));
   if (!listeners.every((l): l is ListenerSpec => l !== undefined)) return undefined;
-  return { selector, listeners };
-}
-
-function parseListener(r: FieldReader, value: unknown, path: string): ListenerSpec | undefined {
-  const l = r.object(value, path);
-  if (!l) return undefined;
-  r.onlyKeys(l, ['name', 'udp'], path);
-  const name = r.string(l, 'name', path, true);
-  const udp = r.object(l['udp'], `${path}.udp`);
-  if (!udp) return undefined;
-  const udpPath = `${path}.udp`;
-  r.onlyKeys(udp, ['port', 'cluster', 'idle_timeout_ms', 'per_packet_load_balancing', 'access_log'], udpPath);
-  const port = r.integer(udp, 'port', udpPath, true);
-  const cluster = parseCluster(r, udp['cluster'], `${udpPath}.cluster`);
-  const idleTimeout = r.integer(udp, 'idle_timeout_ms', udpPath);
-  const perPacket = r.boolean(udp, 'per_packet_load_balancing', udpPath);
-  const accessLog = present(udp, 'access_log') ? parseAccessLog(r, udp['access_log'], `${udpPath}.access_log`) : undefined;
-  const optionalOk = [
-    !present(udp, 'idle_timeout_ms') || idleTimeout !== undefined,
-    !present(udp, 'per_packet_load_balancing') || perPacket !== undefined,
-    !present(udp, 'access_log') || accessLog !== undefined,
-  ].every(Boolean);
-  if (name === undefined || port === undefined || !cluster || !optionalOk) return undefined;
-  return {
-    name,
-    udp: {
-      port,
-      cluster,
-      ...(idleTimeout !== undefined ? { idle_timeout_ms: idleTimeout } : {}),
-      ...(perPacket !== undefined ? { per_packet_load_balancing: perPacket } : {}),
-      ...(accessLog ? { access_log: accessLog } : {}),
-    },
-  };
+  return { selector: stringMap(s['selector']), listeners };
 }
 
 /** Set to something: absent and null are the same (YAML writes an empty field as null). */
@@ -130,88 +102,59 @@ function present(obj: Json, key: string): boolean {
   return obj[key] !== undefined && obj[key] !== null;
 }
 
-function parseAccessLog(r: FieldReader, value: unknown, path: string): AccessLogSpec | undefined {
-  const a = r.object(value, path);
-  if (!a) return undefined;
-  r.onlyKeys(a, ['destination', 'flush_interval_ms'], path);
-  const destination = r.oneOf(a, 'destination', path, ACCESS_LOG_DESTINATIONS, true);
-  const flushInterval = r.integer(a, 'flush_interval_ms', path);
-  if (!destination || (present(a, 'flush_interval_ms') && flushInterval === undefined)) return undefined;
-  return { destination, ...(flushInterval !== undefined ? { flush_interval_ms: flushInterval } : {}) };
+function stringMap(v: unknown): Record<string, string> {
+  return isObject(v) ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null && x !== undefined)) as Record<string, string> : {};
 }
 
-function parseCluster(r: FieldReader, value: unknown, path: string): ClusterSpec | undefined {
-  const c = r.object(value, path);
-  if (!c) return undefined;
-  r.onlyKeys(c, ['name', 'service_discovery', 'health_check', 'hash_key', 'hash_source_ip', 'max_sessions', 'endpoints'], path);
-  const name = r.string(c, 'name', path, true);
-  const serviceDiscovery = r.oneOf(c, 'service_discovery', path, SERVICE_DISCOVERY, true);
-  const hashKey = r.string(c, 'hash_key', path);
-  const hashSourceIp = r.boolean(c, 'hash_source_ip', path);
-  const maxSessions = r.integer(c, 'max_sessions', path);
-  const optionalOk = (!present(c, 'hash_source_ip') || hashSourceIp !== undefined) && (!present(c, 'max_sessions') || maxSessions !== undefined);
-  let healthCheck: HealthCheckSpec | undefined;
-  let healthCheckOk = true;
-  if (c['health_check'] !== undefined && c['health_check'] !== null) {
-    healthCheck = parseHealthCheck(r, c['health_check'], `${path}.health_check`);
-    healthCheckOk = healthCheck !== undefined;
-  }
-  const rawEndpoints = r.list(c, 'endpoints', path, true) ?? [];
-  const endpoints = rawEndpoints.map((e, i) => parseEndpoint(r, e, `${path}.endpoints[${i}]`));
-  if (name === undefined || !serviceDiscovery || !healthCheckOk || !optionalOk || !endpoints.every((e): e is EndpointSpec => e !== undefined)) {
-    return undefined;
-  }
+function listener(r: FieldReader, l: Json, path: string): ListenerSpec | undefined {
+  const udp = l['udp'] as Json;
+  const cluster = clusterOf(r, udp['cluster'] as Json, `${path}.udp.cluster`);
+  if (!cluster) return undefined;
+  const log = present(udp, 'access_log') ? (udp['access_log'] as Json) : undefined;
   return {
-    name,
-    service_discovery: serviceDiscovery,
+    name: l['name'] as string,
+    udp: {
+      port: udp['port'] as number,
+      cluster,
+      ...(present(udp, 'idle_timeout_ms') ? { idle_timeout_ms: udp['idle_timeout_ms'] as number } : {}),
+      ...(present(udp, 'per_packet_load_balancing') ? { per_packet_load_balancing: udp['per_packet_load_balancing'] as boolean } : {}),
+      ...(log
+        ? { access_log: { destination: log['destination'] as AccessLogSpec['destination'], ...(present(log, 'flush_interval_ms') ? { flush_interval_ms: log['flush_interval_ms'] as number } : {}) } }
+        : {}),
+    },
+  };
+}
+
+function clusterOf(r: FieldReader, c: Json, path: string): ClusterSpec | undefined {
+  const endpoints = (c['endpoints'] as Json[]).map((e, i) => endpoint(r, e, `${path}.endpoints[${i}]`));
+  if (!endpoints.every((e): e is EndpointSpec => e !== undefined)) return undefined;
+  const hc = present(c, 'health_check') ? (c['health_check'] as Json) : undefined;
+  // TCP is the only protocol, and the CRD defaults it; a file may leave it out.
+  const healthCheck: HealthCheckSpec | undefined = hc ? { interval: hc['interval'] as number, protocol: (present(hc, 'protocol') ? hc['protocol'] : 'TCP') as HealthCheckSpec['protocol'] } : undefined;
+  return {
+    name: c['name'] as string,
+    service_discovery: c['service_discovery'] as ClusterSpec['service_discovery'],
     ...(healthCheck ? { health_check: healthCheck } : {}),
-    ...(hashKey !== undefined ? { hash_key: hashKey } : {}),
-    ...(hashSourceIp !== undefined ? { hash_source_ip: hashSourceIp } : {}),
-    ...(maxSessions !== undefined ? { max_sessions: maxSessions } : {}),
+    ...(present(c, 'hash_key') ? { hash_key: c['hash_key'] as string } : {}),
+    ...(present(c, 'hash_source_ip') ? { hash_source_ip: c['hash_source_ip'] as boolean } : {}),
+    ...(present(c, 'max_sessions') ? { max_sessions: c['max_sessions'] as number } : {}),
     endpoints,
   };
 }
 
-function parseHealthCheck(r: FieldReader, value: unknown, path: string): HealthCheckSpec | undefined {
-  const h = r.object(value, path);
-  if (!h) return undefined;
-  r.onlyKeys(h, ['interval', 'protocol'], path);
-  const interval = r.integer(h, 'interval', path, true);
-  // TCP is the only protocol, and the CRD defaults it; a file may leave it out too.
-  const protocol = r.oneOf(h, 'protocol', path, HEALTH_CHECK_PROTOCOLS, false);
-  const protocolOk = h['protocol'] === undefined || h['protocol'] === null || protocol !== undefined;
-  if (interval === undefined || !protocolOk) return undefined;
-  return { interval, protocol: protocol ?? 'TCP' };
-}
-
-function parseEndpoint(r: FieldReader, value: unknown, path: string): EndpointSpec | undefined {
-  const e = r.object(value, path);
-  if (!e) return undefined;
-  r.onlyKeys(e, ['name', 'host', 'port', 'health_check_port', 'weight'], path);
-  const name = r.string(e, 'name', path);
-  const port = r.integer(e, 'port', path, true);
-  const healthCheckPort = r.integer(e, 'health_check_port', path);
-  const weight = r.integer(e, 'weight', path);
-  const hcPortOk = (!present(e, 'health_check_port') || healthCheckPort !== undefined) && (!present(e, 'weight') || weight !== undefined);
-  const hostPath = `${path}.host`;
-  const h = r.object(e['host'], hostPath);
-  if (!h) return undefined;
-  r.onlyKeys(h, ['selector', 'address'], hostPath);
-  const selector = r.stringMap(h, 'selector', hostPath);
-  const address = r.string(h, 'address', hostPath);
-  const hasSelector = h['selector'] !== undefined && h['selector'] !== null;
-  const hasAddress = h['address'] !== undefined && h['address'] !== null;
-  if (hasSelector === hasAddress) {
-    r.add(hostPath, 'exactly one of selector and address must be set');
+function endpoint(r: FieldReader, e: Json, path: string): EndpointSpec | undefined {
+  const h = e['host'] as Json;
+  const hasSelector = present(h, 'selector');
+  if (hasSelector === present(h, 'address')) {
+    r.add(`${path}.host`, 'exactly one of selector and address must be set');
     return undefined;
   }
-  if (port === undefined || !hcPortOk || (hasSelector && !selector) || (hasAddress && address === undefined)) return undefined;
   return {
-    ...(name !== undefined ? { name } : {}),
-    host: selector ? { selector } : { address: address as string },
-    port,
-    ...(healthCheckPort !== undefined ? { health_check_port: healthCheckPort } : {}),
-    ...(weight !== undefined ? { weight } : {}),
+    ...(present(e, 'name') ? { name: e['name'] as string } : {}),
+    host: hasSelector ? { selector: stringMap(h['selector']) } : { address: h['address'] as string },
+    port: e['port'] as number,
+    ...(present(e, 'health_check_port') ? { health_check_port: e['health_check_port'] as number } : {}),
+    ...(present(e, 'weight') ? { weight: e['weight'] as number } : {}),
   };
 }
 

@@ -81,6 +81,8 @@ export interface KubeEnv {
   startApiServer(): Promise<void>;
   /** Last lines of kube-apiserver output (for diagnostics). */
   apiServerLogTail(lines?: number): string;
+  /** Drops kubectl's discovery cache: after a CRD is created, a cache taken a moment before lacks it for hours. */
+  forgetDiscovery(): void;
   /** Stops everything and removes the temporary directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -392,6 +394,10 @@ class KubeEnvImpl implements KubeEnv {
       throw new Error(`kube-env: etcd is not running; cannot restart kube-apiserver\n${this.etcd?.tail.text() ?? ''}`);
     }
     await this.launchApiServer();
+  }
+
+  forgetDiscovery(): void {
+    rmSync(join(this.workDir, 'kubectl-cache'), { recursive: true, force: true });
   }
 
   apiServerLogTail(lines = 60): string {

@@ -14,6 +14,15 @@ const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export async function installCrd(kube: KubeEnv): Promise<void> {
   await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'crds')]);
   await kube.kubectlOk(['wait', '--for=condition=Established', 'crd/virtualservices.servicemesh.l7mp.io', '--timeout=60s']);
+  // The API server's discovery lists the new type a moment after it is Established, and kubectl
+  // keeps what it discovered before that: ask again until the type is there.
+  for (let i = 0; ; i++) {
+    kube.forgetDiscovery();
+    if ((await kube.kubectl(['get', 'vsvc', '-A'])).code === 0) break;
+    if (i >= 100) throw new Error('kubectl does not know the vsvc type 20 s after the CRD was Established');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  kube.forgetDiscovery();
 }
 
 /** A pod in `default` with its IP and Ready=True; with `finalizer`, deleting it leaves it Terminating. */
