@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ChangeView } from '../main/change-tracker.js';
-import type { VirtualServiceStatus } from '../model/types.js';
+import type { Condition, VirtualServiceStatus } from '../model/types.js';
 import type { SourceProblem } from '../sources/source.js';
 import { proxiesByGroup, type NackRecord, type ProxyInfo, type StreamError } from '../xds/status-registry.js';
 import { shortTypeName } from '../xds/type-urls.js';
@@ -74,6 +74,9 @@ th{font-weight:600;white-space:nowrap}td.msg{white-space:pre-wrap;overflow-wrap:
 code{font:12px ui-monospace,monospace}.mute{color:var(--mute)}
 .ok{color:var(--ok)}.warn{color:var(--warn)}.bad{color:var(--bad);font-weight:600}
 .badge{display:inline-block;padding:0 .5rem;border-radius:1rem;border:1px solid currentColor;margin-right:.5rem}
+@media (max-width:40rem){.scroll table,.scroll tbody,.scroll tr,.scroll td{display:block}.scroll thead{display:none}
+.scroll tr{border-bottom:1px solid var(--line);padding:.3rem 0}.scroll td{border:0;padding:.05rem .25rem}
+.scroll td[data-label]::before{content:attr(data-label) ": ";color:var(--mute);font:14px system-ui,sans-serif}}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem;margin:.3rem 0}dt{color:var(--mute)}dd{margin:0}
 `;
 
@@ -105,23 +108,48 @@ ${d.refreshSeconds > 0 ? html`<meta http-equiv="refresh" content="${d.refreshSec
 ${nackSection(d.nacks)}
 ${proxySection(groups)}
 ${virtualServiceSection(d.virtualServices)}
-${d.source.problems.length ? html`<h2>Source problems</h2>${table(['subject', 'problem'], d.source.problems.map((p) => html`<tr><td><code>${p.subject}</code></td><td class="msg">${p.message}</td></tr>`))}` : ''}
+${d.source.problems.length ? html`<h2>Source problems</h2>${table(['subject', 'problem'], d.source.problems.map((p) => ({ cells: [code(p.subject), cell(p.message, 'msg')] })))}` : ''}
 ${buildSection(d)}
 ${d.changes ? changeSection(d.changes) : ''}
-${d.streamErrors.length ? html`<h2>Streams ended with an error</h2>${table(['at', 'node', 'peer', 'code', 'details'], d.streamErrors.slice(-10).reverse().map((e) => html`<tr><td>${e.at}</td><td><code>${e.nodeId}</code></td><td>${e.peer}</td><td>${e.code}</td><td class="msg">${e.details}</td></tr>`))}` : ''}
+${d.streamErrors.length ? html`<h2>Streams ended with an error</h2>${table(['at', 'node', 'peer', 'code'], d.streamErrors.slice(-10).reverse().map((e) => ({ cells: [e.at, code(e.nodeId), e.peer, e.code], detail: { text: e.details } })))}` : ''}
 <p class="mute">JSON: <a href="/debug/syncz">/debug/syncz</a> <a href="/debug/virtualservices">/debug/virtualservices</a> <a href="/debug/changes">/debug/changes</a> <a href="/debug/stream_errors">/debug/stream_errors</a> <a href="/metrics">/metrics</a></p>
 </body></html>
 `;
   return page.text;
 }
 
-function table(headers: readonly string[], rows: readonly Html[], id?: string): Html {
-  return html`<div class="scroll"><table${id ? html` id="${id}"` : ''}><thead><tr>${headers.map((h) => html`<th>${h}</th>`)}</tr></thead><tbody>${rows}</tbody></table></div>`;
+/** A table cell with a class of its own. */
+class Cell {
+  constructor(
+    readonly content: Piece,
+    readonly cls: string,
+  ) {}
+}
+
+const cell = (content: Piece, cls: string) => new Cell(content, cls);
+const code = (text: string) => html`<code>${text}</code>`;
+
+interface Row {
+  readonly cells: readonly (Piece | Cell)[];
+  /** Attributes of the row, e.g. ` class="proxy" data-node="..."`. */
+  readonly attrs?: Html;
+  /** A message under the row, across the whole table: long text stays readable on a phone. */
+  readonly detail?: { readonly text: string; readonly cls?: string };
+}
+
+/** On a narrow screen each row becomes a block and each cell says which column it is (data-label). */
+function table(headers: readonly string[], rows: readonly Row[], id?: string): Html {
+  const body = rows.map((r) => {
+    const cells = r.cells.map((c, i) => (c instanceof Cell ? html`<td data-label="${headers[i]}" class="${c.cls}">${c.content}</td>` : html`<td data-label="${headers[i]}">${c}</td>`));
+    const detail = r.detail?.text ? html`<tr class="detail"><td colspan="${headers.length}" class="msg ${r.detail.cls ?? ''}">${r.detail.text}</td></tr>` : '';
+    return html`<tr${r.attrs}>${cells}</tr>${detail}`;
+  });
+  return html`<div class="scroll"><table${id ? html` id="${id}"` : ''}><thead><tr>${headers.map((h) => html`<th>${h}</th>`)}</tr></thead><tbody>${body}</tbody></table></div>`;
 }
 
 function nackSection(nacks: ReadonlyMap<string, readonly NackRecord[]>): Html {
   const rows = [...nacks].flatMap(([group, list]) =>
-    list.map((n) => html`<tr class="nack"><td><code>${group}</code></td><td>${shortTypeName(n.typeUrl)}</td><td>${version(n.version)}</td><td>${[...n.nodeIds].sort().join(', ')}</td></tr>${detailRow(4, n.message, 'bad')}`),
+    list.map((n): Row => ({ attrs: html` class="nack"`, cells: [code(group), shortTypeName(n.typeUrl), version(n.version), [...n.nodeIds].sort().join(', ')], detail: { text: n.message, cls: 'bad' } })),
   );
   return html`<h2>NACKs</h2>${rows.length ? table(['group', 'type', 'version', 'proxies'], rows, 'nacks') : html`<p class="ok" id="nacks">No proxy rejects its configuration.</p>`}`;
 }
@@ -135,14 +163,14 @@ function proxySection(groups: ReadonlyMap<string, readonly ProxyInfo[]>): Html {
   if (groups.size === 0) return html`<h2>Proxies</h2><p class="mute">No proxy is connected.</p>`;
   const sections = [...groups].map(([group, proxies]) => {
     const types = [...new Set(proxies.flatMap((p) => [...p.types.keys()].map(shortTypeName)))].sort((a, b) => typeRank(a) - typeRank(b) || a.localeCompare(b));
-    const rows = proxies.map((p) => {
+    const rows = proxies.map((p): Row => {
       const cells = types.map((t) => {
         const st = [...p.types].find(([url]) => shortTypeName(url) === t)?.[1];
-        if (!st) return html`<td class="mute">–</td>`;
+        if (!st) return cell('–', 'mute');
         const cls = st.nack ? 'bad' : st.sent !== undefined && st.sent !== st.acked ? 'warn' : 'ok';
-        return html`<td class="${cls}">sent ${version(st.sent)}<br>acked ${version(st.acked)}${st.nack ? html`<br>NACK ${version(st.nack.version)}` : ''}</td>`;
+        return cell(html`sent ${version(st.sent)}<br>acked ${version(st.acked)}${st.nack ? html`<br>NACK ${version(st.nack.version)}` : ''}`, cls);
       });
-      return html`<tr class="proxy" data-node="${p.nodeId}"><td><code>${p.nodeId || '(no node yet)'}</code></td><td>${p.mode}</td><td>${p.peer}</td><td>${p.synced ? html`<span class="ok">yes</span>` : html`<span class="warn">no</span>`}</td>${cells}</tr>`;
+      return { attrs: html` class="proxy" data-node="${p.nodeId}"`, cells: [code(p.nodeId || '(no node yet)'), p.mode, p.peer, p.synced ? cell('yes', 'ok') : cell('no', 'warn'), ...cells] };
     });
     return html`<h3>${group} <span class="mute">(${proxies.length})</span></h3>${table(['node', 'mode', 'peer', 'in step', ...types], rows)}`;
   });
@@ -151,35 +179,35 @@ function proxySection(groups: ReadonlyMap<string, readonly ProxyInfo[]>): Html {
 
 function virtualServiceSection(statuses: ReadonlyMap<string, VirtualServiceStatus>): Html {
   if (statuses.size === 0) return html`<h2>VirtualServices</h2><p class="mute">None.</p>`;
-  const rows = [...statuses].sort(([a], [b]) => a.localeCompare(b)).map(([key, s]) => {
-    const problems = (s.conditions ?? []).filter((c) => c.status === 'False' && c.message).map((c) => `${c.type}: ${c.message}`);
-    if (s.nackMessage) problems.push(`NACK: ${s.nackMessage}`);
+  const rows = [...statuses].sort(([a], [b]) => a.localeCompare(b)).map(([key, s]): Row => {
+    const problems = (s.conditions ?? []).filter((c) => conditionClass(c) === 'bad' && c.message).map((c) => `${c.type}: ${c.message}`);
+    if (s.nackMessage && !problems.some((p) => p.includes(s.nackMessage as string))) problems.push(`NACK: ${s.nackMessage}`);
     const proxies = s.proxies ? html`${s.proxies.synced}/${s.proxies.matched} synced${s.proxies.nacked ? html`, <span class="bad">${s.proxies.nacked} NACKed</span>` : ''}` : html`<span class="mute">–</span>`;
-    return html`<tr class="vs" data-key="${key}"><td><code>${key}</code></td>${['Accepted', 'Synced'].map((t) => conditionCell(condition(s, t)))}<td>${proxies}</td><td>${s.listeners ?? ''}</td></tr>${detailRow(4 + 1, problems.join('\n'))}`;
+    return { attrs: html` class="vs" data-key="${key}"`, cells: [code(key), ...['Accepted', 'Conflicted', 'Synced'].map((t) => conditionCell(condition(s, t))), proxies, s.listeners], detail: { text: problems.join('\n') } };
   });
-  return html`<h2>VirtualServices</h2>${table(['name', 'accepted', 'synced', 'proxies', 'listeners'], rows, 'virtualservices')}`;
+  return html`<h2>VirtualServices</h2>${table(['name', 'accepted', 'conflicted', 'synced', 'proxies', 'listeners'], rows, 'virtualservices')}`;
 }
 
-/** A message under the row it belongs to, across the whole table: long text stays readable on a phone. */
-function detailRow(columns: number, message: string, cls = ''): Html | '' {
-  return message ? html`<tr class="detail"><td colspan="${columns}" class="msg ${cls}">${message}</td></tr>` : '';
+/** Conflicted is the one condition whose True is bad news; Pending is on its way. */
+function conditionClass(c: Condition): 'ok' | 'bad' | 'warn' {
+  if ((c.status !== 'True' && c.status !== 'False') || c.reason === 'Pending') return 'warn';
+  return (c.status === 'True') === (c.type !== 'Conflicted') ? 'ok' : 'bad';
 }
 
-function conditionCell(c: { readonly status: string; readonly reason: string } | undefined): Html {
-  if (!c) return html`<td class="mute">–</td>`;
-  return html`<td class="${c.status === 'True' ? 'ok' : c.status === 'False' ? 'bad' : 'warn'}">${c.status} <span class="mute">${c.reason}</span></td>`;
+function conditionCell(c: Condition | undefined): Cell {
+  return c ? cell(html`${c.status} <span class="mute">${c.reason}</span>`, conditionClass(c)) : cell('–', 'mute');
 }
 
 function buildSection(d: StatusPageData): Html {
-  const rows = [...d.builds].reverse().map((b) => html`<tr><td>${new Date(b.at).toISOString()}</td><td>${ms(b.ms)}</td><td>${b.groups}</td><td>${b.errors ? html`<span class="bad">${b.errors}</span>` : 0}</td></tr>`);
+  const rows = [...d.builds].reverse().map((b): Row => ({ cells: [new Date(b.at).toISOString(), ms(b.ms), b.groups, b.errors ? cell(b.errors, 'bad') : 0] }));
   return html`<h2>Last builds</h2>${rows.length ? table(['at', 'took', 'groups translated', 'groups failed'], rows, 'builds') : html`<p class="mute">No build yet.</p>`}
-${d.buildErrors.length ? table(['group failing to build (keeps its previous snapshot)', 'error'], d.buildErrors.map((e) => html`<tr><td><code>${e.group}</code></td><td class="msg bad">${e.message}</td></tr>`)) : ''}`;
+${d.buildErrors.length ? table(['group failing to build (keeps its previous snapshot)', 'error'], d.buildErrors.map((e) => ({ cells: [code(e.group), cell(e.message, 'msg bad')] }))) : ''}`;
 }
 
 function changeSection(changes: readonly ChangeView[]): Html {
-  const rows = changes.slice(-15).reverse().map((c) => {
+  const rows = changes.slice(-15).reverse().map((c): Row => {
     const state = c.completedAt !== null ? html`<span class="ok">done in ${ms(c.completedAt - c.receivedAt)}</span>` : c.expired ? html`<span class="bad">not ACKed in time</span>` : html`<span class="warn">on its way</span>`;
-    return html`<tr><td>${new Date(c.receivedAt).toISOString()}</td><td><code>${c.key}</code></td><td>${c.kind}</td><td>${c.proxies}</td><td>${state}</td></tr>`;
+    return { cells: [new Date(c.receivedAt).toISOString(), code(c.key), c.kind, c.proxies, state] };
   });
   return html`<h2>Last changes</h2>${rows.length ? table(['received', 'VirtualService', 'kind', 'proxies', 'state'], rows, 'changes') : html`<p class="mute">None yet.</p>`}`;
 }
