@@ -164,6 +164,30 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
     }
   });
 
+  it('monitoring: deploy/monitoring and the chart (when enabled) give the same dashboard ConfigMap and PrometheusRule; the API server accepts the ConfigMap', async () => {
+    const monitoring = path.join(DEPLOY, 'monitoring');
+    const kustomizedMonitoring = documents(await kube.kubectlOk(['kustomize', monitoring]));
+    const rendered = await helmTemplate(['--set', 'monitoring.grafanaDashboard.enabled=true', '--set', 'monitoring.prometheusRule.enabled=true', '--show-only', 'templates/grafana-dashboard.yaml', '--show-only', 'templates/prometheusrule.yaml']);
+    expect(kustomizedMonitoring.map(key).sort()).toEqual([`ConfigMap/${NS}/vsxds-grafana-dashboard`, `PrometheusRule/${NS}/vsxds`]);
+    expect(rendered.map(key).sort()).toEqual(kustomizedMonitoring.map(key).sort());
+    const dashboard = readFileSync(path.join(monitoring, 'vsxds-dashboard.json'), 'utf8');
+    const rules = parse(readFileSync(path.join(monitoring, 'vsxds-alerts.rules.yaml'), 'utf8'));
+    for (const objects of [kustomizedMonitoring, rendered]) {
+      const configMap = objects.find((o) => o.kind === 'ConfigMap')!;
+      expect(configMap.metadata.labels.grafana_dashboard).toBe('1');
+      expect(JSON.parse(configMap.data['vsxds-dashboard.json'])).toEqual(JSON.parse(dashboard));
+      expect(objects.find((o) => o.kind === 'PrometheusRule')!.spec).toEqual(rules);
+    }
+    // The cluster has no Prometheus Operator CRDs: only the ConfigMap can be judged by it.
+    for (const configMap of [kustomizedMonitoring, rendered].map((objects) => objects.find((o) => o.kind === 'ConfigMap')!)) {
+      const r = await kube.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], JSON.stringify(configMap));
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+    }
+    // Off by default, so that the chart installs where there is no Prometheus Operator.
+    expect((await helmTemplate()).filter((o) => o.kind === 'PrometheusRule' || o.kind === 'ConfigMap')).toEqual([]);
+  });
+
   it('Helm chart: image, replicas, log level, extra args, service ports, resources and scheduling come from values', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'vsxds-values-'));
     try {
