@@ -59,6 +59,8 @@ describe('admin HTTP', () => {
     expect(text).toMatch(/vsxds_xds_push_ack_seconds_count\{type="CDS"\} 1/);
     expect(text).toMatch(/vsxds_snapshot_build_seconds_count [1-9]/);
     expect(text).toContain('vsxds_ready 1');
+    expect(text).toMatch(/vsxds_unsynced_proxies\{group="default\/app=ingress"\} [01]\n/);
+    expect(text).toMatch(/vsxds_unsynced_seconds\{group="default\/app=ingress"\} \d/);
     expect(text).toContain('vsxds_virtualservices{accepted="true"} 2');
     expect(text).toContain('vsxds_process_resident_memory_bytes');
   });

@@ -7,7 +7,6 @@
  * Helm is built from Go modules by deploy/hack/install-helm.sh on first use and cached; if that
  * fails the suite fails, it is never skipped.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, readFileSync, readdirSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,6 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+import { INSTALL_TIMEOUT_MS, installedTool, run, runOk } from './support/tools.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const DEPLOY = path.join(ROOT, 'deploy');
@@ -23,52 +23,10 @@ const CRD_FILE = path.join(ROOT, 'crds', 'virtualservice.yaml');
 const NS = 'vsxds-system';
 const CONTROL_PLANE = `system:serviceaccount:${NS}:vsxds`;
 const VS = 'virtualservices.servicemesh.l7mp.io';
-const INSTALL_TIMEOUT_MS = 40 * 60_000;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 type Obj = Record<string, any>;
 
-function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; echoStderr?: boolean } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-      // A cold Helm build takes minutes; its progress belongs in the test output.
-      if (opts.echoStderr) process.stderr.write(d);
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} timed out after ${opts.timeoutMs} ms\n${stderr.slice(-4000)}`));
-    }, opts.timeoutMs ?? 120_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
-    });
-  });
-}
-
-async function runOk(cmd: string, args: string[], opts: Parameters<typeof run>[2] = {}): Promise<string> {
-  const r = await run(cmd, args, opts);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (exit ${r.code})\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-  return r.stdout;
-}
-
-async function installHelm(): Promise<string> {
-  const out = await run('bash', [path.join(DEPLOY, 'hack', 'install-helm.sh')], { timeoutMs: INSTALL_TIMEOUT_MS, echoStderr: true });
-  if (out.code !== 0) throw new Error(`deploy/hack/install-helm.sh failed (exit ${out.code}); Helm is required for this suite:\n${out.stderr.slice(-4000)}`);
-  const bin = out.stdout.trim().split('\n').at(-1) ?? '';
-  if (!existsSync(bin)) throw new Error(`deploy/hack/install-helm.sh printed ${JSON.stringify(bin)}, which does not exist`);
-  return bin;
-}
+const installHelm = () => installedTool('deploy/hack/install-helm.sh', 'Helm');
 
 const documents = (text: string): Obj[] =>
   parseAllDocuments(text)
@@ -204,6 +162,30 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
     for (const o of base) {
       expect(withoutProvenance(byKey.get(key(o))), key(o)).toEqual(withoutProvenance(o));
     }
+  });
+
+  it('monitoring: deploy/monitoring and the chart (when enabled) give the same dashboard ConfigMap and PrometheusRule; the API server accepts the ConfigMap', async () => {
+    const monitoring = path.join(DEPLOY, 'monitoring');
+    const kustomizedMonitoring = documents(await kube.kubectlOk(['kustomize', monitoring]));
+    const rendered = await helmTemplate(['--set', 'monitoring.grafanaDashboard.enabled=true', '--set', 'monitoring.prometheusRule.enabled=true', '--show-only', 'templates/grafana-dashboard.yaml', '--show-only', 'templates/prometheusrule.yaml']);
+    expect(kustomizedMonitoring.map(key).sort()).toEqual([`ConfigMap/${NS}/vsxds-grafana-dashboard`, `PrometheusRule/${NS}/vsxds`]);
+    expect(rendered.map(key).sort()).toEqual(kustomizedMonitoring.map(key).sort());
+    const dashboard = readFileSync(path.join(monitoring, 'vsxds-dashboard.json'), 'utf8');
+    const rules = parse(readFileSync(path.join(monitoring, 'vsxds-alerts.rules.yaml'), 'utf8'));
+    for (const objects of [kustomizedMonitoring, rendered]) {
+      const configMap = objects.find((o) => o.kind === 'ConfigMap')!;
+      expect(configMap.metadata.labels.grafana_dashboard).toBe('1');
+      expect(JSON.parse(configMap.data['vsxds-dashboard.json'])).toEqual(JSON.parse(dashboard));
+      expect(objects.find((o) => o.kind === 'PrometheusRule')!.spec).toEqual(rules);
+    }
+    // The cluster has no Prometheus Operator CRDs: only the ConfigMap can be judged by it.
+    for (const configMap of [kustomizedMonitoring, rendered].map((objects) => objects.find((o) => o.kind === 'ConfigMap')!)) {
+      const r = await kube.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], JSON.stringify(configMap));
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+    }
+    // Off by default, so that the chart installs where there is no Prometheus Operator.
+    expect((await helmTemplate()).filter((o) => o.kind === 'PrometheusRule' || o.kind === 'ConfigMap')).toEqual([]);
   });
 
   it('Helm chart: image, replicas, log level, extra args, service ports, resources and scheduling come from values', async () => {

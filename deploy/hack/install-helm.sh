@@ -22,8 +22,9 @@ CACHE_ROOT="${VSXDS_CACHE:-$HOME/.cache/vsxds}"
 HELM_DIR="$CACHE_ROOT/helm/$HELM_VERSION"
 BIN="$HELM_DIR/bin/helm"
 
-log() { printf '[install-helm] %s\n' "$*" >&2; }
-die() { printf '[install-helm] ERROR: %s\n' "$*" >&2; exit 1; }
+VSXDS_TOOL=install-helm
+# shellcheck source=../../tools/go-build-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../tools/go-build-env.sh"
 
 if [[ -n "${VSXDS_HELM:-}" ]]; then
   "$VSXDS_HELM" version --short >&2 || die "VSXDS_HELM=$VSXDS_HELM does not run"
@@ -31,43 +32,16 @@ if [[ -n "${VSXDS_HELM:-}" ]]; then
   exit 0
 fi
 
-# A half-written binary must never pass for a good one: the stamp is written last.
 installed_ok() { [[ -x "$BIN" && -f "$HELM_DIR/bin/.version" ]] && grep -qx "helm=$HELM_VERSION" "$HELM_DIR/bin/.version"; }
 
-if installed_ok; then
-  echo "$BIN"
-  exit 0
-fi
-
-mkdir -p "$HELM_DIR"
-# Parallel vitest workers (or a developer running the test twice) must not build twice at once.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$HELM_DIR/.install.lock"
-  log "waiting for install lock $HELM_DIR/.install.lock"
-  flock 9
-  if installed_ok; then
-    echo "$BIN"
-    exit 0
-  fi
-fi
-
+vsxds_install_once "$HELM_DIR" "$BIN" installed_ok
 command -v go >/dev/null 2>&1 || die "the 'go' toolchain is not on PATH (Helm $HELM_VERSION needs a recent Go)"
-START_TS=$(date +%s)
-
-# shellcheck source=../../tools/go-build-env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../../tools/go-build-env.sh"
 vsxds_go_env "$CACHE_ROOT"
 
-log "go: $(go version); GOPROXY=$(go env GOPROXY) GOSUMDB=$(go env GOSUMDB)"
-log "helm $HELM_VERSION -> $BIN"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/vsxds-helm-build.XXXXXX")
-OUT=$(mktemp -d "$HELM_DIR/bin.partial.XXXXXX")
-cleanup() { rm -rf "$WORK" "$OUT"; }
-trap cleanup EXIT
-
-info=$(cd "$WORK" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION") \
+MODDIR=$(mktemp -d "${TMPDIR:-/tmp}/vsxds-helm-mod.XXXXXX")
+info=$(cd "$MODDIR" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION") \
   || { printf '%s\n' "${info:-}" >&2; die "go mod download helm.sh/helm/v3@$HELM_VERSION failed (a 404 from the checksum database means the proxy does not know that version)"; }
+rm -rf "$MODDIR"
 gomod=$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"GoMod":[[:space:]]*"\(.*\)",\{0,1\}$/\1/p')
 [[ -f "$gomod" ]] || die "could not locate go.mod of helm.sh/helm/v3@$HELM_VERSION"
 
@@ -82,17 +56,4 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_go"
 done
 
-log "building (cold: a few minutes on 2 cores; warm build cache: seconds)"
-(cd "$WORK" && GOBIN="$OUT" go install -p "$PAR" -trimpath -ldflags="$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") \
-  || die "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed (if the linker was killed, retry with VSXDS_GO_BUILD_P=1)"
-"$OUT/helm" version --short >&2 || die "the freshly built helm does not run"
-
-echo "helm=$HELM_VERSION" >"$OUT/.version"
-chmod 0755 "$OUT" "$OUT/helm"
-rm -rf "$HELM_DIR/bin.old"
-[[ -e "$HELM_DIR/bin" ]] && mv "$HELM_DIR/bin" "$HELM_DIR/bin.old"
-mv "$OUT" "$HELM_DIR/bin"
-rm -rf "$HELM_DIR/bin.old"
-
-log "built in $(( $(date +%s) - START_TS ))s"
-echo "$BIN"
+vsxds_go_install_tool helm "$HELM_DIR" "helm=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$ldflags" version --short

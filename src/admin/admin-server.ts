@@ -1,12 +1,15 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import type { Subscription } from 'rxjs';
 import { wallNow, type ChangeTracker } from '../main/change-tracker.js';
 import type { ConfigPipeline } from '../main/config-pipeline.js';
 import type { Metrics } from './metrics.js';
 import type { StatusReporter } from '../main/status-reporter.js';
+import type { Source } from '../sources/source.js';
 import type { SnapshotCache } from '../xds/snapshot-cache.js';
 import type { ProxyStatusRegistry } from '../xds/status-registry.js';
 import { shortTypeName } from '../xds/type-urls.js';
+import { renderStatusPage, STATUS_PAGE_CSP, type BuildEntry } from './status-page.js';
 
 export interface AdminDeps {
   readonly cache: SnapshotCache;
@@ -15,13 +18,20 @@ export interface AdminDeps {
   readonly reporter: StatusReporter;
   readonly metrics?: Metrics;
   readonly tracker?: ChangeTracker;
+  /** Its name and watch restarts, for the status page. */
+  readonly source?: Pick<Source, 'name' | 'watchRestarts'>;
   readonly log: Logger;
 }
+
+/** Builds the status page lists (the pipeline keeps only the last one's figures). */
+const KEEP_BUILDS = 10;
+const DEFAULT_REFRESH_SECONDS = 5;
 
 interface Reply {
   readonly status: number;
   readonly body: unknown;
   readonly contentType?: string;
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 type Handler = (url: URL) => Reply | Promise<Reply>;
@@ -30,9 +40,12 @@ type Handler = (url: URL) => Reply | Promise<Reply>;
 export class AdminServer {
   private readonly server: Server;
   private readonly routes: Record<string, Handler>;
+  private readonly builds: BuildEntry[] = [];
+  private readonly buildWatch: Subscription;
 
   constructor(private readonly deps: AdminDeps) {
     this.routes = {
+      '/': (url) => this.statusPage(url),
       '/healthz': () => ({ status: 200, body: 'ok' }),
       '/readyz': () =>
         deps.cache.ready ? { status: 200, body: 'ok' } : { status: 503, body: 'waiting for the sources to finish their initial sync' },
@@ -50,6 +63,13 @@ export class AdminServer {
         deps.metrics ? { status: 200, body: await deps.metrics.text(), contentType: deps.metrics.contentType } : { status: 404, body: 'metrics are off' },
     };
     this.server = createServer((req, res) => this.handle(req, res));
+    let seen = 0;
+    this.buildWatch = deps.pipeline.view$.subscribe((view) => {
+      if (view.builds === seen) return;
+      seen = view.builds;
+      this.builds.push({ at: Date.now(), ms: view.lastBuildMs, groups: view.lastBuildGroups, errors: view.buildErrors.size });
+      if (this.builds.length > KEEP_BUILDS) this.builds.shift();
+    });
   }
 
   listen(address: string): Promise<number> {
@@ -64,6 +84,7 @@ export class AdminServer {
   }
 
   close(): Promise<void> {
+    this.buildWatch.unsubscribe();
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -78,11 +99,40 @@ export class AdminServer {
       : Promise.resolve({ status: 404, body: `no such endpoint; try ${Object.keys(this.routes).join(' ')}` });
     void reply
       .catch((err: unknown): Reply => ({ status: 500, body: (err as Error).message }))
-      .then(({ status, body, contentType }) => {
+      .then(({ status, body, contentType, headers }) => {
         const text = typeof body === 'string' ? (body.endsWith('\n') ? body : `${body}\n`) : `${JSON.stringify(body, null, 2)}\n`;
-        res.writeHead(status, { 'content-type': contentType ?? (typeof body === 'string' ? 'text/plain' : 'application/json') });
+        res.writeHead(status, { ...headers, 'content-type': contentType ?? (typeof body === 'string' ? 'text/plain' : 'application/json') });
         res.end(text);
       });
+  }
+
+  /** `?refresh=<seconds>` (0: never) overrides the reload interval. */
+  private statusPage(url: URL): Reply {
+    const { cache, registry, pipeline, reporter, tracker, source } = this.deps;
+    const refresh = Number(url.searchParams.get('refresh') ?? DEFAULT_REFRESH_SECONDS);
+    const view = pipeline.current;
+    const proxies = registry.list();
+    const groupKeys = new Set([...cache.groupKeys(), ...proxies.flatMap((p) => (p.group ? [p.group.key] : []))]);
+    const body = renderStatusPage({
+      now: Date.now(),
+      refreshSeconds: Number.isInteger(refresh) && refresh >= 0 && refresh <= 3600 ? refresh : DEFAULT_REFRESH_SECONDS,
+      ready: cache.ready,
+      source: { name: source?.name ?? 'unknown', watchRestarts: source?.watchRestarts, problems: view.sourceProblems },
+      proxies,
+      nacks: new Map([...groupKeys].map((key) => [key, registry.groupNacks(key)])),
+      virtualServices: reporter.current(),
+      totalBuilds: view.builds,
+      builds: this.builds,
+      buildErrors: [...view.buildErrors.values()].map((e) => ({ group: e.group.key, message: e.message })),
+      changes: tracker?.list(),
+      streamErrors: registry.streamErrors(),
+    });
+    return {
+      status: 200,
+      body,
+      contentType: 'text/html; charset=utf-8',
+      headers: { 'content-security-policy': STATUS_PAGE_CSP, 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' },
+    };
   }
 
   private syncz(): unknown {

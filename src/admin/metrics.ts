@@ -3,7 +3,7 @@ import type { Subscription } from 'rxjs';
 import type { ConfigPipeline } from '../main/config-pipeline.js';
 import type { Source } from '../sources/source.js';
 import type { SnapshotCache } from '../xds/snapshot-cache.js';
-import type { ProxyStatusRegistry } from '../xds/status-registry.js';
+import { proxiesByGroup as byGroup, type ProxyStatusRegistry } from '../xds/status-registry.js';
 import { shortTypeName } from '../xds/type-urls.js';
 
 export interface MetricsDeps {
@@ -28,9 +28,30 @@ export class Metrics {
       registers: [reg],
       collect() {
         this.reset();
-        const counts = new Map<string, number>();
-        for (const p of deps.registry.list()) counts.set(p.group?.key ?? '(identifying)', (counts.get(p.group?.key ?? '(identifying)') ?? 0) + 1);
-        for (const [group, n] of counts) this.set({ group }, n);
+        for (const [group, proxies] of byGroup(deps.registry.list())) this.set({ group }, proxies.length);
+      },
+    });
+    new Gauge({
+      name: 'vsxds_unsynced_proxies',
+      help: 'Connected proxies not in step with their group snapshot (a response in flight, or held back), by node group',
+      labelNames: ['group'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const [group, proxies] of byGroup(deps.registry.list())) this.set({ group }, proxies.filter((p) => !p.synced).length);
+      },
+    });
+    new Gauge({
+      name: 'vsxds_unsynced_seconds',
+      help: 'Longest time a connected proxy of the node group has been out of step with its snapshot without a break (0: all in step)',
+      labelNames: ['group'],
+      registers: [reg],
+      collect() {
+        this.reset();
+        const now = performance.now();
+        for (const [group, proxies] of byGroup(deps.registry.list())) {
+          this.set({ group }, Math.max(0, ...proxies.map((p) => (p.synced || p.unsyncedSince === undefined ? 0 : (now - p.unsyncedSince) / 1000))));
+        }
       },
     });
     new Gauge({
@@ -125,3 +146,4 @@ export class Metrics {
     this.subscription.unsubscribe();
   }
 }
+

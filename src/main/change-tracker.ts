@@ -30,8 +30,8 @@ interface TypeProgress {
   ackedAt?: number;
 }
 
-/** A change on its way to the proxies, then done. */
-interface Trace {
+/** What a traced change is, and when it got where, up to its build (ms since the epoch). */
+interface TracedChange {
   readonly key: string;
   readonly kind: 'upsert' | 'delete';
   readonly receivedAt: number;
@@ -40,6 +40,10 @@ interface Trace {
   readonly build: number;
   readonly groups: number;
   readonly proxies: number;
+}
+
+/** A change on its way to the proxies, then done. */
+interface Trace extends TracedChange {
   readonly types: Map<string, TypeProgress>;
   /** Per group: the proxies still to ACK each type (by type URL), those connected when it was built. */
   readonly waiting: Map<string, Map<string, Set<ProxyInfo>>>;
@@ -48,6 +52,14 @@ interface Trace {
   expired?: boolean;
   /** When it completed or was given up. */
   closedAt?: number;
+}
+
+/** One traced change as /debug/changes shows it; times are ms since the epoch, null while not reached. */
+export interface ChangeView extends TracedChange {
+  /** By short type name (Cluster, ClusterLoadAssignment, Listener). */
+  readonly types: Readonly<Record<string, { readonly sentAt: number | null; readonly ackedAt: number | null }>>;
+  readonly completedAt: number | null;
+  readonly expired?: true;
 }
 
 export interface ChangeTrackerOptions {
@@ -206,7 +218,7 @@ export class ChangeTracker implements PushTracer {
    * epoch), only those still open or closed (completed or given up) at or after it: what a
    * poller that saw everything up to `since` has not seen in its final form.
    */
-  list(since?: number): object[] {
+  list(since?: number): ChangeView[] {
     this.expireOld();
     const traces = since === undefined ? this.traces : this.traces.filter((t) => t.closedAt === undefined || t.closedAt >= since);
     return traces.map((t) => ({
@@ -222,7 +234,7 @@ export class ChangeTracker implements PushTracer {
         [...t.types].map(([typeUrl, p]) => [typeUrl.slice(typeUrl.lastIndexOf('.') + 1), { sentAt: p.sentAt === undefined ? null : round(p.sentAt), ackedAt: p.ackedAt === undefined ? null : round(p.ackedAt) }]),
       ),
       completedAt: t.completedAt === undefined ? null : round(t.completedAt),
-      ...(t.expired ? { expired: true } : {}),
+      ...(t.expired ? { expired: true as const } : {}),
     }));
   }
 

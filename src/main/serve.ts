@@ -70,7 +70,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
   const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'), undefined, source.events);
   const metrics = new Metrics({ registry, pipeline, cache, source });
   tracker.registerMetrics(metrics.prometheus);
-  const admin = new AdminServer({ cache, registry, pipeline, reporter, metrics, tracker, log });
+  const admin = new AdminServer({ cache, registry, pipeline, reporter, metrics, tracker, source, log });
 
   // Listen first: Envoys may connect at once; they wait, unanswered, until the sources synced.
   const xdsPort = await ads.listen(settings.xdsAddress ?? '0.0.0.0:18000', adsCredentials(tls));

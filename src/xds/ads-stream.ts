@@ -216,6 +216,7 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
       peer: call.getPeer(),
       types: new Map(),
       synced: false,
+      unsyncedSince: performance.now(),
       runs: (typeUrl, name) => this.types.get(typeUrl)?.live.get(name)?.version,
     };
     this.log = ctx.log.child({ stream: streamId, mode });
@@ -514,7 +515,9 @@ export abstract class AdsStream<Req extends { node?: NodeInfo; typeUrl: string; 
       if (waitingFor) held = true;
       if (state.awaiting || this.maybeRespond(state, snapshot, waitingFor)) earlierInFlight = true;
     }
-    this.proxy.synced = this.ordered.length > 0 && !earlierInFlight && !held;
+    const synced = this.ordered.length > 0 && !earlierInFlight && !held;
+    if (synced !== this.proxy.synced) this.proxy.unsyncedSince = synced ? undefined : performance.now();
+    this.proxy.synced = synced;
   }
 
   /**

@@ -45,6 +45,8 @@ export interface ProxyInfo {
   readonly types: Map<string, TypeSyncState>;
   /** Every subscribed type is in step with the group's current snapshot, nothing in flight. */
   synced: boolean;
+  /** performance.now() when the proxy last fell out of step (or connected); undefined while in step. */
+  unsyncedSince?: number;
   /** The version of a resource the proxy runs (accepted), if it runs it. */
   runs?(typeUrl: string, name: string): string | undefined;
 }
@@ -186,4 +188,16 @@ export class ProxyStatusRegistry {
     if (!st) proxy.types.set(typeUrl, (st = { responses: 0 }));
     return st;
   }
+}
+
+/** Proxies by node group key, in the order given; `(identifying)` for those whose identity is not known yet. */
+export function proxiesByGroup(proxies: readonly ProxyInfo[]): Map<string, ProxyInfo[]> {
+  const groups = new Map<string, ProxyInfo[]>();
+  for (const p of proxies) {
+    const key = p.group?.key ?? '(identifying)';
+    const list = groups.get(key);
+    if (list) list.push(p);
+    else groups.set(key, [p]);
+  }
+  return groups;
 }

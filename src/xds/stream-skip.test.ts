@@ -158,6 +158,8 @@ describe.each(['sotw', 'delta'] as const)('%s stream against kept ResourceSets',
     p.sync(['a', 'b']);
     // A new call: cluster c and its listener. Envoy has not ACKed c yet.
     const c = simplePipeline('c', 2004, ['10.0.0.3']);
+    expect(status.list(GROUP)[0]?.unsyncedSince).toBeUndefined();
+    const outOfStep = performance.now();
     cache.setSnapshot(GROUP, snapshotInput(merge(a, b, c)));
     const [cds, eds] = p.take();
     expect(cds?.type_url).toBe(CLUSTER_TYPE);
@@ -171,9 +173,13 @@ describe.each(['sotw', 'delta'] as const)('%s stream against kept ResourceSets',
     if (mode === 'sotw') expect(names(early)).toEqual(['a-listener', 'b-listener', 'd']);
     else expect(names(early)).toEqual(['d']);
     expect(sent.some((r) => r.type_url === CLUSTER_TYPE)).toBe(false);
+    const ackedEarly = performance.now();
     p.ack(early as Response);
     expect(p.take()).toEqual([]);
     expect(status.list(GROUP)[0]?.synced).toBe(false);
+    // Out of step since the new cluster went out, not since the last ACK: what vsxds_unsynced_seconds reports.
+    expect(status.list(GROUP)[0]?.unsyncedSince).toBeGreaterThanOrEqual(outOfStep);
+    expect(status.list(GROUP)[0]?.unsyncedSince).toBeLessThan(ackedEarly);
     // c ACKed: c's listener follows.
     // Envoy subscribes to the new cluster's endpoints (nothing else was sent for them yet).
     expect(eds).toBeUndefined();
@@ -186,6 +192,8 @@ describe.each(['sotw', 'delta'] as const)('%s stream against kept ResourceSets',
     else expect(names(late)).toEqual(['c-listener']);
     for (const r of rest) p.ack(r, r.type_url === ENDPOINT_TYPE ? ['a', 'b', 'c'] : undefined);
     expect(p.take().filter((r) => r.type_url === LISTENER_TYPE)).toEqual([]);
+    expect(status.list(GROUP)[0]?.synced).toBe(true);
+    expect(status.list(GROUP)[0]?.unsyncedSince).toBeUndefined();
   });
 
   it('on a listener change, computes and sends LDS only', () => {

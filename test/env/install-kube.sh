@@ -49,8 +49,9 @@ KUBE_DIR="$CACHE_ROOT/kube/$K8S_VERSION"
 BIN_DIR="$KUBE_DIR/bin"
 STAMP="$BIN_DIR/.versions"
 
-log() { printf '[install-kube] %s\n' "$*" >&2; }
-die() { printf '[install-kube] ERROR: %s\n' "$*" >&2; exit 1; }
+VSXDS_TOOL=install-kube
+# shellcheck source=../../tools/go-build-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../tools/go-build-env.sh"
 
 # The etcd line of the stamp is filled in at the end ("etcd=<version>" or "etcd=apt:<version>").
 installed_ok() {
@@ -62,30 +63,11 @@ installed_ok() {
     && { grep -qx "etcd=$ETCD_VERSION" "$STAMP" || grep -q '^etcd=apt:' "$STAMP"; }
 }
 
-# ---- fast path --------------------------------------------------------------------------
-if installed_ok; then
-  echo "$BIN_DIR"
-  exit 0
-fi
-
-mkdir -p "$KUBE_DIR"
-
-# ---- serialise concurrent installs (e.g. several vitest workers) ---------------------------
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$KUBE_DIR/.install.lock"
-  log "waiting for install lock $KUBE_DIR/.install.lock"
-  flock 9
-  if installed_ok; then
-    echo "$BIN_DIR"
-    exit 0
-  fi
-fi
+# Fast path, then serialise concurrent installs (e.g. several vitest workers).
+vsxds_install_once "$KUBE_DIR" "$BIN_DIR" installed_ok
 
 START_TS=$(date +%s)
 command -v go >/dev/null 2>&1 || die "the 'go' toolchain is not on PATH (need Go >= 1.25 for k8s $K8S_VERSION)"
-
-# shellcheck source=../../tools/go-build-env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../../tools/go-build-env.sh"
 vsxds_go_env "$CACHE_ROOT"
 
 log "go: $(go version); GOPROXY=$(go env GOPROXY) GOSUMDB=$(go env GOSUMDB)"
