@@ -98,6 +98,8 @@ describe('with a real kube-apiserver', { timeout: 200_000 }, () => {
       const s = await vsStatus('ingress');
       return condition(s, 'Synced')?.status === 'True' ? s : undefined;
     }, 'ingress Synced=True');
+    // The worker's status is written in the same report or the next one.
+    await waitUntil(async () => (condition(await vsStatus('worker'), 'Accepted') ? true : undefined), 'worker status written');
     expect(condition(status, 'Accepted')).toMatchObject({ status: 'True' });
     expect(status.proxies).toMatchObject({ matched: 1, synced: 1, nacked: 0, summary: '1/1' });
     expect(status.listeners).toBe(2);
