@@ -25,6 +25,7 @@ import type { RawObject, Source, SourceState } from '../src/sources/source.js';
 import { DeltaStream } from '../src/xds/delta-stream.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, nodeGroup, ProxyStatusRegistry, SnapshotCache } from '../src/xds/index.js';
 import { SotwStream } from '../src/xds/sotw-stream.js';
+import { DEFAULT_LIMITS, streamLimits } from '../src/xds/ads-server.js';
 import { callVirtualService } from '../test/support/calls.js';
 import { CpuProfiler } from './profiler.js';
 
@@ -126,7 +127,8 @@ function scan(buf: Buffer): { version: string; typeUrl: string; nonce: string } 
   return out;
 }
 
-const ctx = { cache, status: registry, log: pino({ level: 'silent' }), nodeAuth: 'none', maxRequestsPerSecond: 0, onClose: () => {} };
+// The stream context as the ADS server makes it, with its default limits (no request rate limit here).
+const ctx = { cache, status: registry, log: pino({ level: 'silent' }), nodeAuth: 'none', ...streamLimits(DEFAULT_LIMITS), maxRequestsPerSecond: 0, onClose: () => {} };
 const proxy = new MemoryCall();
 if (DELTA) new DeltaStream(proxy as never, ctx as never, 'delta');
 else new SotwStream(proxy as never, ctx as never, 'sotw');

@@ -23,6 +23,7 @@ import pino from 'pino';
 import { DeltaStream } from '../src/xds/delta-stream.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ProxyStatusRegistry, Snapshot, SnapshotCache, type SnapshotInput } from '../src/xds/index.js';
 import { SotwStream } from '../src/xds/sotw-stream.js';
+import { DEFAULT_LIMITS, streamLimits } from '../src/xds/ads-server.js';
 import { CpuProfiler } from './profiler.js';
 import { clusterName, GroupResources, groupKey, groupName, NAMESPACE, type Shape } from './fleet.js';
 
@@ -159,6 +160,7 @@ const ctx = {
   status: new ProxyStatusRegistry(),
   log: pino({ level: 'silent' }),
   nodeAuth: 'none',
+  ...streamLimits(DEFAULT_LIMITS),
   maxRequestsPerSecond: 0,
   onClose: () => {},
 } as unknown as StreamContext;

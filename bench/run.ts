@@ -100,8 +100,9 @@ function buildTs(): void {
   // Type errors elsewhere in a tree being edited do not stop tsc from emitting; missing output does.
   if (!existsSync(built('vsxds-server.ts'))) throw new Error(`tsc produced no output: ${r.stdout}${r.stderr}`);
   if (r.status !== 0) log(`tsc reported type errors (the bench runs what it emitted):\n${r.stdout.trim().split('\n').slice(0, 5).join('\n')}`);
-  // src/xds finds the vendored protos two directories above itself.
+  // src/xds finds the vendored protos, and src/model the CRD, two directories above themselves.
   symlinkSync(path.join(ROOT, 'protos'), path.join(BUILD, 'protos'));
+  symlinkSync(path.join(ROOT, 'crds'), path.join(BUILD, 'crds'));
 }
 
 function freePort(): Promise<number> {
