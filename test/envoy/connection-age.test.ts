@@ -1,47 +1,33 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adsBootstrap, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
-import { changedStats, listener, upToDateReconnect, printEnvoyLogsOnFailure, startVsxdsProcess, virtualService, writeDocs, type VsxdsProcess } from '../support/envoy-scenario.js';
-import { freePorts, udpEventually, UdpEcho, UdpStream } from '../support/udp.js';
+import { startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
+import { changedStats, upToDateReconnect, printEnvoyLogsOnFailure, TwoReplicas, type VsxdsProcess } from '../support/envoy-scenario.js';
+import { udpEventually, UdpStream } from '../support/udp.js';
 import { waitUntil } from '../support/wait.js';
 
 const MODES: AdsApiType[] = ['GRPC', 'DELTA_GRPC'];
 const NODE = 'default/ingress-1';
 
 describe.each(MODES)('an Envoy on %s whose xDS connection ages out between two replicas', { timeout: 120_000 }, (apiType) => {
-  let dir: string;
-  let echo: UdpEcho;
+  let setup: TwoReplicas;
   let envoy: Envoy | undefined;
   let udp: UdpStream | undefined;
-  const replicas: VsxdsProcess[] = [];
-  let ports: { a: number; b: number; adminA: number; adminB: number; rtp: number; echo: number };
+  let ports: TwoReplicas['ports'];
+  let replicas: readonly VsxdsProcess[];
   printEnvoyLogsOnFailure(() => [envoy]);
 
   beforeAll(async () => {
-    const [a, b, adminA, adminB, rtp, echoPort] = await freePorts(6);
-    ports = { a, b, adminA, adminB, rtp, echo: echoPort } as typeof ports;
-    dir = await mkdtemp(path.join(os.tmpdir(), 'vsxds-age-'));
-    await writeDocs(dir, 'media.yaml', [virtualService('media', { app: 'ingress' }, [listener('rtp', ports.rtp, { name: 'app', to: { address: '127.0.0.1' }, port: ports.echo })])]);
-    echo = await UdpEcho.start('app', '127.0.0.1', ports.echo);
     const age = ['--max-connection-age-ms', '3000', '--max-connection-age-grace-ms', '300'];
-    replicas.push(await startVsxdsProcess({ dir, xdsPort: ports.a, adminPort: ports.adminA, extraArgs: [...age, '--replica-name', 'a'] }));
-    replicas.push(await startVsxdsProcess({ dir, xdsPort: ports.b, adminPort: ports.adminB, extraArgs: [...age, '--replica-name', 'b'] }));
+    setup = await TwoReplicas.start('vsxds-age-', (name) => [...age, '--replica-name', name]);
+    ({ ports, replicas } = setup);
   });
   afterAll(async () => {
     udp?.stop();
     await envoy?.stop();
-    for (const r of replicas) await r.kill();
-    await echo?.close();
-    await rm(dir, { recursive: true, force: true });
+    await setup?.stop();
   });
 
   it('reconnects after the age without anything re-sent, no configuration change and no datagram lost', async () => {
-    const bootstrap = adsBootstrap({ nodeId: NODE, metadata: { namespace: 'default', labels: { app: 'ingress' } }, xdsPort: ports.a, apiType });
-    // Both replicas behind one cluster, as behind a Kubernetes Service.
-    bootstrap.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints.push({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: ports.b } } } });
-    envoy = await startEnvoy({ name: `age-${apiType}`, bootstrap });
+    envoy = await startEnvoy({ name: `age-${apiType}`, bootstrap: setup.bootstrap(NODE, apiType) });
     expect(await udpEventually(ports.rtp, 'before')).toBe('app|before');
     const before = await envoy.stats();
     const connections = () => envoy!.stats().then((s) => s.get('cluster.vsxds.upstream_cx_total') ?? 0);

@@ -5,7 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Running } from '../../src/main/serve.js';
 import { TestCa } from '../support/certs.js';
-import { adsBootstrap, pointAtVsxds, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
+import { pointAtVsxds, startEnvoy, type AdsApiType, type Envoy } from '../support/envoy.js';
 import {
   changedStats,
   cliSettings,
@@ -14,7 +14,7 @@ import {
   listener,
   pod,
   printEnvoyLogsOnFailure,
-  startVsxdsProcess,
+  TwoReplicas,
   virtualService,
   writeDocs,
   type VsxdsProcess,
@@ -30,35 +30,23 @@ function pipeline(port: number, echoPort: number): object[] {
 }
 
 describe.each(MODES)('an Envoy on %s moving between two vsxds replicas', { timeout: 120_000 }, (apiType) => {
-  let dir: string;
-  let echo: UdpEcho;
+  let setup: TwoReplicas;
   let envoy: Envoy | undefined;
-  const replicas: VsxdsProcess[] = [];
-  let ports: { a: number; b: number; adminA: number; adminB: number; rtp: number; echo: number };
+  let ports: TwoReplicas['ports'];
+  let replicas: readonly VsxdsProcess[];
   printEnvoyLogsOnFailure(() => [envoy]);
 
   beforeAll(async () => {
-    const [a, b, adminA, adminB, rtp, echoPort] = await freePorts(6);
-    ports = { a, b, adminA, adminB, rtp, echo: echoPort } as typeof ports;
-    dir = await mkdtemp(path.join(os.tmpdir(), 'vsxds-ha-'));
-    await writeDocs(dir, 'media.yaml', pipeline(ports.rtp, ports.echo));
-    echo = await UdpEcho.start('app', '127.0.0.1', ports.echo);
-    replicas.push(await startVsxdsProcess({ dir, xdsPort: ports.a, adminPort: ports.adminA }));
-    replicas.push(await startVsxdsProcess({ dir, xdsPort: ports.b, adminPort: ports.adminB }));
+    setup = await TwoReplicas.start('vsxds-ha-');
+    ({ ports, replicas } = setup);
   });
   afterAll(async () => {
     await envoy?.stop();
-    for (const r of replicas) await r.kill();
-    await echo?.close();
-    await rm(dir, { recursive: true, force: true });
+    await setup?.stop();
   });
 
   it('keeps its configuration, unchanged and not re-sent, when its replica dies and it reconnects to the other', async () => {
-    const bootstrap = adsBootstrap({ nodeId: 'default/ingress-1', metadata: { namespace: 'default', labels: { app: 'ingress' } }, xdsPort: ports.a, apiType });
-    // Both replicas behind one cluster, as behind a Kubernetes Service.
-    const endpoints = bootstrap.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints;
-    endpoints.push({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: ports.b } } } });
-    envoy = await startEnvoy({ name: `ha-${apiType}`, bootstrap });
+    envoy = await startEnvoy({ name: `ha-${apiType}`, bootstrap: setup.bootstrap('default/ingress-1', apiType) });
     expect(await udpEventually(ports.rtp, 'before')).toBe('app|before');
 
     const syncz = (r: VsxdsProcess) => r.admin<any[]>('/debug/syncz').catch(() => []);

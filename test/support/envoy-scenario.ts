@@ -15,8 +15,8 @@ import { parseVirtualService } from '../../src/model/index.js';
 import type { ListenerSpec } from '../../src/model/types.js';
 import type { RawObject } from '../../src/sources/source.js';
 import { envoyClusterSpec } from '../../src/translate/cluster.js';
-import { ensureEnvoy, spawnTied, type AdsApiType, type Envoy } from './envoy.js';
-import { waitUntil } from './udp.js';
+import { adsBootstrap, ensureEnvoy, spawnTied, type AdsApiType, type Envoy } from './envoy.js';
+import { freePorts, UdpEcho, waitUntil } from './udp.js';
 
 /** Settings as the CLI would build them from these flags, with every default filled in. */
 export function cliSettings(flags: string[]) {
@@ -328,4 +328,50 @@ export async function startVsxdsProcess(options: { readonly dir: string; readonl
       return res.json();
     },
   };
+}
+
+/**
+ * Two vsxds replicas, processes serving one directory: one listener `rtp` for proxies labelled
+ * app=ingress, forwarding to a UDP echo ("app"), for tests of Envoys moving between replicas.
+ */
+export class TwoReplicas {
+  private constructor(
+    readonly dir: string,
+    readonly echo: UdpEcho,
+    readonly ports: { readonly a: number; readonly b: number; readonly adminA: number; readonly adminB: number; readonly rtp: number; readonly echo: number },
+    readonly replicas: readonly VsxdsProcess[],
+  ) {}
+
+  /** `extraArgs` per replica, by its name (a, b). */
+  static async start(prefix: string, extraArgs: (replica: 'a' | 'b') => readonly string[] = () => []): Promise<TwoReplicas> {
+    const [a, b, adminA, adminB, rtp, echoPort] = (await freePorts(6)) as [number, number, number, number, number, number];
+    const ports = { a, b, adminA, adminB, rtp, echo: echoPort };
+    const dir = await mkdtemp(join(tmpdir(), prefix));
+    await writeDocs(dir, 'media.yaml', [virtualService('media', { app: 'ingress' }, [listener('rtp', rtp, { name: 'app', to: { address: '127.0.0.1' }, port: echoPort })])]);
+    const echo = await UdpEcho.start('app', '127.0.0.1', echoPort);
+    const replicas: VsxdsProcess[] = [];
+    try {
+      replicas.push(await startVsxdsProcess({ dir, xdsPort: a, adminPort: adminA, extraArgs: extraArgs('a') }));
+      replicas.push(await startVsxdsProcess({ dir, xdsPort: b, adminPort: adminB, extraArgs: extraArgs('b') }));
+    } catch (err) {
+      for (const r of replicas) await r.kill();
+      await echo.close();
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return new TwoReplicas(dir, echo, ports, replicas);
+  }
+
+  /** An Envoy bootstrap with both replicas behind its one xDS cluster, as behind a Kubernetes Service. */
+  bootstrap(nodeId: string, apiType: AdsApiType): any {
+    const bootstrap = adsBootstrap({ nodeId, metadata: { namespace: 'default', labels: { app: 'ingress' } }, xdsPort: this.ports.a, apiType });
+    bootstrap.static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints.push({ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: this.ports.b } } } });
+    return bootstrap;
+  }
+
+  async stop(): Promise<void> {
+    for (const r of this.replicas) await r.kill();
+    await this.echo.close();
+    await rm(this.dir, { recursive: true, force: true });
+  }
 }
