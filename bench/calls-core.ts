@@ -28,6 +28,7 @@ import { SotwStream } from '../src/xds/sotw-stream.js';
 import { DEFAULT_LIMITS, streamLimits } from '../src/xds/ads-server.js';
 import { callVirtualService } from '../test/support/calls.js';
 import { CpuProfiler } from './profiler.js';
+import { scanResponse } from './response-scan.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -98,35 +99,6 @@ class MemoryCall extends EventEmitter {
   end(): void {}
 }
 
-/** Version, type URL and nonce of a (Delta)DiscoveryResponse: fields 1, 4 and 5 in both. */
-function scan(buf: Buffer): { version: string; typeUrl: string; nonce: string } {
-  const out = { version: '', typeUrl: '', nonce: '' };
-  let at = 0;
-  const varint = (): number => {
-    let v = 0;
-    for (let shift = 0; ; shift += 7) {
-      const b = buf[at++] as number;
-      v += (b & 0x7f) * 2 ** shift;
-      if (b < 0x80) return v;
-    }
-  };
-  while (at < buf.length) {
-    const tag = varint();
-    const field = Math.floor(tag / 8);
-    if ((tag & 7) === 0) {
-      varint();
-      continue;
-    }
-    const len = varint();
-    const s = field === 1 || field === 4 || field === 5 ? buf.toString('latin1', at, at + len) : '';
-    if (field === 1) out.version = s;
-    else if (field === 4) out.typeUrl = s;
-    else if (field === 5) out.nonce = s;
-    at += len;
-  }
-  return out;
-}
-
 // The stream context as the ADS server makes it, with its default limits (no request rate limit here).
 const ctx = { cache, status: registry, log: pino({ level: 'silent' }), nodeAuth: 'none', ...streamLimits(DEFAULT_LIMITS), maxRequestsPerSecond: 0, onClose: () => {} };
 const proxy = new MemoryCall();
@@ -152,7 +124,7 @@ function ackAll(): void {
     for (const buf of proxy.out.splice(0)) {
       responses++;
       bytes += buf.length;
-      const r = scan(buf);
+      const r = scanResponse(buf);
       request(r.typeUrl, { version: r.version, nonce: r.nonce, names: r.typeUrl === ENDPOINT_TYPE && !DELTA ? edsNames : undefined });
     }
   }

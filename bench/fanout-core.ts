@@ -25,6 +25,7 @@ import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ProxyStatusRegistry, Snapsh
 import { SotwStream } from '../src/xds/sotw-stream.js';
 import { DEFAULT_LIMITS, streamLimits } from '../src/xds/ads-server.js';
 import { CpuProfiler } from './profiler.js';
+import { scanResponse as scan } from './response-scan.js';
 import { clusterName, GroupResources, groupKey, groupName, NAMESPACE, type Shape } from './fleet.js';
 
 const { values: args } = parseArgs({
@@ -45,51 +46,6 @@ const REPS = Number(args.reps);
 const ONE_REPS = Number(args['one-reps']);
 const shape: Shape = { groups: 100, clustersPerGroup: 10, endpointsPerCluster: 5 };
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
-
-/** The fields of a (Delta)DiscoveryResponse a client needs; both messages number them alike. */
-interface Scanned {
-  version: string;
-  typeUrl: string;
-  nonce: string;
-}
-
-// The scanner's position; a module variable rather than a closure, so scanning costs this
-// harness as little as possible next to the stream logic it measures.
-let at = 0;
-
-function varint(buf: Buffer): number {
-  let v = 0;
-  let shift = 0;
-  for (;;) {
-    const b = buf[at++] as number;
-    v += (b & 0x7f) * 2 ** shift;
-    if (b < 0x80) return v;
-    shift += 7;
-  }
-}
-
-function scan(buf: Buffer): Scanned {
-  const out: Scanned = { version: '', typeUrl: '', nonce: '' };
-  at = 0;
-  while (at < buf.length) {
-    const tag = varint(buf);
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
-    if (wire === 0) {
-      varint(buf);
-      continue;
-    }
-    const len = varint(buf);
-    if (field === 1 || field === 4 || field === 5) {
-      const s = buf.toString('latin1', at, at + len);
-      if (field === 1) out.version = s;
-      else if (field === 4) out.typeUrl = s;
-      else out.nonce = s;
-    }
-    at += len;
-  }
-  return out;
-}
 
 /** What grpc-js hands a stream: an emitter of requests that responses are written to. */
 class MemoryCall extends EventEmitter {
