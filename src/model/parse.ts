@@ -1,5 +1,5 @@
 import { FieldReader, isObject, type Json } from './fields.js';
-import { specStructureProblems } from './schema.js';
+import { specStructureProblems, withoutNulls } from './schema.js';
 import { deepFreeze } from './canonical.js';
 import { summarize } from './problems.js';
 import { timestampText } from './time.js';
@@ -88,22 +88,23 @@ function parseSpec(r: FieldReader, value: unknown): VirtualServiceSpec | undefin
     r.add('spec', 'is required');
     return undefined;
   }
-  const problems = specStructureProblems(value);
+  const spec = withoutNulls(value);
+  const problems = specStructureProblems(spec);
   for (const p of problems) r.add(p.path, p.message);
   if (problems.length > 0) return undefined;
-  const s = value as Json;
+  const s = spec as Json;
   const listeners = (s['listeners'] as Json[]).map((l, i) => listener(r, l, `spec.listeners[${i}]`));
   if (!listeners.every((l): l is ListenerSpec => l !== undefined)) return undefined;
   return { selector: stringMap(s['selector']), listeners };
 }
 
-/** Set to something: absent and null are the same (YAML writes an empty field as null). */
+/** Set (the spec read here has no nulls: see withoutNulls). */
 function present(obj: Json, key: string): boolean {
-  return obj[key] !== undefined && obj[key] !== null;
+  return obj[key] !== undefined;
 }
 
 function stringMap(v: unknown): Record<string, string> {
-  return isObject(v) ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== null && x !== undefined)) as Record<string, string> : {};
+  return isObject(v) ? ({ ...v } as Record<string, string>) : {};
 }
 
 function listener(r: FieldReader, l: Json, path: string): ListenerSpec | undefined {

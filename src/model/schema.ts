@@ -61,16 +61,17 @@ function specValidator(): ValidateFunction {
 
 /**
  * The problems the CRD's schema finds in the structure of a spec, at paths such as
- * `spec.listeners[0].udp.port`. Absent and null are the same (YAML writes an empty field as
- * null; the apiserver prunes nulls of fields that are not nullable).
+ * `spec.listeners[0].udp.port`. Give it the spec `withoutNulls`: absent and null are the same
+ * (YAML writes an empty field as null; the apiserver prunes nulls of fields that are not nullable).
  */
 export function specStructureProblems(spec: unknown): Problem[] {
   const validate = specValidator();
-  if (validate(withoutNulls(spec))) return [];
+  if (validate(spec)) return [];
   return (validate.errors ?? []).map(problemOf);
 }
 
-function withoutNulls(v: unknown): unknown {
+/** A copy without null values, which read as absent (see specStructureProblems). */
+export function withoutNulls(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(withoutNulls);
   if (!isObject(v)) return v;
   const out: Json = {};

@@ -380,7 +380,7 @@ function makeSet(typeUrl: string, items: readonly ResourceInput[], kept: Resourc
     const name = item.name;
     // The common case, first: the previous set's next entry, taken as it is.
     const next = prev[j];
-    if (sorted && next !== undefined && next.source === item.resource && next.name === name && (lastTaken === j - 1 || last === undefined || last < name) && sameRefs(next.explicitReferences, item.references ?? NO_REFS)) {
+    if (sorted && next !== undefined && encodes(next, item) && (lastTaken === j - 1 || last === undefined || last < name)) {
       entries.push(next);
       lastTaken = j++;
       last = name;
