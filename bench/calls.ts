@@ -22,6 +22,9 @@
  *   --rates 10,50,100          arrival rates (calls/s)
  *   --lifetime-s 20            lifetime of a call in the rate scenarios
  *   --arrivals-s 30            how long calls arrive in the rate scenarios
+ *   --warmup-s 30              before a rate scenario is measured, calls arrive at its rate for
+ *                              this long (each living 5 s): a server runs warm, and a fresh
+ *                              process spends its first few hundred calls compiling (0: none)
  *   --envoy-flags=...          Envoy flags instead of ENVOY_FLAGS, split at spaces and commas
  *                              (e.g. --envoy-flags=--drain-time-s,1; "" for none)
  */
@@ -66,6 +69,7 @@ const { values: args } = parseArgs({
     rates: { type: 'string' },
     'lifetime-s': { type: 'string' },
     'arrivals-s': { type: 'string' },
+    'warmup-s': { type: 'string' },
     'envoy-flags': { type: 'string' },
   },
 });
@@ -75,6 +79,8 @@ const SEQUENTIAL = Number(args.sequential ?? (QUICK ? 10 : 30));
 const RATES = (args.rates ?? (QUICK ? '10,50' : '10,50,100')).split(',').filter(Boolean).map(Number);
 const LIFETIME_S = Number(args['lifetime-s'] ?? (QUICK ? 5 : 20));
 const ARRIVALS_S = Number(args['arrivals-s'] ?? (QUICK ? 10 : 30));
+const WARMUP_S = Number(args['warmup-s'] ?? (QUICK ? 5 : 30));
+const WARMUP_LIFETIME_S = 5;
 const EXTRA_FLAGS = args['envoy-flags'] !== undefined ? args['envoy-flags'].split(/[\s,]+/).filter(Boolean) : ENVOY_FLAGS;
 
 function log(msg: string): void {
@@ -296,6 +302,8 @@ export interface ScenarioResult {
   cpuS: { vsxds: number; envoy: number; rig: number; kube: number };
   /** CPU ms per call set up and torn down. */
   cpuMsPerCall: { vsxds: number; envoy: number; rig: number; kube: number };
+  /** vsxds CPU per call during the warm-up: the first calls of a fresh process. */
+  cold: { calls: number; vsxdsMsPerCall: number } | null;
   adsBytesPerCall: number;
   apiWrites: ApiWrites;
   apiWritesPerCall: { status: number; events: number; leases: number; other: number };
@@ -377,6 +385,20 @@ async function scenario(
     await runSequential(warm, 2, { lifetimeMs: 0, connectDeadlineMs: 15_000, minHoldMs: 200 });
     warm.stop();
     nextIndex = warm.lastIndex + 1;
+    // Then, for a rate scenario, calls at its rate for a while: what a server that has run for a
+    // while costs per call, not what a fresh process costs while V8 is still compiling its code.
+    // The warm-up's own cost per call is reported too (cold).
+    let cold: { calls: number; vsxdsMsPerCall: number } | null = null;
+    if (shape.kind === 'rate' && WARMUP_S > 0) {
+      const cpu0 = cpuSeconds(vsxds.pid);
+      const warmup = new CallLoad({ ...loadOptions, teardownSampleEvery: 10, firstIndex: nextIndex }, sinks);
+      log(`${mode} ${name}: warming up for ${WARMUP_S} s`);
+      await runArrivals(warmup, shape.rate, WARMUP_S * 1000, { lifetimeMs: WARMUP_LIFETIME_S * 1000, connectDeadlineMs: WARMUP_LIFETIME_S * 1000, minHoldMs: 0 });
+      warmup.stop();
+      nextIndex = warmup.lastIndex + 1;
+      const calls = Math.max(1, warmup.records.length);
+      cold = { calls, vsxdsMsPerCall: ((cpuSeconds(vsxds.pid) - cpu0) * 1000) / calls };
+    }
 
     const load = new CallLoad({ ...loadOptions, teardownSampleEvery: shape.kind === 'sequential' ? 1 : 10, firstIndex: nextIndex }, sinks);
     const changes = new ChangeLog(vsxds);
@@ -460,6 +482,7 @@ async function scenario(
       wallS: (endedAt - before.t) / 1000,
       cpuS,
       cpuMsPerCall: { vsxds: (cpuS.vsxds * 1000) / n, envoy: (cpuS.envoy * 1000) / n, rig: (cpuS.rig * 1000) / n, kube: (cpuS.kube * 1000) / n },
+      cold,
       adsBytesPerCall: (sumMetric(after.metrics, 'vsxds_xds_push_bytes_total') - sumMetric(before.metrics, 'vsxds_xds_push_bytes_total')) / n,
       apiWrites: writes,
       apiWritesPerCall: { status: writes.status / n, events: writes.events / n, leases: writes.leases / n, other: writes.other / n },
