@@ -81,6 +81,8 @@ const LIFETIME_S = Number(args['lifetime-s'] ?? (QUICK ? 5 : 20));
 const ARRIVALS_S = Number(args['arrivals-s'] ?? (QUICK ? 10 : 30));
 const WARMUP_S = Number(args['warmup-s'] ?? (QUICK ? 5 : 30));
 const WARMUP_LIFETIME_S = 5;
+/** Seconds of idleness over which vsxds's CPU with no calls is measured before each scenario. */
+const IDLE_S = QUICK ? 3 : 10;
 const EXTRA_FLAGS = args['envoy-flags'] !== undefined ? args['envoy-flags'].split(/[\s,]+/).filter(Boolean) : ENVOY_FLAGS;
 
 function log(msg: string): void {
@@ -304,6 +306,8 @@ export interface ScenarioResult {
   cpuMsPerCall: { vsxds: number; envoy: number; rig: number; kube: number };
   /** vsxds CPU per call during the warm-up: the first calls of a fresh process. */
   cold: { calls: number; vsxdsMsPerCall: number } | null;
+  /** vsxds CPU ms per second while idle (Envoy connected, no calls) before the scenario. */
+  idleMsPerS: number;
   adsBytesPerCall: number;
   apiWrites: ApiWrites;
   apiWritesPerCall: { status: number; events: number; leases: number; other: number };
@@ -400,6 +404,12 @@ async function scenario(
       cold = { calls, vsxdsMsPerCall: ((cpuSeconds(vsxds.pid) - cpu0) * 1000) / calls };
     }
 
+    // What vsxds costs with nothing happening (Envoy connected, no calls): timers, leases,
+    // watches. At 10 calls/s each ms/s of it is 0.1 ms per call.
+    const idle0 = cpuSeconds(vsxds.pid);
+    await sleep(IDLE_S * 1000);
+    const idleMsPerS = ((cpuSeconds(vsxds.pid) - idle0) * 1000) / IDLE_S;
+
     const load = new CallLoad({ ...loadOptions, teardownSampleEvery: shape.kind === 'sequential' ? 1 : 10, firstIndex: nextIndex }, sinks);
     const changes = new ChangeLog(vsxds);
     await changes.poll();
@@ -483,6 +493,7 @@ async function scenario(
       cpuS,
       cpuMsPerCall: { vsxds: (cpuS.vsxds * 1000) / n, envoy: (cpuS.envoy * 1000) / n, rig: (cpuS.rig * 1000) / n, kube: (cpuS.kube * 1000) / n },
       cold,
+      idleMsPerS,
       adsBytesPerCall: (sumMetric(after.metrics, 'vsxds_xds_push_bytes_total') - sumMetric(before.metrics, 'vsxds_xds_push_bytes_total')) / n,
       apiWrites: writes,
       apiWritesPerCall: { status: writes.status / n, events: writes.events / n, leases: writes.leases / n, other: writes.other / n },
