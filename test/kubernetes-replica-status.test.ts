@@ -1,8 +1,10 @@
 /**
  * VirtualService status counts the proxies of every replica: two replicas against a real
  * kube-apiserver, the leader in this process and a follower in a process of its own that the test
- * can SIGKILL, with real ADS clients split between them.
+ * can SIGKILL, with real ADS clients split between them. The follower runs as the service account
+ * of deploy/ with the RBAC of deploy/, so what the manifests grant is what it needs.
  */
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Running } from '../src/main/serve.js';
@@ -12,7 +14,7 @@ import { nodeFor, RawAdsStream } from './support/ads-client.js';
 import { startVsxdsProcess, type VsxdsProcess } from './support/envoy-scenario.js';
 import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
 import { freePorts } from './support/udp.js';
-import { installCrd, readyPod, serveKubernetes } from './support/vsxds-kube.js';
+import { installCrd, serveKubernetes } from './support/vsxds-kube.js';
 import { waitUntil } from './support/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -20,6 +22,8 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 const LEASE_S = 3;
 /** The bound the README states: the lease duration, plus one read interval and the status window. */
 const STOPS_COUNTING_WITHIN_MS = LEASE_S * 1000 + 2_000;
+/** Where deploy/ puts the control plane, its Lease and the replicas' ConfigMaps. */
+const NS = 'vsxds-system';
 
 describe('status counts the proxies connected to every replica', { timeout: 180_000 }, () => {
   let kube: KubeEnv;
@@ -28,7 +32,7 @@ describe('status counts the proxies connected to every replica', { timeout: 180_
   let followerXds: number;
   const streams: RawAdsStream[] = [];
 
-  const holder = async () => JSON.parse(await kube.kubectlOk(['get', 'lease', 'vsxds-leader', '-o', 'json'])).spec?.holderIdentity as string | undefined;
+  const holder = async () => JSON.parse(await kube.kubectlOk(['get', 'lease', 'vsxds-leader', '-n', NS, '-o', 'json'])).spec?.holderIdentity as string | undefined;
   const proxies = async () => JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json'])).status?.proxies as { matched: number; synced: number; nacked: number } | undefined;
   const status = async () => JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json'])).status;
   let lastSeen: unknown;
@@ -38,8 +42,27 @@ describe('status counts the proxies connected to every replica', { timeout: 180_
   };
   const got = () => `, got ${JSON.stringify(lastSeen)}`;
   const configMap = async (name: string) => {
-    const got = await kube.kubectl(['get', 'configmap', name, '-o', 'json']);
+    const got = await kube.kubectl(['get', 'configmap', name, '-n', NS, '-o', 'json']);
     return got.code === 0 ? JSON.parse(got.stdout) : undefined;
+  };
+
+  /** A kubeconfig that authenticates as a service account of NS, with a token the API server issued. */
+  const kubeconfigAs = async (serviceAccount: string) => {
+    const token = (await kube.kubectlOk(['create', 'token', serviceAccount, '-n', NS, '--duration=1h'])).trim();
+    const file = `${kube.kubeconfigPath}-${serviceAccount}`;
+    await writeFile(file, (await readFile(kube.kubeconfigPath, 'utf8')).replace(/^(\s*token: ).*$/m, `$1${token}`));
+    return file;
+  };
+  const startFollower = async (name: string, kubeconfig: string, env: NodeJS.ProcessEnv = {}) => {
+    const [xds, admin] = (await freePorts(2)) as [number, number];
+    const process = await startVsxdsProcess({
+      source: 'kubernetes',
+      xdsPort: xds,
+      adminPort: admin,
+      extraArgs: ['--kubeconfig', kubeconfig, '--lease-duration-seconds', String(LEASE_S), '--status-interval-ms', '50'],
+      env: { POD_NAME: name, POD_NAMESPACE: NS, ...env },
+    });
+    return { process, xds };
   };
 
   /** An ingress proxy that syncs like Envoy (and ACKs) on the replica at this xDS port. */
@@ -54,20 +77,17 @@ describe('status counts the proxies connected to every replica', { timeout: 180_
     kube = await startKubeEnv();
     await installCrd(kube);
     await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'examples', 'virtualservices', 'ingress.yaml')]);
-    leader = await serveKubernetes(kube, { leaseDurationSeconds: String(LEASE_S) }, { POD_NAME: 'vsxds-a', POD_NAMESPACE: 'default' });
+    // deploy/'s service account and RBAC (its namespace without Pod Security, for the bare test pod).
+    await kube.kubectlOk(['create', 'namespace', NS]);
+    for (const file of ['serviceaccount.yaml', 'rbac.yaml', 'leader-election-rbac.yaml']) await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'deploy', file)]);
+    leader = await serveKubernetes(kube, { leaseDurationSeconds: String(LEASE_S) }, { POD_NAME: 'vsxds-a', POD_NAMESPACE: NS });
     await waitUntil(async () => (await holder()) === 'vsxds-a', 'vsxds-a holding the lease');
     // The follower's Pod, as the downward API would name it: owner of the follower's object.
-    await readyPod(kube, 'vsxds-b', { app: 'vsxds' }, '127.0.0.50');
-    const uid = JSON.parse(await kube.kubectlOk(['get', 'pod', 'vsxds-b', '-o', 'json'])).metadata.uid as string;
-    const [xds, admin] = (await freePorts(2)) as [number, number];
-    followerXds = xds;
-    follower = await startVsxdsProcess({
-      source: 'kubernetes',
-      xdsPort: xds,
-      adminPort: admin,
-      extraArgs: ['--kubeconfig', kube.kubeconfigPath, '--lease-duration-seconds', String(LEASE_S), '--status-interval-ms', '50'],
-      env: { POD_NAME: 'vsxds-b', POD_NAMESPACE: 'default', POD_UID: uid },
-    });
+    const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'vsxds-b', namespace: NS }, spec: { containers: [{ name: 'vsxds', image: 'example.invalid/vsxds' }] } };
+    const uid = JSON.parse(await kube.kubectlOk(['apply', '-f', '-', '-o', 'json'], JSON.stringify(pod))).metadata.uid as string;
+    const started = await startFollower('vsxds-b', await kubeconfigAs('vsxds'), { POD_UID: uid });
+    follower = started.process;
+    followerXds = started.xds;
   }, 45 * 60_000);
 
   afterAll(async () => {
@@ -109,7 +129,7 @@ describe('status counts the proxies connected to every replica', { timeout: 180_
   });
 
   it('a replica that joins counts, and one that shuts down takes its object and its proxies with it', async () => {
-    const third = await serveKubernetes(kube, { leaseDurationSeconds: String(LEASE_S) }, { POD_NAME: 'vsxds-c', POD_NAMESPACE: 'default' });
+    const third = await serveKubernetes(kube, { leaseDurationSeconds: String(LEASE_S) }, { POD_NAME: 'vsxds-c', POD_NAMESPACE: NS });
     try {
       const s = await proxy(third.xdsPort, 'ingress-c1');
       await waitUntil(counts(6, 6, 0), () => `proxies 6/6/0 with the third replica${got()}`);
@@ -123,7 +143,31 @@ describe('status counts the proxies connected to every replica', { timeout: 180_
     await waitUntil(counts(5, 5, 0), () => `proxies 5/5/0 once the third replica stopped${got()}`);
   });
 
+  it('a replica that may not write its ConfigMap says so once, serves its proxies, and the others keep counting', async () => {
+    // The ClusterRole of deploy/ and the Lease, but no ConfigMaps.
+    await kube.kubectlOk(['create', 'serviceaccount', 'vsxds-no-configmaps', '-n', NS]);
+    await kube.kubectlOk(['create', 'clusterrolebinding', 'vsxds-no-configmaps', '--clusterrole=vsxds', `--serviceaccount=${NS}:vsxds-no-configmaps`]);
+    await kube.kubectlOk(['create', 'role', 'lease-only', '-n', NS, '--verb=get,create,update', '--resource=leases.coordination.k8s.io']);
+    await kube.kubectlOk(['create', 'rolebinding', 'lease-only', '-n', NS, '--role=lease-only', `--serviceaccount=${NS}:vsxds-no-configmaps`]);
+    const limited = await startFollower('vsxds-d', await kubeconfigAs('vsxds-no-configmaps'));
+    try {
+      const forbidden = /"msg":"replica status: cannot write its ConfigMap vsxds-system\/vsxds-replica-vsxds-d[^"]*403 Forbidden[^"]*configmaps in vsxds-system/;
+      const said = () => limited.process.output().split('\n').filter((line) => forbidden.test(line)).length;
+      await waitUntil(() => said() > 0, 'the replica saying it may not write its ConfigMap');
+      // It serves: a proxy gets its configuration from it.
+      await proxy(limited.xds, 'ingress-d1');
+      // Its retries (one a second) are not logged again.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      expect(said()).toBe(1);
+      // The leader counts the others as before; the proxy of this replica it cannot see.
+      expect(await counts(5, 5, 0)()).toBeDefined();
+    } finally {
+      await limited.process.kill();
+    }
+  });
+
   it('a follower killed without a chance to clean up stops counting within the lease duration and a little more', async () => {
+    await waitUntil(counts(5, 5, 0), () => `the follower's proxies counted before it dies${got()}`);
     await follower?.kill();
     // Its object stays (no garbage collector runs here, and it had no chance to delete it): the
     // leader stops counting it because it saw no renewal for the lease duration.

@@ -247,7 +247,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
         : `cannot list the replicas' ConfigMaps in ${namespace}: VirtualService status counts only the proxies connected to this replica`;
     const fix =
       code === 403
-        ? ` (403 Forbidden): grant its service account create, list, get, update, patch and delete on configmaps in ${namespace} (the Role in deploy/leader-election-rbac.yaml)`
+        ? ` (403 Forbidden): grant its service account create, list, update, patch and delete on configmaps in ${namespace} (the Role in deploy/leader-election-rbac.yaml)`
         : '';
     this.options.log.error({ code, err: message }, `replica status: ${doing}${fix}; everything else keeps working; retrying`);
   }

@@ -72,6 +72,8 @@ export interface ReplicaExchange {
   peers(): ReadonlyMap<string, string>;
   /** Emits when `peers()` changed. */
   readonly peers$: Observable<void>;
+  /** Writes of this replica's contribution (and renewals) made so far. */
+  readonly writes: number;
 }
 
 export interface Source {
