@@ -298,6 +298,7 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
         // Replica status: each replica's ConfigMap, and the leader's list of them.
         ['create', 'configmaps', '-n', NS],
         ['list', 'configmaps', '-n', NS],
+        ['get', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
         ['update', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
         ['patch', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
         ['delete', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],

@@ -64,26 +64,37 @@ function replica(state: BehaviorSubject<SourceState>) {
   return { pipeline, cache, registry, exchange, reporter, proxy, status, synced };
 }
 
-describe('replica counts', () => {
-  it('the leader adds the follower’s proxies to its own, NACKs with their message included', () => {
-    const state = new BehaviorSubject<SourceState>({ virtualServices: [vs('call-1', 1, 2000)], pods: [], synced: true, problems: [] });
-    const leader = replica(state);
-    const follower = replica(state);
-    leader.proxy();
-    follower.proxy();
-    follower.proxy();
+/** A leader and a follower over one source of call-1, and the follower's contribution handed to the leader as its ConfigMap would. */
+function twoReplicas() {
+  const state = new BehaviorSubject<SourceState>({ virtualServices: [vs('call-1', 1, 2000)], pods: [], synced: true, problems: [] });
+  const leader = replica(state);
+  const follower = replica(state);
+  const handOver = () => {
     follower.reporter.report();
     leader.exchange.others.set('vsxds-replica-b', follower.exchange.build?.() as string);
     leader.reporter.report();
+  };
+  const stop = () => {
+    leader.pipeline.stop();
+    follower.pipeline.stop();
+  };
+  return { state, leader, follower, handOver, stop };
+}
+
+describe('replica counts', () => {
+  it('the leader adds the follower’s proxies to its own, NACKs with their message included', () => {
+    const { leader, follower, handOver, stop } = twoReplicas();
+    leader.proxy();
+    follower.proxy();
+    follower.proxy();
+    handOver();
     expect(leader.status('default/call-1')?.proxies).toEqual({ matched: 3, synced: 3, nacked: 0, summary: '3/3' });
     // The leader publishes its own proxies only: no replica counts another's twice.
     expect(parseContribution(leader.exchange.build?.() as string)).toMatchObject({ vs: new Map([['default/call-1', [1, 1, 1, 0]]]) });
 
     const nacking = follower.proxy(false);
     follower.registry.nack(nacking, CLUSTER_TYPE, 'v1', 'cluster call-1-c: bad');
-    follower.reporter.report();
-    leader.exchange.others.set('vsxds-replica-b', follower.exchange.build?.() as string);
-    leader.reporter.report();
+    handOver();
     expect(leader.status('default/call-1')).toMatchObject({ proxies: { matched: 4, synced: 3, nacked: 1 }, nackMessage: 'cluster call-1-c: bad' });
     expect(leader.synced('default/call-1')).toMatchObject({ status: 'False', reason: 'Rejected', message: '1 of 4 proxies rejected the configuration: cluster call-1-c: bad' });
 
@@ -91,19 +102,14 @@ describe('replica counts', () => {
     leader.exchange.others.clear();
     leader.reporter.report();
     expect(leader.status('default/call-1')?.proxies).toEqual({ matched: 1, synced: 1, nacked: 0, summary: '1/1' });
-    leader.pipeline.stop();
-    follower.pipeline.stop();
+    stop();
   });
 
   it('counts the follower’s proxies as matched and not synced for a VirtualService it has not reported on at this generation', () => {
-    const state = new BehaviorSubject<SourceState>({ virtualServices: [vs('call-1', 1, 2000)], pods: [], synced: true, problems: [] });
-    const leader = replica(state);
-    const follower = replica(state);
+    const { state, leader, follower, handOver, stop } = twoReplicas();
     leader.proxy();
     follower.proxy();
-    follower.reporter.report();
-    const atGeneration1 = follower.exchange.build?.() as string;
-    leader.exchange.others.set('vsxds-replica-b', atGeneration1);
+    handOver();
 
     // call-1 changes and call-2 is created; the leader sees both before the follower reported on them.
     state.next({ ...state.value, virtualServices: [vs('call-1', 2, 2004), vs('call-2', 1, 2002)] });
@@ -116,17 +122,13 @@ describe('replica counts', () => {
 
     // The follower caught up: both Synced.
     follower.pipeline.rebuild();
-    follower.reporter.report();
-    leader.exchange.others.set('vsxds-replica-b', follower.exchange.build?.() as string);
-    leader.reporter.report();
+    handOver();
     for (const key of ['default/call-1', 'default/call-2']) expect(leader.synced(key)?.status, key).toBe('True');
-    leader.pipeline.stop();
-    follower.pipeline.stop();
+    stop();
   });
 
   it('ignores a contribution that does not parse, and counts the rest', () => {
-    const state = new BehaviorSubject<SourceState>({ virtualServices: [vs('call-1', 1, 2000)], pods: [], synced: true, problems: [] });
-    const leader = replica(state);
+    const { leader, stop } = twoReplicas();
     leader.proxy();
     for (const bad of ['{', '{"v":2}', '{"v":1,"groups":[],"messages":[],"vs":{"default/call-1":[1,1,5,0]}}', '{"v":1,"groups":[["default",{"app":1},3]],"messages":[],"vs":{}}']) {
       expect(typeof parseContribution(bad), bad).toBe('string');
@@ -134,7 +136,7 @@ describe('replica counts', () => {
       leader.reporter.report();
       expect(leader.status('default/call-1')?.proxies, bad).toEqual({ matched: 1, synced: 1, nacked: 0, summary: '1/1' });
     }
-    leader.pipeline.stop();
+    stop();
   });
 
   it('stays small at 2,000 VirtualServices and 100 node groups, and keeps only the groups past a ConfigMap’s size', () => {

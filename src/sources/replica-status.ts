@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { Subject, type Observable } from 'rxjs';
@@ -11,6 +12,7 @@ const SELECTOR = Object.entries(REPLICA_STATUS_LABELS)
 const DATA_KEY = 'contribution.json';
 const REPLICA_ANNOTATION = 'vsxds.l7mp.io/replica';
 const RENEW_ANNOTATION = 'vsxds.l7mp.io/renewed-at';
+const HASH_ANNOTATION = 'vsxds.l7mp.io/contribution-sha256';
 
 export interface ReplicaStatusOptions {
   readonly namespace: string;
@@ -33,6 +35,8 @@ interface Peer {
   /** Local time this resourceVersion was first seen. */
   readonly seenAt: number;
   readonly payload: string;
+  /** The hash of the contribution its writer annotated it with. */
+  readonly hash?: string;
 }
 
 /**
@@ -40,7 +44,8 @@ interface Peer {
  * replica (labelled app.kubernetes.io/component=replica-status) that only that replica writes:
  * no replica talks to another. The writer coalesces (at most one write per interval, only when the
  * contribution changed) and renews the object every third of the lease duration; the reader
- * (the leader) lists the others' objects once per interval and, as leader election does, judges
+ * (the leader) lists the others' objects' metadata once per interval, reads those whose
+ * contribution changed and, as leader election does, judges
  * liveness by its own clock only: an object whose resourceVersion it saw unchanged for the lease
  * duration is a dead replica's and no longer counts. A replica deletes its object when it stops,
  * and names its Pod as owner so Kubernetes deletes it when the Pod goes.
@@ -107,7 +112,9 @@ export class KubeReplicaStatus implements ReplicaExchange {
   start(): void {
     const tick = async () => {
       if (this.stopped) return;
-      this.running = this.tick();
+      // A request the API server never answers must not stop the loop (nor shutdown): past the
+      // lease duration the tick counts as done; what the leader read meanwhile expires on its own.
+      this.running = atMost(this.tick(), this.leaseMs);
       await this.running;
       if (!this.stopped) this.timer = setTimeout(() => void tick(), this.intervalMs);
     };
@@ -128,6 +135,8 @@ export class KubeReplicaStatus implements ReplicaExchange {
   }
 
   private async tick(): Promise<void> {
+    // Before anything that may hang: what was not seen renewed stops counting all the same.
+    if (this.readingNow) this.expire();
     await this.write().then(
       () => this.recovered('write'),
       (err) => this.failed('write', err),
@@ -177,7 +186,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
         name: this.name,
         namespace,
         labels: { ...REPLICA_STATUS_LABELS },
-        annotations: { [REPLICA_ANNOTATION]: this.options.replica, [RENEW_ANNOTATION]: renewedAt },
+        annotations: { [REPLICA_ANNOTATION]: this.options.replica, [RENEW_ANNOTATION]: renewedAt, [HASH_ANNOTATION]: createHash('sha256').update(payload).digest('hex') },
         ...(pod ? { ownerReferences: [{ apiVersion: 'v1', kind: 'Pod', name: pod.name, uid: pod.uid }] } : {}),
       },
       data: { [DATA_KEY]: payload },
@@ -192,21 +201,32 @@ export class KubeReplicaStatus implements ReplicaExchange {
 
   private async read(): Promise<void> {
     try {
-      const list = await this.api.listNamespacedConfigMap({ namespace: this.options.namespace, labelSelector: SELECTOR });
+      // Metadata only: a renewal changes the resourceVersion, not the contribution, whose hash
+      // is in an annotation; only an object whose contribution changed is read whole.
+      const list = await this.api.listNamespacedConfigMap(
+        { namespace: this.options.namespace, labelSelector: SELECTOR },
+        setHeaderOptions('Accept', 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1'),
+      );
       if (!this.readingNow) return;
       const now = this.now();
       const present = new Set<string>();
-      for (const cm of list.items) {
-        const name = cm.metadata?.name;
-        const resourceVersion = cm.metadata?.resourceVersion;
+      for (const { metadata } of list.items) {
+        const name = metadata?.name;
+        const resourceVersion = metadata?.resourceVersion;
         if (!name || name === this.name || !resourceVersion) continue;
         present.add(name);
-        if (this.peersByName.get(name)?.resourceVersion === resourceVersion) continue;
-        this.peersByName.set(name, { resourceVersion, seenAt: now, payload: cm.data?.[DATA_KEY] ?? '' });
+        const before = this.peersByName.get(name);
+        if (before?.resourceVersion === resourceVersion) continue;
+        const hash = metadata?.annotations?.[HASH_ANNOTATION];
+        let payload = before?.payload;
+        if (!before || hash === undefined || hash !== before.hash) {
+          const cm = await this.api.readNamespacedConfigMap({ name, namespace: this.options.namespace });
+          payload = cm.data?.[DATA_KEY] ?? '';
+        }
+        this.peersByName.set(name, { resourceVersion, seenAt: now, payload: payload ?? '', hash });
       }
       for (const name of this.peersByName.keys()) if (!present.has(name)) this.peersByName.delete(name);
     } finally {
-      // Also when the list failed: what is not seen renewed stops counting all the same.
       if (this.readingNow) this.expire();
     }
   }
@@ -247,10 +267,17 @@ export class KubeReplicaStatus implements ReplicaExchange {
         : `cannot list the replicas' ConfigMaps in ${namespace}: VirtualService status counts only the proxies connected to this replica`;
     const fix =
       code === 403
-        ? ` (403 Forbidden): grant its service account create, list, update, patch and delete on configmaps in ${namespace} (the Role in deploy/leader-election-rbac.yaml)`
+        ? ` (403 Forbidden): grant its service account create, list, get, update, patch and delete on configmaps in ${namespace} (the Role in deploy/leader-election-rbac.yaml)`
         : '';
     this.options.log.error({ code, err: message }, `replica status: ${doing}${fix}; everything else keeps working; retrying`);
   }
+}
+
+/** Resolves when the promise settles or `ms` passed, whichever is first. */
+function atMost(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** `vsxds-replica-<name>`, made a valid object name (lowercase alphanumerics and '-', at most 253 characters). */
