@@ -42,8 +42,8 @@ interface Peer {
 /**
  * Each replica's contribution to VirtualService status, exchanged through one ConfigMap per
  * replica (labelled app.kubernetes.io/component=replica-status) that only that replica writes:
- * no replica talks to another. The writer coalesces (at most one write per interval, only when the
- * contribution changed) and renews the object every third of the lease duration; the reader
+ * no replica talks to another. The writer coalesces (a change after a quiet spell at once, then at
+ * most one write per interval, only when the contribution changed) and renews the object every third of the lease duration; the reader
  * (the leader) lists the others' objects' metadata once per interval, reads those whose
  * contribution changed and, as leader election does, judges
  * liveness by its own clock only: an object whose resourceVersion it saw unchanged for the lease
@@ -65,6 +65,10 @@ export class KubeReplicaStatus implements ReplicaExchange {
   private writtenAt = -Infinity;
   private readingNow = false;
   private timer?: NodeJS.Timeout;
+  private started = false;
+  private ticking = false;
+  /** Local time the last tick started. */
+  private tickedAt = -Infinity;
   private stopped = false;
   private running?: Promise<void>;
   /** Last failure reported per operation, so each is said once. */
@@ -94,6 +98,8 @@ export class KubeReplicaStatus implements ReplicaExchange {
   publish(build: () => string): void {
     this.build = build;
     this.dirty = true;
+    // A change after a quiet spell goes at once; the ones that follow wait for the next interval.
+    if (this.started && !this.ticking && this.now() - this.tickedAt >= this.intervalMs) this.schedule(0);
   }
 
   /** Whether this replica reads the others' contributions (the leader does). */
@@ -110,15 +116,25 @@ export class KubeReplicaStatus implements ReplicaExchange {
   }
 
   start(): void {
-    const tick = async () => {
-      if (this.stopped) return;
-      // A request the API server never answers must not stop the loop (nor shutdown): past the
-      // lease duration the tick counts as done; what the leader read meanwhile expires on its own.
-      this.running = atMost(this.tick(), this.leaseMs);
-      await this.running;
-      if (!this.stopped) this.timer = setTimeout(() => void tick(), this.intervalMs);
-    };
-    void tick();
+    this.started = true;
+    this.schedule(0);
+  }
+
+  private schedule(delayMs: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.run(), delayMs);
+  }
+
+  private async run(): Promise<void> {
+    if (this.stopped) return;
+    this.ticking = true;
+    this.tickedAt = this.now();
+    // A request the API server never answers must not stop the loop (nor shutdown): past the
+    // lease duration the tick counts as done; what the leader read meanwhile expires on its own.
+    this.running = atMost(this.tick(), this.leaseMs);
+    await this.running;
+    this.ticking = false;
+    if (!this.stopped) this.schedule(this.intervalMs);
   }
 
   /** Stops, and deletes this replica's object so the leader stops counting it at once. */
