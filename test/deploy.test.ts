@@ -123,7 +123,7 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
       seccompProfile: { type: 'RuntimeDefault' },
     });
     const env = Object.fromEntries(container.env.map((e: Obj) => [e.name, e.value ?? e.valueFrom.fieldRef.fieldPath]));
-    expect(env).toEqual({ VSXDS_LOG_LEVEL: 'info', VSXDS_NODE_AUTH: 'peer-ip', POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace' });
+    expect(env).toEqual({ VSXDS_LOG_LEVEL: 'info', VSXDS_NODE_AUTH: 'peer-ip', POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace', POD_UID: 'metadata.uid' });
     expect(pod.serviceAccountName).toBe('vsxds');
     expect(pod.topologySpreadConstraints.map((c: Obj) => c.topologyKey)).toContain('kubernetes.io/hostname');
     const service = kustomized.find((o) => o.kind === 'Service')!;
@@ -279,7 +279,7 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
       await kube.kubectlOk(['apply', '-k', DEPLOY]);
     });
 
-    it('the control plane may read VirtualServices and pods everywhere, write status and events, and hold its Lease', async () => {
+    it('the control plane may read VirtualServices and pods everywhere, write status and events, hold its Lease and write its replica status ConfigMaps', async () => {
       const allowed: [string, string, ...string[]][] = [
         ['get', VS, '-A'],
         ['list', VS, '-A'],
@@ -295,13 +295,20 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
         ['get', 'leases.coordination.k8s.io/vsxds-leader', '-n', NS],
         ['create', 'leases.coordination.k8s.io', '-n', NS],
         ['update', 'leases.coordination.k8s.io/vsxds-leader', '-n', NS],
+        // Replica status: each replica's ConfigMap, and the leader's list of them.
+        ['create', 'configmaps', '-n', NS],
+        ['list', 'configmaps', '-n', NS],
+        ['get', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
+        ['update', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
+        ['patch', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
+        ['delete', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
       ];
       for (const [verb, resource, ...flags] of allowed) {
         expect(await canI(CONTROL_PLANE, verb, resource, ...flags), `can ${verb} ${resource} ${flags.join(' ')}`).toBe(true);
       }
     });
 
-    it('the control plane may do nothing else: no VirtualService spec writes, no secrets, no pod writes, no Leases elsewhere', async () => {
+    it('the control plane may do nothing else: no VirtualService spec writes, no secrets, no pod writes, no Leases or ConfigMaps elsewhere', async () => {
       const denied: [string, string, ...string[]][] = [
         ['create', VS, '-n', 'default'],
         ['update', VS, '-n', 'default'],
@@ -310,6 +317,9 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
         ['get', 'secrets', '-n', NS],
         ['list', 'secrets', '-A'],
         ['get', 'configmaps', '-n', 'default'],
+        ['create', 'configmaps', '-n', 'default'],
+        ['list', 'configmaps', '-A'],
+        ['update', 'configmaps', '-n', 'kube-system'],
         ['update', 'pods', '-n', 'default'],
         ['patch', 'pods', '-n', 'default'],
         ['delete', 'pods', '-n', 'default'],

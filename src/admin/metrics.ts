@@ -87,13 +87,14 @@ export class Metrics {
     });
     new Counter({
       name: 'vsxds_kube_writes_total',
-      help: 'Writes to the Kubernetes API server: VirtualService status patches, and Events (created, or a repeat counted on the one recorded)',
+      help: 'Writes to the Kubernetes API server: VirtualService status patches, Events (created, or a repeat counted on the one recorded), and this replica\'s status ConfigMap (its proxy counts, or a renewal)',
       labelNames: ['kind'],
       registers: [reg],
       collect() {
         this.reset();
         this.inc({ kind: 'status' }, deps.source.statusWriter?.writes ?? 0);
         this.inc({ kind: 'event' }, deps.source.events?.writes ?? 0);
+        if (deps.source.replicas) this.inc({ kind: 'replica-status' }, deps.source.replicas.writes);
       },
     });
     const pushes = new Counter({ name: 'vsxds_xds_pushes_total', help: 'xDS responses sent', labelNames: ['type', 'mode'], registers: [reg] });

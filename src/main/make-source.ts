@@ -15,6 +15,10 @@ export async function makeSource(spec: string, settings: Settings, log: Logger, 
   if (spec === 'kubernetes') {
     const { KubernetesSource } = await import('../sources/kubernetes-source.js');
     const identity = env['POD_NAME'] ?? `${os.hostname()}-${process.pid}`;
+    const namespace = settings.leaderElectionNamespace ?? env['POD_NAMESPACE'] ?? 'default';
+    const leaseDurationSeconds = integer(settings, 'leaseDurationSeconds');
+    const podName = env['POD_NAME'];
+    const podUid = env['POD_UID'];
     return new KubernetesSource({
       kubeconfig: settings.kubeconfig,
       namespace: settings.namespace,
@@ -23,12 +27,19 @@ export async function makeSource(spec: string, settings: Settings, log: Logger, 
         settings.leaderElection === 'false'
           ? undefined
           : {
-              namespace: settings.leaderElectionNamespace ?? env['POD_NAMESPACE'] ?? 'default',
+              namespace,
               name: 'vsxds-leader',
               identity,
-              leaseDurationSeconds: integer(settings, 'leaseDurationSeconds'),
-              retryPeriodMs: Math.max(200, Math.floor((integer(settings, 'leaseDurationSeconds') * 1000) / 3)),
+              leaseDurationSeconds,
+              retryPeriodMs: Math.max(200, Math.floor((leaseDurationSeconds * 1000) / 3)),
             },
+      replicaStatus: {
+        namespace,
+        replica: settings.replicaName ?? identity,
+        // An owner must live in the object's namespace.
+        pod: podName && podUid && namespace === env['POD_NAMESPACE'] ? { name: podName, uid: podUid } : undefined,
+        leaseDurationSeconds,
+      },
     });
   }
   throw new UsageError(`unknown source ${JSON.stringify(spec)}: use kubernetes or file:DIR`);

@@ -67,7 +67,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
     coalesceMs: integer(settings, 'coalesceMs'),
     translate: { shareClusters: boolean(settings, 'shareClusters') },
   });
-  const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'), undefined, source.events);
+  const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'), undefined, source.events, source.replicas);
   const metrics = new Metrics({ registry, pipeline, cache, source });
   tracker.registerMetrics(metrics.prometheus);
   const admin = new AdminServer({ cache, registry, pipeline, reporter, metrics, tracker, source, log });

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { auditTime, combineLatest, startWith, type Subscription } from 'rxjs';
+import { auditTime, combineLatest, of, startWith, type Subscription } from 'rxjs';
 import { vsKey, type Condition, type VirtualService, type VirtualServiceStatus } from '../model/types.js';
 import { appliesTo } from '../translate/index.js';
 import type { NodeGroup } from '../xds/node-identity.js';
@@ -8,16 +8,25 @@ import type { ProxyInfo, ProxyStatusRegistry } from '../xds/status-registry.js';
 import { CLUSTER_TYPE, LISTENER_TYPE } from '../xds/type-urls.js';
 import type { GroupTranslation } from '../translate/index.js';
 import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.js';
+import type { ReplicaExchange } from '../sources/source.js';
+import { LocalTallies, PeerTallies, type ProxyTally } from './replica-counts.js';
 
 /**
  * Turns what the pipeline decided and what proxies ACKed/NACKed into each VirtualService's
  * status: Accepted, Conflicted, Synced, and proxy counts. Recomputed on a short window so a
- * fleet ACKing one push leads to one status write, not one per proxy.
+ * fleet ACKing one push leads to one status write, not one per proxy. With other replicas
+ * (`replicas`), the counts of this replica's own proxies are published for the others, and the
+ * ones they published are added to this replica's.
  */
 export class StatusReporter {
   private readonly statuses = new Map<string, VirtualServiceStatus>();
-  /** What each status was last computed from. */
-  private readonly inputs = new Map<string, { readonly evaluated: Evaluated; readonly groups: readonly GroupView[]; readonly signature?: string }>();
+  /** What each status was last computed from: the local part, and what the other replicas added (as a string). */
+  private readonly inputs = new Map<
+    string,
+    { readonly evaluated: Evaluated; readonly groups: readonly GroupView[]; readonly signature?: string; readonly local: LocalStatus; readonly remote: string }
+  >();
+  private readonly localTallies: LocalTallies;
+  private readonly peers?: PeerTallies;
   private groupViewsByKey = new Map<string, GroupView>();
   /** Positions in its namespace's group list of the groups a VirtualService selects. */
   private readonly selected = new WeakMap<VirtualService, { readonly signature: string; readonly indexes: readonly number[] }>();
@@ -31,10 +40,14 @@ export class StatusReporter {
     private readonly windowMs = 250,
     private readonly now: () => Date = () => new Date(),
     private readonly events?: EventSink,
-  ) {}
+    private readonly replicas?: ReplicaExchange,
+  ) {
+    this.localTallies = new LocalTallies(log);
+    if (replicas) this.peers = new PeerTallies(replicas, log);
+  }
 
   start(): void {
-    this.subscription = combineLatest([this.pipeline.view$, this.registry.events$.pipe(startWith(null))])
+    this.subscription = combineLatest([this.pipeline.view$, this.registry.events$.pipe(startWith(null)), this.replicas?.peers$.pipe(startWith(null)) ?? of(null)])
       .pipe(auditTime(this.windowMs))
       .subscribe(([view]) => this.report(view));
   }
@@ -50,20 +63,31 @@ export class StatusReporter {
 
   report(view: PipelineView = this.pipeline.current): void {
     const groupsByNamespace = this.groupViews(view);
+    this.peers?.refresh();
     const seen = new Set<string>();
     for (const e of view.evaluated.values()) {
       seen.add(e.key);
-      // A status depends on the VirtualService and on the groups it selects: when none of
-      // those changed since the last report, neither did the status.
+      // A status depends on the VirtualService, on the groups it selects and on what the other
+      // replicas' proxies say of it: when none of those changed since the last report, neither did the status.
       const groups = this.groupsOf(e, groupsByNamespace);
       const last = this.inputs.get(e.key);
-      if (last && last.evaluated === e && sameItems(last.groups, groups)) continue;
-      // A group changes whenever any of its VirtualServices or proxies does: under one
-      // VirtualService per call, every report. What this one's status reads of it may not have.
-      const signature = last?.evaluated === e ? statusInputs(e.key, groups, view) : undefined;
-      this.inputs.set(e.key, { evaluated: e, groups, signature });
-      if (signature !== undefined && signature === last?.signature) continue;
-      const status = this.statusOf(e, view, groups);
+      const remoteTally = e.accepted && e.vs ? this.peers?.tally(e.key, e.vs, e.generation) : undefined;
+      const remote = remoteTally ? JSON.stringify(remoteTally) : '';
+      let local = last?.local;
+      if (!local || last?.evaluated !== e || !sameItems(last.groups, groups)) {
+        // A group changes whenever any of its VirtualServices or proxies does: under one
+        // VirtualService per call, every report. What this one's status reads of it may not have.
+        const signature = last?.evaluated === e ? statusInputs(e.key, groups, view) : undefined;
+        if (!local || signature === undefined || signature !== last?.signature) {
+          local = this.localStatusOf(e, view, groups);
+          this.localTallies.set(e.key, e.generation, local.tally);
+        }
+        this.inputs.set(e.key, { evaluated: e, groups, signature, local, remote });
+      } else if (remote !== last.remote) {
+        this.inputs.set(e.key, { ...last, remote });
+      }
+      if (local === last?.local && remote === last.remote) continue;
+      const status = completeStatus(e, local, remoteTally);
       const previous = this.statuses.get(e.key);
       const merged = withTransitionTimes(status, previous, this.now().toISOString());
       if (previous && JSON.stringify(previous) === JSON.stringify(merged)) continue;
@@ -71,8 +95,14 @@ export class StatusReporter {
       this.statuses.set(e.key, merged);
       this.writer?.write(e.key, e.generation, merged);
     }
+    // Built at most once per write interval of the exchange, and written only when it changed.
+    this.replicas?.publish(() => this.localTallies.encode(this.registry.list()));
     if (seen.size === this.statuses.size && seen.size === this.inputs.size) return;
-    for (const key of [...this.inputs.keys()]) if (!seen.has(key)) this.inputs.delete(key);
+    for (const key of [...this.inputs.keys()]) {
+      if (seen.has(key)) continue;
+      this.inputs.delete(key);
+      this.localTallies.delete(key);
+    }
     for (const key of [...this.statuses.keys()]) {
       if (seen.has(key)) continue;
       this.statuses.delete(key);
@@ -148,15 +178,13 @@ export class StatusReporter {
     }
   }
 
-  private statusOf(e: Evaluated, view: PipelineView, groups: readonly GroupView[]): VirtualServiceStatus {
+  /** The status as far as this replica's own proxies tell: all but the Synced condition, and their tally. */
+  private localStatusOf(e: Evaluated, view: PipelineView, groups: readonly GroupView[]): LocalStatus {
     const conditions: Condition[] = [
       { type: 'Accepted', status: e.accepted ? 'True' : 'False', reason: e.reason, message: e.message, observedGeneration: e.generation },
     ];
     const listeners = e.vs?.spec.listeners.length ?? 0;
-    if (!e.accepted || !e.vs) {
-      conditions.push({ type: 'Synced', status: 'Unknown', reason: 'NotAccepted', message: 'not served until it is valid', observedGeneration: e.generation });
-      return { observedGeneration: e.generation, conditions, listeners, proxies: { matched: 0, synced: 0, nacked: 0, summary: '0/0' } };
-    }
+    if (!e.accepted || !e.vs) return { conditions, listeners };
     const vs = e.vs;
     const conflicts = groups.flatMap((g) => g.translation?.contributions.get(e.key)?.conflicts ?? []);
     const uniqueConflicts = [...new Map(conflicts.map((c) => [c.message, c])).values()];
@@ -180,31 +208,6 @@ export class StatusReporter {
     const synced = matched.filter((p) => ![...p.types.values()].some((t) => t.nack) && (p.synced || runsAllOf(p, e.key, view)));
     const nackMessage = nackedProxies.flatMap((p) => [...p.types.values()].flatMap((t) => (t.nack && blames(t.nack.message, p) ? [t.nack.message] : [])))[0];
     const buildError = groups.find((g) => g.buildError !== undefined)?.buildError;
-    let syncedCondition: Condition;
-    if (buildError) {
-      syncedCondition = { type: 'Synced', status: 'False', reason: 'BuildFailed', message: buildError, observedGeneration: e.generation };
-    } else if (matched.length === 0) {
-      syncedCondition = {
-        type: 'Synced',
-        status: 'Unknown',
-        reason: 'NoProxies',
-        message: `no connected proxy in namespace ${vs.metadata.namespace} has all the labels ${JSON.stringify(vs.spec.selector)}`,
-        observedGeneration: e.generation,
-      };
-    } else if (nackedProxies.length > 0) {
-      syncedCondition = { type: 'Synced', status: 'False', reason: 'Rejected', message: `${nackedProxies.length} of ${matched.length} proxies rejected the configuration: ${nackMessage}`, observedGeneration: e.generation };
-    } else if (synced.length < matched.length) {
-      syncedCondition = {
-        type: 'Synced',
-        status: 'False',
-        reason: 'Pending',
-        message: `${synced.length} of ${matched.length} proxies have the current configuration (a proxy that rejected another VirtualService's part counts as not synced)`,
-        observedGeneration: e.generation,
-      };
-    } else {
-      syncedCondition = { type: 'Synced', status: 'True', reason: 'Synced', message: `all ${matched.length} matched proxies accepted the current configuration`, observedGeneration: e.generation };
-    }
-    conditions.push(syncedCondition);
     const envoyClusters: Record<string, string> = {};
     const sessionLimits: Record<string, number> = {};
     for (const g of groups) {
@@ -213,15 +216,75 @@ export class StatusReporter {
       for (const [name, limit] of contribution?.sessionLimits ?? []) sessionLimits[name] = limit;
     }
     return {
-      observedGeneration: e.generation,
       conditions,
       listeners,
-      proxies: { matched: matched.length, synced: synced.length, nacked: nackedProxies.length, summary: `${synced.length}/${matched.length}` },
-      ...(nackMessage ? { nackMessage } : {}),
+      tally: { matched: matched.length, synced: synced.length, nacked: nackedProxies.length, ...(nackMessage ? { nackMessage } : {}) },
+      ...(buildError !== undefined ? { buildError } : {}),
       ...(Object.keys(envoyClusters).length > 0 ? { envoyClusters } : {}),
       ...(Object.keys(sessionLimits).length > 0 ? { sessionLimits } : {}),
     };
   }
+}
+
+/** A VirtualService's status from this replica's own part of it and what the other replicas' proxies add. */
+function completeStatus(e: Evaluated, local: LocalStatus, remote: ProxyTally | undefined): VirtualServiceStatus {
+  const { conditions, listeners, tally, buildError, envoyClusters, sessionLimits } = local;
+  if (!e.accepted || !e.vs || !tally) {
+    return {
+      observedGeneration: e.generation,
+      conditions: [...conditions, { type: 'Synced', status: 'Unknown', reason: 'NotAccepted', message: 'not served until it is valid', observedGeneration: e.generation }],
+      listeners,
+      proxies: { matched: 0, synced: 0, nacked: 0, summary: '0/0' },
+    };
+  }
+  const vs = e.vs;
+  const matched = tally.matched + (remote?.matched ?? 0);
+  const synced = tally.synced + (remote?.synced ?? 0);
+  const nacked = tally.nacked + (remote?.nacked ?? 0);
+  const nackMessage = tally.nackMessage ?? remote?.nackMessage;
+  let syncedCondition: Condition;
+  if (buildError) {
+    syncedCondition = { type: 'Synced', status: 'False', reason: 'BuildFailed', message: buildError, observedGeneration: e.generation };
+  } else if (matched === 0) {
+    syncedCondition = {
+      type: 'Synced',
+      status: 'Unknown',
+      reason: 'NoProxies',
+      message: `no connected proxy in namespace ${vs.metadata.namespace} has all the labels ${JSON.stringify(vs.spec.selector)}`,
+      observedGeneration: e.generation,
+    };
+  } else if (nacked > 0) {
+    syncedCondition = { type: 'Synced', status: 'False', reason: 'Rejected', message: `${nacked} of ${matched} proxies rejected the configuration: ${nackMessage}`, observedGeneration: e.generation };
+  } else if (synced < matched) {
+    syncedCondition = {
+      type: 'Synced',
+      status: 'False',
+      reason: 'Pending',
+      message: `${synced} of ${matched} proxies have the current configuration (a proxy that rejected another VirtualService's part counts as not synced)`,
+      observedGeneration: e.generation,
+    };
+  } else {
+    syncedCondition = { type: 'Synced', status: 'True', reason: 'Synced', message: `all ${matched} matched proxies accepted the current configuration`, observedGeneration: e.generation };
+  }
+  return {
+    observedGeneration: e.generation,
+    conditions: [...conditions, syncedCondition],
+    listeners,
+    proxies: { matched, synced, nacked, summary: `${synced}/${matched}` },
+    ...(nackMessage ? { nackMessage } : {}),
+    ...(envoyClusters ? { envoyClusters } : {}),
+    ...(sessionLimits ? { sessionLimits } : {}),
+  };
+}
+
+/** What a status takes from this replica alone; `tally` is absent for a VirtualService that is not served. */
+interface LocalStatus {
+  readonly conditions: readonly Condition[];
+  readonly listeners: number;
+  readonly tally?: ProxyTally;
+  readonly buildError?: string;
+  readonly envoyClusters?: Record<string, string>;
+  readonly sessionLimits?: Record<string, number>;
 }
 
 let lastContributionId = 0;

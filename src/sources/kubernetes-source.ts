@@ -8,6 +8,7 @@ import { makeApiClient } from './kube-client.js';
 import { KubernetesEventRecorder } from './kube-events.js';
 import { KubernetesStatusWriter } from './kube-status-writer.js';
 import { LeaseLeaderElection } from './leader-election.js';
+import { KubeReplicaStatus, type ReplicaStatusOptions } from './replica-status.js';
 import { parsePod } from '../model/pod.js';
 import { ObjectStore } from './object-store.js';
 import type { RawObject, Source, SourceState } from './source.js';
@@ -36,6 +37,8 @@ export interface KubernetesSourceOptions {
     readonly leaseDurationSeconds?: number;
     readonly retryPeriodMs?: number;
   };
+  /** Each replica's proxy counts in a ConfigMap of its own; the leader (or, without election, every replica) adds the others' up. */
+  readonly replicaStatus?: Omit<ReplicaStatusOptions, 'log'>;
 }
 
 type Watched = 'virtualservices' | 'pods';
@@ -74,6 +77,7 @@ export class KubernetesSource implements Source {
   readonly statusWriter: KubernetesStatusWriter;
   readonly events: KubernetesEventRecorder;
   readonly election?: LeaseLeaderElection;
+  readonly replicas?: KubeReplicaStatus;
   /** Count of informer restarts after errors, for liveness metrics. */
   watchRestarts = 0;
 
@@ -98,6 +102,11 @@ export class KubernetesSource implements Source {
     };
     this.statusWriter = new KubernetesStatusWriter(makeApiClient(this.kc, CustomObjectsApi), this.log.child({ component: 'status-writer' }), options.backoff);
     const le = options.leaderElection;
+    if (options.replicaStatus) {
+      this.replicas = new KubeReplicaStatus(this.kc, { ...options.replicaStatus, log: this.log.child({ component: 'replica-status' }) });
+      // Without leader election every replica writes status, so every replica adds up.
+      this.replicas.reading = !le;
+    }
     this.events = new KubernetesEventRecorder(makeApiClient(this.kc, CoreV1Api), le?.identity ?? 'vsxds', this.log.child({ component: 'events' }));
     if (le) {
       // Followers stay quiet until they hold the lease.
@@ -113,6 +122,7 @@ export class KubernetesSource implements Source {
         onChange: (leader) => {
           this.statusWriter.enabled = leader;
           this.events.enabled = leader;
+          if (this.replicas) this.replicas.reading = leader;
         },
       });
     }
@@ -140,11 +150,13 @@ export class KubernetesSource implements Source {
     this.watch('pods', podPath, () => (ns ? core.listNamespacedPod({ namespace: ns }) : core.listPodForAllNamespaces()));
     for (const [what, w] of this.watches) void this.run(w, what);
     this.election?.start();
+    this.replicas?.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     await this.election?.stop();
+    await this.replicas?.stop();
     this.statusWriter.stop();
     for (const w of this.watches.values()) {
       clearTimeout(w.timer);

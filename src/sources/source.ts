@@ -61,6 +61,21 @@ export interface EventSink {
   readonly writes: number;
 }
 
+/**
+ * How replicas add up what their own proxies ACKed and NACKed without reaching each other: each
+ * publishes its contribution, an opaque string, and the leader reads the others' (Kubernetes only).
+ */
+export interface ReplicaExchange {
+  /** This replica's contribution: `build` is called at most once per write interval, after a publish. */
+  publish(build: () => string): void;
+  /** The contributions of the other live replicas, by object name (empty while not reading). */
+  peers(): ReadonlyMap<string, string>;
+  /** Emits when `peers()` changed. */
+  readonly peers$: Observable<void>;
+  /** Writes of this replica's contribution (and renewals) made so far. */
+  readonly writes: number;
+}
+
 export interface Source {
   readonly name: string;
   readonly state$: Observable<SourceState>;
@@ -68,6 +83,8 @@ export interface Source {
   readonly podLookup?: PodLookup;
   readonly statusWriter?: StatusWriter;
   readonly events?: EventSink;
+  /** Exchange of proxy counts with the other replicas, when there can be others. */
+  readonly replicas?: ReplicaExchange;
   /** Times a failed list/watch was restarted (liveness of the watches, for metrics). */
   readonly watchRestarts?: number;
   start(): Promise<void>;

@@ -278,8 +278,18 @@ export interface VsxdsProcess {
   admin<T = any>(path: string): Promise<T>;
 }
 
-/** Runs `vsxds serve` from the sources in a process of its own, and waits for its startup log line. */
-export async function startVsxdsProcess(options: { readonly dir: string; readonly xdsPort: number; readonly adminPort: number; readonly extraArgs?: readonly string[] }): Promise<VsxdsProcess> {
+/**
+ * Runs `vsxds serve` from the sources in a process of its own, and waits for its startup log line.
+ * It serves the directory `dir`, or `source` (`kubernetes`, with `--kubeconfig` in `extraArgs`).
+ */
+export async function startVsxdsProcess(options: {
+  readonly dir?: string;
+  readonly source?: string;
+  readonly xdsPort: number;
+  readonly adminPort: number;
+  readonly extraArgs?: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+}): Promise<VsxdsProcess> {
   await ensureEnvoy();
   // tsx as a loader, not its CLI: the CLI runs the program in a child process that a SIGKILL
   // of the CLI would leave running.
@@ -287,13 +297,13 @@ export async function startVsxdsProcess(options: { readonly dir: string; readonl
     '--import', 'tsx',
     join(REPO, 'src', 'main', 'cli.ts'),
     'serve',
-    '--source', `file:${options.dir}`,
+    '--source', options.source ?? `file:${options.dir}`,
     '--xds-address', `127.0.0.1:${options.xdsPort}`,
     '--admin-address', `127.0.0.1:${options.adminPort}`,
     '--coalesce-ms', '20',
     '--log-level', 'info',
     ...(options.extraArgs ?? []),
-  ], { cwd: REPO, env: { PATH: process.env['PATH'] ?? '', HOME: tmpdir() } });
+  ], { cwd: REPO, env: { PATH: process.env['PATH'] ?? '', HOME: tmpdir(), ...options.env } });
   let out = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));

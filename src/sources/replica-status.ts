@@ -1,0 +1,306 @@
+import { createHash } from 'node:crypto';
+import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { Subject, type Observable } from 'rxjs';
+import { makeApiClient } from './kube-client.js';
+import type { ReplicaExchange } from './source.js';
+
+export const REPLICA_STATUS_LABELS = { 'app.kubernetes.io/name': 'vsxds', 'app.kubernetes.io/component': 'replica-status' } as const;
+const SELECTOR = Object.entries(REPLICA_STATUS_LABELS)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(',');
+const DATA_KEY = 'contribution.json';
+const REPLICA_ANNOTATION = 'vsxds.l7mp.io/replica';
+const RENEW_ANNOTATION = 'vsxds.l7mp.io/renewed-at';
+const HASH_ANNOTATION = 'vsxds.l7mp.io/contribution-sha256';
+
+export interface ReplicaStatusOptions {
+  readonly namespace: string;
+  /** This replica's name: its object is `vsxds-replica-<name>`. */
+  readonly replica: string;
+  /** The Pod this replica runs in, when the downward API says: owner of the object, so Kubernetes deletes it with the Pod. */
+  readonly pod?: { readonly name: string; readonly uid: string };
+  /** A contribution whose object went unchanged this long, as this replica's clock measures, no longer counts. */
+  readonly leaseDurationSeconds: number;
+  /** At most one write of the contribution per this many ms (and one list of the others' while reading). */
+  readonly intervalMs?: number;
+  readonly log: Logger;
+  /** Injectable clock for tests. */
+  readonly now?: () => number;
+}
+
+/** What this replica knows of another one's object. */
+interface Peer {
+  readonly resourceVersion: string;
+  /** Local time this resourceVersion was first seen. */
+  readonly seenAt: number;
+  readonly payload: string;
+  /** The hash of the contribution its writer annotated it with. */
+  readonly hash?: string;
+}
+
+/**
+ * Each replica's contribution to VirtualService status, exchanged through one ConfigMap per
+ * replica (labelled app.kubernetes.io/component=replica-status) that only that replica writes:
+ * no replica talks to another. The writer coalesces (a change after a quiet spell at once, then at
+ * most one write per interval, only when the contribution changed) and renews the object every third of the lease duration; the reader
+ * (the leader) lists the others' objects' metadata once per interval, reads those whose
+ * contribution changed and, as leader election does, judges
+ * liveness by its own clock only: an object whose resourceVersion it saw unchanged for the lease
+ * duration is a dead replica's and no longer counts. A replica deletes its object when it stops,
+ * and names its Pod as owner so Kubernetes deletes it when the Pod goes.
+ */
+export class KubeReplicaStatus implements ReplicaExchange {
+  readonly name: string;
+  private readonly api: CoreV1Api;
+  private readonly subject = new Subject<void>();
+  readonly peers$: Observable<void> = this.subject.asObservable();
+  private readonly peersByName = new Map<string, Peer>();
+  private live = new Map<string, string>();
+  private build?: () => string;
+  private dirty = false;
+  private written?: string;
+  /** Built, not written yet (a write failed). */
+  private pending?: string;
+  private writtenAt = -Infinity;
+  private readingNow = false;
+  private timer?: NodeJS.Timeout;
+  private started = false;
+  private ticking = false;
+  /** Local time the last tick started. */
+  private tickedAt = -Infinity;
+  private stopped = false;
+  private running?: Promise<void>;
+  /** Last failure reported per operation, so each is said once. */
+  private readonly reported = new Map<'write' | 'read', string>();
+  writes = 0;
+
+  constructor(
+    kc: KubeConfig,
+    private readonly options: ReplicaStatusOptions,
+  ) {
+    this.api = makeApiClient(kc, CoreV1Api);
+    this.name = replicaObjectName(options.replica);
+  }
+
+  private get intervalMs(): number {
+    return this.options.intervalMs ?? 1_000;
+  }
+
+  private get leaseMs(): number {
+    return this.options.leaseDurationSeconds * 1000;
+  }
+
+  private now(): number {
+    return (this.options.now ?? Date.now)();
+  }
+
+  publish(build: () => string): void {
+    this.build = build;
+    this.dirty = true;
+    // A change after a quiet spell goes at once; the ones that follow wait for the next interval.
+    if (this.started && !this.ticking && this.now() - this.tickedAt >= this.intervalMs) this.schedule(0);
+  }
+
+  /** Whether this replica reads the others' contributions (the leader does). */
+  set reading(on: boolean) {
+    if (on === this.readingNow) return;
+    this.readingNow = on;
+    if (on) return;
+    this.peersByName.clear();
+    this.setLive(new Map());
+  }
+
+  peers(): ReadonlyMap<string, string> {
+    return this.live;
+  }
+
+  start(): void {
+    this.started = true;
+    this.schedule(0);
+  }
+
+  private schedule(delayMs: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.run(), delayMs);
+  }
+
+  private async run(): Promise<void> {
+    if (this.stopped) return;
+    this.ticking = true;
+    this.tickedAt = this.now();
+    // A request the API server never answers must not stop the loop (nor shutdown): past the
+    // lease duration the tick counts as done; what the leader read meanwhile expires on its own.
+    this.running = atMost(this.tick(), this.leaseMs);
+    await this.running;
+    this.ticking = false;
+    if (!this.stopped) this.schedule(this.intervalMs);
+  }
+
+  /** Stops, and deletes this replica's object so the leader stops counting it at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+    if (this.written === undefined) return;
+    try {
+      await this.api.deleteNamespacedConfigMap({ name: this.name, namespace: this.options.namespace });
+    } catch {
+      // Best effort: the leader stops counting it after the lease duration, and Kubernetes deletes it with the Pod.
+    }
+  }
+
+  private async tick(): Promise<void> {
+    // Before anything that may hang: what was not seen renewed stops counting all the same.
+    if (this.readingNow) this.expire();
+    await this.write().then(
+      () => this.recovered('write'),
+      (err) => this.failed('write', err),
+    );
+    if (!this.readingNow) return;
+    await this.read().then(
+      () => this.recovered('read'),
+      (err) => this.failed('read', err),
+    );
+  }
+
+  private async write(): Promise<void> {
+    if (this.dirty && this.build) {
+      this.pending = this.build();
+      this.dirty = false;
+    }
+    const payload = this.pending ?? this.written;
+    const now = this.now();
+    if (payload === undefined) return;
+    if (payload === this.written && now - this.writtenAt < this.leaseMs / 3) return;
+    const renewedAt = new Date(now).toISOString();
+    if (payload !== this.written || !(await this.renew(renewedAt))) await this.replace(payload, renewedAt);
+    this.writes += 1;
+    this.written = payload;
+    this.pending = undefined;
+    this.writtenAt = now;
+  }
+
+  /** Only a renewal: a small patch, the contribution stays as it is. False when the object is gone. */
+  private async renew(renewedAt: string): Promise<boolean> {
+    try {
+      await this.api.patchNamespacedConfigMap(
+        { name: this.name, namespace: this.options.namespace, body: { metadata: { annotations: { [RENEW_ANNOTATION]: renewedAt } } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+      return true;
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return false;
+      throw err;
+    }
+  }
+
+  private async replace(payload: string, renewedAt: string): Promise<void> {
+    const { namespace, pod } = this.options;
+    const body: V1ConfigMap = {
+      metadata: {
+        name: this.name,
+        namespace,
+        labels: { ...REPLICA_STATUS_LABELS },
+        annotations: { [REPLICA_ANNOTATION]: this.options.replica, [RENEW_ANNOTATION]: renewedAt, [HASH_ANNOTATION]: createHash('sha256').update(payload).digest('hex') },
+        ...(pod ? { ownerReferences: [{ apiVersion: 'v1', kind: 'Pod', name: pod.name, uid: pod.uid }] } : {}),
+      },
+      data: { [DATA_KEY]: payload },
+    };
+    try {
+      await this.api.replaceNamespacedConfigMap({ name: this.name, namespace, body });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) throw err;
+      await this.api.createNamespacedConfigMap({ namespace, body });
+    }
+  }
+
+  private async read(): Promise<void> {
+    try {
+      // Metadata only: a renewal changes the resourceVersion, not the contribution, whose hash
+      // is in an annotation; only an object whose contribution changed is read whole.
+      const list = await this.api.listNamespacedConfigMap(
+        { namespace: this.options.namespace, labelSelector: SELECTOR },
+        setHeaderOptions('Accept', 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1'),
+      );
+      if (!this.readingNow) return;
+      const now = this.now();
+      const present = new Set<string>();
+      for (const { metadata } of list.items) {
+        const name = metadata?.name;
+        const resourceVersion = metadata?.resourceVersion;
+        if (!name || name === this.name || !resourceVersion) continue;
+        present.add(name);
+        const before = this.peersByName.get(name);
+        if (before?.resourceVersion === resourceVersion) continue;
+        const hash = metadata?.annotations?.[HASH_ANNOTATION];
+        let payload = before?.payload;
+        if (!before || hash === undefined || hash !== before.hash) {
+          const cm = await this.api.readNamespacedConfigMap({ name, namespace: this.options.namespace });
+          payload = cm.data?.[DATA_KEY] ?? '';
+        }
+        this.peersByName.set(name, { resourceVersion, seenAt: now, payload: payload ?? '', hash });
+      }
+      for (const name of this.peersByName.keys()) if (!present.has(name)) this.peersByName.delete(name);
+    } finally {
+      if (this.readingNow) this.expire();
+    }
+  }
+
+  private expire(): void {
+    const now = this.now();
+    const live = new Map<string, string>();
+    for (const [name, peer] of this.peersByName) if (now - peer.seenAt <= this.leaseMs) live.set(name, peer.payload);
+    this.setLive(live);
+  }
+
+  private setLive(live: Map<string, string>): void {
+    const same = live.size === this.live.size && [...live].every(([name, payload]) => this.live.get(name) === payload);
+    if (same) return;
+    const gone = [...this.live.keys()].filter((name) => !live.has(name));
+    if (gone.length > 0) this.options.log.info({ replicas: gone }, 'replica contributions no longer counted (deleted, or not renewed within the lease duration)');
+    this.live = live;
+    this.subject.next();
+  }
+
+  private recovered(what: 'write' | 'read'): void {
+    if (!this.reported.has(what)) return;
+    this.reported.delete(what);
+    this.options.log.info(`replica status: ${what === 'write' ? 'writing' : 'reading'} ConfigMaps works again`);
+  }
+
+  private failed(what: 'write' | 'read', err: unknown): void {
+    if (this.stopped) return;
+    const code = (err as { code?: number }).code;
+    const message = (err as Error).message;
+    const kind = `${code ?? message}`;
+    if (this.reported.get(what) === kind) return;
+    this.reported.set(what, kind);
+    const { namespace } = this.options;
+    const doing =
+      what === 'write'
+        ? `cannot write its ConfigMap ${namespace}/${this.name}: the leader does not count the proxies connected to this replica in VirtualService status`
+        : `cannot list the replicas' ConfigMaps in ${namespace}: VirtualService status counts only the proxies connected to this replica`;
+    const fix =
+      code === 403
+        ? ` (403 Forbidden): grant its service account create, list, get, update, patch and delete on configmaps in ${namespace} (the Role in deploy/leader-election-rbac.yaml)`
+        : '';
+    this.options.log.error({ code, err: message }, `replica status: ${doing}${fix}; everything else keeps working; retrying`);
+  }
+}
+
+/** Resolves when the promise settles or `ms` passed, whichever is first. */
+function atMost(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** `vsxds-replica-<name>`, made a valid object name (lowercase alphanumerics and '-', at most 253 characters). */
+export function replicaObjectName(replica: string): string {
+  const cleaned = replica
+    .toLowerCase()
+    .replace(/[^a-z0-9.-]+/g, '-')
+    .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
+  return `vsxds-replica-${cleaned || 'unnamed'}`.slice(0, 253).replace(/[^a-z0-9]+$/, '');
+}

@@ -1,0 +1,177 @@
+/**
+ * VirtualService status counts the proxies of every replica: two replicas against a real
+ * kube-apiserver, the leader in this process and a follower in a process of its own that the test
+ * can SIGKILL, with real ADS clients split between them. The follower runs as the service account
+ * of deploy/ with the RBAC of deploy/, so what the manifests grant is what it needs.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Running } from '../src/main/serve.js';
+import type { KubernetesSource } from '../src/sources/kubernetes-source.js';
+import { CLUSTER_TYPE } from '../src/xds/index.js';
+import { nodeFor, RawAdsStream } from './support/ads-client.js';
+import { startVsxdsProcess, type VsxdsProcess } from './support/envoy-scenario.js';
+import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+import { freePorts } from './support/udp.js';
+import { installCrd, serveKubernetes } from './support/vsxds-kube.js';
+import { waitUntil } from './support/wait.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+/** Short, so a dead replica stops counting soon: its contribution counts until the leader saw it unrenewed this long. */
+const LEASE_S = 3;
+/** The bound the README states: the lease duration plus 2.5 s (two list intervals, the status window, the write). */
+const STOPS_COUNTING_WITHIN_MS = LEASE_S * 1000 + 2_500;
+/** Where deploy/ puts the control plane, its Lease and the replicas' ConfigMaps. */
+const NS = 'vsxds-system';
+
+describe('status counts the proxies connected to every replica', { timeout: 180_000 }, () => {
+  let kube: KubeEnv;
+  let leader: Running;
+  let follower: VsxdsProcess | undefined;
+  let followerXds: number;
+  const streams: RawAdsStream[] = [];
+
+  const holder = async () => JSON.parse(await kube.kubectlOk(['get', 'lease', 'vsxds-leader', '-n', NS, '-o', 'json'])).spec?.holderIdentity as string | undefined;
+  const proxies = async () => JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json'])).status?.proxies as { matched: number; synced: number; nacked: number } | undefined;
+  const status = async () => JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json'])).status;
+  let lastSeen: unknown;
+  const counts = (matched: number, synced: number, nacked: number) => async () => {
+    const p = (lastSeen = await proxies());
+    return p?.matched === matched && p.synced === synced && p.nacked === nacked ? p : undefined;
+  };
+  const got = () => `, got ${JSON.stringify(lastSeen)}`;
+  const configMap = async (name: string) => {
+    const got = await kube.kubectl(['get', 'configmap', name, '-n', NS, '-o', 'json']);
+    return got.code === 0 ? JSON.parse(got.stdout) : undefined;
+  };
+
+  /** A kubeconfig that authenticates as a service account of NS, with a token the API server issued. */
+  const kubeconfigAs = async (serviceAccount: string) => {
+    const token = (await kube.kubectlOk(['create', 'token', serviceAccount, '-n', NS, '--duration=1h'])).trim();
+    const file = `${kube.kubeconfigPath}-${serviceAccount}`;
+    await writeFile(file, (await readFile(kube.kubeconfigPath, 'utf8')).replace(/^(\s*token: ).*$/m, `$1${token}`));
+    return file;
+  };
+  const startFollower = async (name: string, kubeconfig: string, env: NodeJS.ProcessEnv = {}) => {
+    const [xds, admin] = (await freePorts(2)) as [number, number];
+    const process = await startVsxdsProcess({
+      source: 'kubernetes',
+      xdsPort: xds,
+      adminPort: admin,
+      extraArgs: ['--kubeconfig', kubeconfig, '--lease-duration-seconds', String(LEASE_S), '--status-interval-ms', '50'],
+      env: { POD_NAME: name, POD_NAMESPACE: NS, ...env },
+    });
+    return { process, xds };
+  };
+
+  /** An ingress proxy that syncs like Envoy (and ACKs) on the replica at this xDS port. */
+  const proxy = async (xdsPort: number, id: string) => {
+    const s = new RawAdsStream(`127.0.0.1:${xdsPort}`, 'sotw');
+    streams.push(s);
+    await s.syncLikeEnvoy(nodeFor('default', { app: 'ingress' }, `default/${id}`), { timeoutMs: 20_000 });
+    return s;
+  };
+
+  beforeAll(async () => {
+    kube = await startKubeEnv();
+    await installCrd(kube);
+    await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'examples', 'virtualservices', 'ingress.yaml')]);
+    // deploy/'s service account and RBAC (its namespace without Pod Security, for the bare test pod).
+    await kube.kubectlOk(['create', 'namespace', NS]);
+    for (const file of ['serviceaccount.yaml', 'rbac.yaml', 'leader-election-rbac.yaml']) await kube.kubectlOk(['apply', '-f', path.join(ROOT, 'deploy', file)]);
+    leader = await serveKubernetes(kube, { leaseDurationSeconds: String(LEASE_S) }, { POD_NAME: 'vsxds-a', POD_NAMESPACE: NS });
+    await waitUntil(async () => (await holder()) === 'vsxds-a', 'vsxds-a holding the lease');
+    // The follower's Pod, as the downward API would name it: owner of the follower's object.
+    const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'vsxds-b', namespace: NS }, spec: { containers: [{ name: 'vsxds', image: 'example.invalid/vsxds' }] } };
+    const uid = JSON.parse(await kube.kubectlOk(['apply', '-f', '-', '-o', 'json'], JSON.stringify(pod))).metadata.uid as string;
+    const started = await startFollower('vsxds-b', await kubeconfigAs('vsxds'), { POD_UID: uid });
+    follower = started.process;
+    followerXds = started.xds;
+  }, 45 * 60_000);
+
+  afterAll(async () => {
+    for (const s of streams) s.close();
+    await follower?.kill();
+    await leader?.shutdown('test over');
+    await kube?.stop();
+  });
+
+  it('adds up the proxies of both replicas, and only the leader writes status', async () => {
+    await proxy(leader.xdsPort, 'ingress-a1');
+    await proxy(leader.xdsPort, 'ingress-a2');
+    for (const id of ['ingress-b1', 'ingress-b2', 'ingress-b3']) await proxy(followerXds, id);
+    await waitUntil(counts(5, 5, 0), () => `proxies 5/5/0 in the status${got()}`);
+    const synced = (await status()).conditions.find((c: { type: string }) => c.type === 'Synced');
+    expect(synced).toMatchObject({ status: 'True', message: 'all 5 matched proxies accepted the current configuration' });
+    // The follower's contribution is its own object, owned by its Pod; it wrote no status.
+    const cm = await configMap('vsxds-replica-vsxds-b');
+    expect(cm.metadata.labels).toEqual({ 'app.kubernetes.io/name': 'vsxds', 'app.kubernetes.io/component': 'replica-status' });
+    expect(cm.metadata.ownerReferences).toEqual([expect.objectContaining({ kind: 'Pod', name: 'vsxds-b' })]);
+    expect((leader.source as KubernetesSource).statusWriter.writes).toBeGreaterThan(0);
+  });
+
+  it('a NACK on the follower reaches the status with its message', async () => {
+    const s = new RawAdsStream(`127.0.0.1:${followerXds}`, 'sotw');
+    streams.push(s);
+    s.send({ node: nodeFor('default', { app: 'ingress' }, 'default/ingress-b-nacks'), type_url: CLUSTER_TYPE });
+    s.nack(await s.next(), 'the follower’s Envoy does not like these clusters');
+    await waitUntil(counts(6, 5, 1), () => `proxies 6/5/1 in the status${got()}`);
+    const st = await status();
+    expect(st.nackMessage).toBe('the follower’s Envoy does not like these clusters');
+    expect(st.conditions.find((c: { type: string }) => c.type === 'Synced')).toMatchObject({
+      status: 'False',
+      reason: 'Rejected',
+      message: '1 of 6 proxies rejected the configuration: the follower’s Envoy does not like these clusters',
+    });
+    s.close();
+    await waitUntil(counts(5, 5, 0), () => `the NACKing proxy gone from the status${got()}`);
+  });
+
+  it('a replica that joins counts, and one that shuts down takes its object and its proxies with it', async () => {
+    const third = await serveKubernetes(kube, { leaseDurationSeconds: String(LEASE_S) }, { POD_NAME: 'vsxds-c', POD_NAMESPACE: NS });
+    try {
+      const s = await proxy(third.xdsPort, 'ingress-c1');
+      await waitUntil(counts(6, 6, 0), () => `proxies 6/6/0 with the third replica${got()}`);
+      expect(await configMap('vsxds-replica-vsxds-c')).toBeDefined();
+      s.close();
+    } finally {
+      await third.shutdown('test');
+    }
+    expect((third.source as KubernetesSource).statusWriter.writes).toBe(0);
+    expect(await configMap('vsxds-replica-vsxds-c')).toBeUndefined();
+    await waitUntil(counts(5, 5, 0), () => `proxies 5/5/0 once the third replica stopped${got()}`);
+  });
+
+  it('a replica that may not write its ConfigMap says so once, serves its proxies, and the others keep counting', async () => {
+    // The ClusterRole of deploy/ and the Lease, but no ConfigMaps.
+    await kube.kubectlOk(['create', 'serviceaccount', 'vsxds-no-configmaps', '-n', NS]);
+    await kube.kubectlOk(['create', 'clusterrolebinding', 'vsxds-no-configmaps', '--clusterrole=vsxds', `--serviceaccount=${NS}:vsxds-no-configmaps`]);
+    await kube.kubectlOk(['create', 'role', 'lease-only', '-n', NS, '--verb=get,create,update', '--resource=leases.coordination.k8s.io']);
+    await kube.kubectlOk(['create', 'rolebinding', 'lease-only', '-n', NS, '--role=lease-only', `--serviceaccount=${NS}:vsxds-no-configmaps`]);
+    const limited = await startFollower('vsxds-d', await kubeconfigAs('vsxds-no-configmaps'));
+    try {
+      const forbidden = /"msg":"replica status: cannot write its ConfigMap vsxds-system\/vsxds-replica-vsxds-d[^"]*403 Forbidden[^"]*configmaps in vsxds-system/;
+      const said = () => limited.process.output().split('\n').filter((line) => forbidden.test(line)).length;
+      await waitUntil(() => said() > 0, 'the replica saying it may not write its ConfigMap');
+      // It serves: a proxy gets its configuration from it.
+      await proxy(limited.xds, 'ingress-d1');
+      // Its retries (one a second) are not logged again.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      expect(said()).toBe(1);
+      // The leader counts the others as before; the proxy of this replica it cannot see.
+      expect(await counts(5, 5, 0)()).toBeDefined();
+    } finally {
+      await limited.process.kill();
+    }
+  });
+
+  it('a follower killed without a chance to clean up stops counting within the lease duration and a little more', async () => {
+    await waitUntil(counts(5, 5, 0), () => `the follower's proxies counted before it dies${got()}`);
+    await follower?.kill();
+    // Its object stays (no garbage collector runs here, and it had no chance to delete it): the
+    // leader stops counting it because it saw no renewal for the lease duration.
+    expect(await configMap('vsxds-replica-vsxds-b')).toBeDefined();
+    await waitUntil(counts(2, 2, 0), () => `only the leader's 2 proxies counted${got()}`, STOPS_COUNTING_WITHIN_MS + 10_000);
+  });
+});
