@@ -35,6 +35,7 @@ export const OPTIONS = {
   maxSubscribedNames: { flag: 'max-subscribed-names', env: 'VSXDS_MAX_SUBSCRIBED_NAMES', help: 'resource names one ADS stream may subscribe to, over all types', default: '100000' },
   identifyTimeoutS: { flag: 'identify-timeout-s', env: 'VSXDS_IDENTIFY_TIMEOUT_S', help: 'how long a stream whose pod is not known waits for it to appear before it is ended with NOT_FOUND', default: '60' },
   removalDelayMs: { flag: 'removal-delay-ms', env: 'VSXDS_REMOVAL_DELAY_MS', help: 'a cluster (endpoints) a replaced listener (cluster) used stays this long after the replacement is ACKed, for replies still on their way through its sessions', default: '1000' },
+  watchTimeoutS: { flag: 'watch-timeout-s', env: 'VSXDS_WATCH_TIMEOUT_S', help: '(kubernetes) each watch asks the API server to end it after 80-100% of this many seconds; one that sent nothing and did not end for that plus a quarter of this (a half-open connection) is started over', default: '60' },
   leaderElection: { flag: 'leader-election', env: 'VSXDS_LEADER_ELECTION', help: '(kubernetes) true | false: only the holder of the vsxds-leader Lease writes status and events', default: 'true' },
   leaderElectionNamespace: { flag: 'leader-election-namespace', env: 'VSXDS_LEADER_ELECTION_NAMESPACE', help: '(kubernetes) namespace of the Lease (default: $POD_NAMESPACE, else default)' },
   leaseDurationSeconds: { flag: 'lease-duration-seconds', env: 'VSXDS_LEASE_DURATION_SECONDS', help: '(kubernetes) how long a silent leader keeps the Lease', default: '15' },

@@ -15,10 +15,13 @@ export async function makeSource(spec: string, settings: Settings, log: Logger, 
   if (spec === 'kubernetes') {
     const { KubernetesSource } = await import('../sources/kubernetes-source.js');
     const identity = env['POD_NAME'] ?? `${os.hostname()}-${process.pid}`;
+    const watchTimeoutS = integer(settings, 'watchTimeoutS');
+    if (watchTimeoutS < 1) throw new UsageError('--watch-timeout-s must be at least 1');
     return new KubernetesSource({
       kubeconfig: settings.kubeconfig,
       namespace: settings.namespace,
       log: log.child({ component: 'kubernetes-source' }),
+      watchTimeoutS,
       leaderElection:
         settings.leaderElection === 'false'
           ? undefined
