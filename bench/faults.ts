@@ -273,6 +273,9 @@ const INJECT: Record<Fault, Injector> = {
     const detectedAt = await waitFor('vsxds to start a silent watch over', 5 * 60_000, async () => ((await restarts()) > before ? now() : undefined), 100);
     // Both watches (VirtualServices, pods) go silent; each is started over on its own clock.
     const allAt = await waitFor('both watches started over', 5 * 60_000, async () => ((await restarts()) >= before + 2 ? now() : undefined), 100).catch(() => undefined);
+    // Status writes go over the same kind of connection: do they resume?
+    const statusWrites = async () => sumMetric(await metrics(rig.vsxds), 'vsxds_kube_writes_total', (l) => l.includes('kind="status"'));
+    const writesAtDetection = await statusWrites();
     return {
       recoveredAt: detectedAt,
       detail: {
@@ -284,6 +287,7 @@ const INJECT: Record<Fault, Injector> = {
         boundS: [0.8 * WATCH_TIMEOUT_S + WATCH_TIMEOUT_S / 4, 1.25 * WATCH_TIMEOUT_S],
         defaultBoundS: [0.8 * DEFAULT_WATCH_TIMEOUT_S + DEFAULT_WATCH_TIMEOUT_S / 4, 1.25 * DEFAULT_WATCH_TIMEOUT_S],
       },
+      after: async () => ({ statusWritesAfterDetection: (await statusWrites()) - writesAtDetection }),
     };
   },
 
@@ -390,7 +394,9 @@ const INJECT: Record<Fault, Injector> = {
     const writesBefore = await statusWrites();
     await a.kill();
     rig.vsxds = b;
-    const [sotw, delta] = await reconnected([rig.ingress.sotw, rig.ingress.delta]);
+    // On B when B has their streams (their connected_state may not have dropped yet when polled).
+    const onB = (mode: Mode) => waitFor(`ingress-${mode} on replica B`, 60_000, async () => ((await syncz(b)).some((p) => p.node === `default/ingress-${mode}`) ? now() : undefined), 50);
+    const [sotw, delta] = await Promise.all([onB('sotw'), onB('delta')]);
     const resumedAt = await waitFor('the other replica to write status', 60_000, async () => ((await statusWrites()) > writesBefore ? now() : undefined), 100);
     return {
       recoveredAt: { sotw: sotw as number, delta: delta as number },

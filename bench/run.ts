@@ -642,7 +642,7 @@ function b6Table(b6: Record<string, any>): string {
       case 'api-outage':
         return `down ${s1(d.downMs)} s (+${s1(d.apiServerReadyMs)} s to ready); listeners Envoy removed meanwhile: ${d.listenersRemovedDuringOutage}`;
       case 'silent-watch':
-        return `first watch started over ${s1(d.detectedMs)} s after the silence (both: ${s1(d.bothRestartedMs)} s); bound ${d.boundS[0]}–${d.boundS[1]} s at --watch-timeout-s ${d.watchTimeoutS}, ${d.defaultBoundS[0]}–${d.defaultBoundS[1]} s by default`;
+        return `first watch started over ${s1(d.detectedMs)} s after the silence (both: ${s1(d.bothRestartedMs)} s); status writes after that: ${d.statusWritesAfterDetection}; bound ${d.boundS[0]}–${d.boundS[1]} s at --watch-timeout-s ${d.watchTimeoutS}, ${d.defaultBoundS[0]}–${d.defaultBoundS[1]} s by default`;
       case 'worker-drain':
       case 'health-port':
         return `${d.onIt} calls on ${d.worker}: ${d.moved} moved${d.moved ? ` (p50 ${ms(d.moveMsP50)}, max ${ms(d.moveMsMax)} ms)` : ''}, ${d.lostOnIt} datagrams lost, last on it ${s1(d.lastOnItMsMax)} s after; new calls on it ${d.newCallsOnIt} of ${d.newCalls} (${d.newCallsOnItAfter1s} created > 1 s after)${d.aliveWhenGone !== undefined ? `; still on it when gone: ${d.aliveWhenGone}` : ''}`;
@@ -798,44 +798,27 @@ async function benchmarks(): Promise<void> {
     }
   }
 
-  let b5: Record<string, any> | undefined;
-  if (selected('B5')) {
-    log('B5 calls');
+  /** A rig in a process of its own, when selected: what it reports as failed, or its crash, are the run's failures. */
+  const rig = async (scenario: (typeof SCENARIOS)[number], what: string, run: () => Record<string, any>): Promise<Record<string, any> | undefined> => {
+    if (!selected(scenario)) return undefined;
+    log(what);
     try {
       await waitForIdle();
-      b5 = runCalls();
-      for (const f of (b5['failures'] as string[]) ?? []) failures.push(f);
+      const result = run();
+      for (const f of (result['failures'] as string[] | undefined) ?? []) failures.push(f);
+      return result;
     } catch (err) {
       failures.push((err as Error).message);
       log(failures.at(-1) as string);
+      return undefined;
     }
-  }
-
-  let b6: Record<string, any> | undefined;
-  if (selected('B6')) {
-    log('B6 faults');
-    try {
-      await waitForIdle();
-      b6 = runFaults();
-      for (const f of (b6['failures'] as string[]) ?? []) failures.push(f);
-    } catch (err) {
-      failures.push((err as Error).message);
-      log(failures.at(-1) as string);
-    }
-  }
-
-  let soak: Record<string, any> | undefined;
-  if (selected('soak')) {
-    log('soak');
-    try {
-      await waitForIdle();
-      mkdirSync(RESULTS, { recursive: true });
-      soak = runSoak(path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-soak.svg`));
-    } catch (err) {
-      failures.push((err as Error).message);
-      log(failures.at(-1) as string);
-    }
-  }
+  };
+  const b5 = await rig('B5', 'B5 calls', runCalls);
+  const b6 = await rig('B6', 'B6 faults', runFaults);
+  const soak = await rig('soak', 'soak', () => {
+    mkdirSync(RESULTS, { recursive: true });
+    return runSoak(path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-soak.svg`));
+  });
 
   const report = [
     `# vsxds benchmark (${QUICK ? 'quick' : 'full'}), ${new Date().toISOString()}`,
