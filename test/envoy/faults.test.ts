@@ -287,14 +287,10 @@ describe('calls through Kubernetes while things fail', { timeout: 120_000 }, () 
             body: { apiVersion: `${group}/v1`, kind: 'VirtualService', metadata: { name, namespace: 'default' }, spec: { selector: { app: 'faults-bulk' }, listeners: [{ name, udp: { port: 40000 + i, cluster: { name, service_discovery: 'eds', endpoints: [{ name: 'w', host: { selector: WORKER_LABELS }, port: ports.sink }] } } }] } },
           }),
         ));
-        // The calls are a few dozen VirtualServices; the burst is BURST more.
-        const known = async () => {
-          const text = await (await fetch(`http://127.0.0.1:${ports.admin}/metrics`)).text();
-          return [...text.matchAll(/^vsxds_virtualservices\{[^}]*\} (\S+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
-        };
-        await waitUntil(async () => ((await known()) >= BURST ? true : undefined), 'the burst seen', 60_000, 200);
+        const known = async () => Object.keys(await vsxds.admin('/debug/virtualservices')).filter((k) => k.startsWith('default/burst-')).length;
+        await waitUntil(async () => ((await known()) === BURST ? true : undefined), 'the burst seen', 60_000, 200);
         await Promise.all(names.map((name) => api.deleteNamespacedCustomObject({ group, version: 'v1', namespace: 'default', plural: 'virtualservices', name })));
-        await waitUntil(async () => ((await known()) < BURST / 2 ? true : undefined), 'the burst gone', 60_000, 200);
+        await waitUntil(async () => ((await known()) === 0 ? true : undefined), 'the burst gone', 60_000, 200);
       } finally {
         clearInterval(probe);
       }
