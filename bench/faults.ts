@@ -502,6 +502,11 @@ async function phase(rig: Rig, fault: Fault): Promise<FaultRow[]> {
     if (rig.vsxds !== serving) follow(rig.vsxds);
     log(`${fault}: over after ${Math.round(now() - faultAt)} ms; ${JSON.stringify(outcome.detail)}`);
     await sleep(POST_MS);
+  } catch (err) {
+    stopArrivals.abort();
+    for (const m of MODES) loads[m].stop();
+    for (const l of logs) l.stop();
+    throw err;
   } finally {
     stopArrivals.abort();
   }
@@ -601,7 +606,8 @@ async function main(): Promise<void> {
     }
     await kube.stop();
   }
-  process.stdout.write(`${JSON.stringify({ rate: RATE, lifetimeS: LIFETIME_MS / 1000, preS: PRE_MS / 1000, postS: POST_MS / 1000, watchTimeoutS: WATCH_TIMEOUT_S, bulk: BULK, wallS: (now() - started) / 1000, rows, failures })}\n`);
+  // A fault that failed half-way may leave a timer behind: the result is out, so end here.
+  process.stdout.write(`${JSON.stringify({ rate: RATE, lifetimeS: LIFETIME_MS / 1000, preS: PRE_MS / 1000, postS: POST_MS / 1000, watchTimeoutS: WATCH_TIMEOUT_S, bulk: BULK, wallS: (now() - started) / 1000, rows, failures })}\n`, () => process.exit());
 }
 
 await main();
