@@ -228,7 +228,7 @@ describe('calls through Kubernetes while things fail', { timeout: 120_000 }, () 
     }
   });
 
-  it('a worker pod deleted: its calls finish on it (DRAINING) without loss, new calls avoid it, calls elsewhere lose nothing', async () => {
+  it('a worker pod deleted: its calls finish on it (Terminating, DEGRADED in Envoy) without loss, new calls avoid it, calls elsewhere lose nothing', async () => {
     const w = WORKERS[2] as { name: string; ip: string };
     // With the finalizer a deleted pod stays Terminating, as during a kubelet's grace period.
     await readyPod(kube, w.name, WORKER_LABELS, w.ip, true);
