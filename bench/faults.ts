@@ -275,28 +275,15 @@ const INJECT: Record<Fault, Injector> = {
     const detectedAt = await waitFor('vsxds to start a silent watch over', 5 * 60_000, async () => ((await restarts()) > before ? now() : undefined), 100);
     // Both watches (VirtualServices, pods) go silent; each is started over on its own clock.
     const allAt = await waitFor('both watches started over', 5 * 60_000, async () => ((await restarts()) >= before + 2 ? now() : undefined), 100).catch(() => undefined);
-    // Which watch went first: vsxds logs each watch's error with `what`; the VirtualServices' is the one calls wait for.
-    const vsWatchAt = rig.vsxds
-      .output()
-      .split('\n')
-      .flatMap((line) => {
-        try {
-          const j = JSON.parse(line) as { time?: number; what?: string; msg?: string };
-          return j.what === 'virtualservices' && typeof j.time === 'number' && j.time > faultAt && /sent nothing/.test(j.msg ?? '') ? [j.time] : [];
-        } catch {
-          return [];
-        }
-      })[0];
     // Status writes go over the same kind of connection: do they resume?
     const statusWrites = async () => sumMetric(await metrics(rig.vsxds), 'vsxds_kube_writes_total', (l) => l.includes('kind="status"'));
     const writesAtDetection = await statusWrites();
     return {
-      // Calls wait for the VirtualServices' watch; if its log line was not found, for both.
-      recoveredAt: vsWatchAt ?? allAt ?? detectedAt,
+      // Calls wait for the VirtualServices' watch, the one or the other: from when both were started over.
+      recoveredAt: allAt ?? detectedAt,
       detail: {
         frozenConnections: frozen,
         detectedMs: Math.round(detectedAt - faultAt),
-        virtualServicesWatchMs: msSince(faultAt, vsWatchAt),
         bothRestartedMs: msSince(faultAt, allAt),
         watchTimeoutS: WATCH_TIMEOUT_S,
         // A watch asks to end after 80-100% of the timeout; silent for that plus a quarter of it, it is started over.

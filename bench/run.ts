@@ -633,7 +633,7 @@ function b5Tables(b5: Record<string, any>): string {
 
 function b6Table(b6: Record<string, any>): string {
   const ms = (x: number): string => fmt(x);
-  const s1 = (x: number): string => fmt(x / 1000, 1);
+  const s1 = (x: number | null): string => (x === null ? '–' : fmt(x / 1000, 1));
   const detail = (r: Record<string, any>): string => {
     const d = r['detail'];
     switch (r['fault']) {
@@ -642,7 +642,7 @@ function b6Table(b6: Record<string, any>): string {
       case 'api-outage':
         return `down ${s1(d.downMs)} s (+${s1(d.apiServerReadyMs)} s to ready); listeners Envoy removed meanwhile: ${d.listenersRemovedDuringOutage}`;
       case 'silent-watch':
-        return `first watch started over ${s1(d.detectedMs)} s after the silence, the VirtualServices' ${s1(d.virtualServicesWatchMs)} s (both: ${s1(d.bothRestartedMs)} s); status writes after that: ${d.statusWritesAfterDetection}; bound ${d.boundS[0]}–${d.boundS[1]} s at --watch-timeout-s ${d.watchTimeoutS}, ${d.defaultBoundS[0]}–${d.defaultBoundS[1]} s by default`;
+        return `first watch started over ${s1(d.detectedMs)} s after the silence, both ${s1(d.bothRestartedMs)} s; status writes after that: ${d.statusWritesAfterDetection}; bound ${d.boundS[0]}–${d.boundS[1]} s at --watch-timeout-s ${d.watchTimeoutS}, ${d.defaultBoundS[0]}–${d.defaultBoundS[1]} s by default`;
       case 'worker-drain':
       case 'health-port':
         return `${d.onIt} calls on ${d.worker}: ${d.moved} moved${d.moved ? ` (p50 ${ms(d.moveMsP50)}, max ${ms(d.moveMsMax)} ms)` : ''}, ${d.lostOnIt} datagrams lost, last on it ${s1(d.lastOnItMsMax)} s after; new calls on it ${d.newCallsOnIt} of ${d.newCalls} (${d.newCallsOnItAfter1s} created > 1 s after)${d.aliveWhenGone !== undefined ? `; still on it when gone: ${d.aliveWhenGone}` : ''}`;
