@@ -28,38 +28,24 @@
  *   --envoy-flags=...          Envoy flags instead of ENVOY_FLAGS, split at spaces and commas
  *                              (e.g. --envoy-flags=--drain-time-s,1; "" for none)
  */
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
-import { CallLoad, now, PortPool, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallRecord, type CallSummary } from '../test/support/calls.js';
-import { breakdown, type Breakdown, type Change } from './calls-breakdown.js';
-import { adsBootstrap, ensureEnvoy, INGRESS_ENVOY_FLAGS, parseStats, spawnTied, startEnvoy, type AdsApiType, type Envoy } from '../test/support/envoy.js';
+import { CallLoad, now, PortPool, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallSummary } from '../test/support/calls.js';
+import { breakdown, type Breakdown } from './calls-breakdown.js';
+import { ChangeLog, childPids, cpuSeconds, deleteAllVirtualServices, HEALTH_PORT, kubeGet, PROXY_LABELS, SINK_PORT, sleep, startVsxds, sumMetric, WORKER_LABELS, WORKERS } from './calls-rig.js';
+import { adsBootstrap, ensureEnvoy, INGRESS_ENVOY_FLAGS, parseStats, startEnvoy, type AdsApiType, type Envoy } from '../test/support/envoy.js';
 import { startKubeEnv, type KubeEnv } from '../test/support/kube-env.js';
-import { freePort, freePorts } from '../test/support/udp.js';
+import { freePorts } from '../test/support/udp.js';
 import { installCrd, readyPod } from '../test/support/vsxds-kube.js';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The Envoy flags the README recommends for the ingress (test/support/envoy.ts INGRESS_ENVOY_FLAGS). */
 export const ENVOY_FLAGS: readonly string[] = INGRESS_ENVOY_FLAGS;
 /** Envoy's own default is one worker per core; the rig says so explicitly (startEnvoy defaults to 1). */
 const ENVOY_CONCURRENCY = 2;
-
-const WORKERS = [
-  { name: 'worker-1', ip: '127.0.0.2' },
-  { name: 'worker-2', ip: '127.0.0.3' },
-  { name: 'worker-3', ip: '127.0.0.4' },
-];
-const SINK_PORT = 2001;
-const HEALTH_PORT = 1233;
-const PROXY_LABELS = { app: 'envoy-ingress' };
-const WORKER_LABELS = { app: 'worker' };
-const CLK_TCK = 100;
 
 const { values: args } = parseArgs({
   options: {
@@ -90,124 +76,7 @@ function log(msg: string): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes and their CPU
-
-/** user+sys CPU seconds of a process, from /proc/<pid>/stat; NaN when it is gone. */
-function cpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-  } catch {
-    return NaN;
-  }
-}
-
-/** Children of this process with the given command name (Envoy runs exec'd from its shim, kube-env's binaries directly). */
-function childPids(comm: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (name === comm && ppid === process.pid) pids.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return pids;
-}
-
-interface VsxdsProcess {
-  readonly pid: number;
-  readonly xdsPort: number;
-  readonly adminPort: number;
-  output(): string;
-  admin(p: string): Promise<Response>;
-  stop(): Promise<void>;
-}
-
-async function startVsxds(kube: KubeEnv): Promise<VsxdsProcess> {
-  const cli = path.join(ROOT, 'dist', 'main', 'cli.js');
-  if (!existsSync(cli)) throw new Error(`${cli} does not exist: run npm run build first`);
-  const [xdsPort, adminPort] = [await freePort(), await freePort()];
-  // B5_VSXDS_PROFILE=<dir>: vsxds writes a CPU profile there when it stops.
-  const profile = process.env['B5_VSXDS_PROFILE'];
-  // B5_VSXDS_NODE_FLAGS="...": Node/V8 flags for vsxds, for experiments (the figures are for none).
-  const nodeFlags = (process.env['B5_VSXDS_NODE_FLAGS'] ?? '').split(/\s+/).filter(Boolean);
-  const child: ChildProcess = spawnTied(process.execPath, [
-    ...nodeFlags,
-    ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []),
-    cli, 'serve',
-    '--source', 'kubernetes',
-    '--kubeconfig', kube.kubeconfigPath,
-    '--xds-address', `127.0.0.1:${xdsPort}`,
-    '--admin-address', `127.0.0.1:${adminPort}`,
-  ], { cwd: ROOT, env: { PATH: process.env['PATH'] ?? '', HOME: tmpdir() } });
-  let out = '';
-  const keep = (d: string) => (out = (out + d).slice(-20_000));
-  child.stdout?.setEncoding('utf8').on('data', keep);
-  child.stderr?.setEncoding('utf8').on('data', keep);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let gone = false;
-  void exited.then(() => (gone = true));
-  const admin = (p: string) => fetch(`http://127.0.0.1:${adminPort}${p}`);
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (gone) throw new Error(`vsxds exited during startup:\n${out}`);
-    if (await admin('/readyz').then((r) => r.ok, () => false)) break;
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`vsxds not ready within 60 s:\n${out}`);
-    }
-    await sleep(100);
-  }
-  return {
-    pid: child.pid as number,
-    xdsPort,
-    adminPort,
-    output: () => out,
-    admin,
-    stop: async () => {
-      if (!gone) child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-// ---------------------------------------------------------------------------------------------
-// Metrics
-
-/** Sum of a Prometheus counter's samples whose labels pass `keep`. */
-function sumMetric(text: string, name: string, keep: (labels: string) => boolean = () => true): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^(\w+)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (keep(m[2] ?? '')) sum += Number(m[3]);
-  }
-  return sum;
-}
-
-function kubeGet(kube: KubeEnv, p: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request(new URL(p, kube.server), { headers: { authorization: `Bearer ${kube.token}` }, ca: kube.caData, rejectUnauthorized: kube.caData !== undefined }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (d: string) => (text += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(text) : reject(new Error(`GET ${p}: ${res.statusCode} ${text.slice(0, 200)}`))));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+// API writes
 
 interface ApiWrites {
   /** VirtualService status subresource writes (PUT/PATCH). */
@@ -244,51 +113,6 @@ async function apiWrites(kube: KubeEnv): Promise<ApiWrites> {
   return w;
 }
 
-/** Polls vsxds's /debug/changes (newest last, the last ~2,000) and keeps the latest copy of each change. */
-class ChangeLog {
-  readonly changes = new Map<string, Change>();
-  available: boolean | undefined;
-  /** The `now` of vsxds's last answer. */
-  private since?: number;
-  private timer?: NodeJS.Timeout;
-  private polling = false;
-
-  constructor(private readonly vsxds: VsxdsProcess) {}
-
-  async poll(): Promise<void> {
-    if (this.available === false || this.polling) return;
-    this.polling = true;
-    try {
-      // Only what is still open or closed since the last answer (less a second: clocks are the same, answers overlap).
-      const res = await this.vsxds.admin(this.since === undefined ? '/debug/changes' : `/debug/changes?since=${this.since - 1000}`);
-      if (!res.ok) {
-        this.available = false;
-        return;
-      }
-      const body = (await res.json()) as { now?: number; changes?: Change[] };
-      if (!Array.isArray(body.changes)) {
-        this.available = false;
-        return;
-      }
-      this.available = true;
-      if (typeof body.now === 'number') this.since = body.now;
-      for (const c of body.changes) this.changes.set(`${c.key}|${c.kind}|${c.receivedAt}`, c);
-    } catch {
-      // vsxds busy or gone: the next poll tries again
-    } finally {
-      this.polling = false;
-    }
-  }
-
-  start(everyMs: number): void {
-    this.timer = setInterval(() => void this.poll(), everyMs);
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
@@ -319,25 +143,6 @@ export interface ScenarioResult {
   vsxdsLogTail?: string;
 }
 
-async function deleteAllVirtualServices(api: CustomObjectsApi): Promise<void> {
-  type List = { items: Array<{ metadata: { name: string } }> };
-  let list: List;
-  // Right after the CRD is established its storage may still answer 429 "(re)initializing".
-  for (let attempt = 0; ; attempt++) {
-    try {
-      list = (await api.listNamespacedCustomObject({ group: 'servicemesh.l7mp.io', version: 'v1', namespace: 'default', plural: 'virtualservices' })) as List;
-      break;
-    } catch (err) {
-      if (attempt >= 60) throw err;
-      await sleep(500);
-    }
-  }
-  for (const item of list.items) {
-    await api.deleteNamespacedCustomObject({ group: 'servicemesh.l7mp.io', version: 'v1', namespace: 'default', plural: 'virtualservices', name: item.metadata.name }).catch(() => undefined);
-  }
-  if (list.items.length) log(`deleted ${list.items.length} leftover VirtualServices`);
-}
-
 let nextIndex = 1;
 
 async function scenario(
@@ -350,7 +155,7 @@ async function scenario(
 ): Promise<ScenarioResult> {
   const name = shape.kind === 'sequential' ? `sequential ${shape.calls}` : `${shape.rate}/s × ${shape.lifetimeS} s`;
   log(`${mode} ${name}: starting vsxds and Envoy`);
-  await deleteAllVirtualServices(api);
+  await deleteAllVirtualServices(api, log);
   const vsxds = await startVsxds(kube);
   let envoy: Envoy | undefined;
   try {

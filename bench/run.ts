@@ -8,7 +8,8 @@
  *                        change) and of B3 at 10,000 VirtualServices, summarized
  *   BENCH_IDLE_WAIT=30   seconds to wait, before each server, for other processes to leave
  *                        the cores alone (0: do not wait)
- *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5core, B5)
+ *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5core, B5, B6,
+ *                        and soak, which runs only when named: 30 minutes, SOAK_ARGS="--minutes 5")
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -30,10 +31,11 @@ const RESULTS = path.join(BENCH, 'results');
 const QUICK = process.env['BENCH_QUICK'] === '1';
 const PROFILE = process.env['BENCH_PROFILE'] === '1';
 const IDLE_WAIT_S = Number(process.env['BENCH_IDLE_WAIT'] ?? '30');
-const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5core', 'B5'] as const;
+const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5core', 'B5', 'B6', 'soak'] as const;
 const ONLY = (process.env['BENCH_ONLY'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 for (const o of ONLY) if (!(SCENARIOS as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown scenario ${o} (have ${SCENARIOS.join(', ')})`);
-const selected = (s: (typeof SCENARIOS)[number]): boolean => ONLY.length === 0 || ONLY.includes(s);
+/** The soak (30 minutes) runs only when BENCH_ONLY names it. */
+const selected = (s: (typeof SCENARIOS)[number]): boolean => (ONLY.length === 0 && s !== 'soak') || ONLY.includes(s);
 
 type ServerKind = 'vsxds' | 'go-control-plane' | 'stub';
 type Mode = 'sotw' | 'delta';
@@ -300,21 +302,27 @@ function buildDist(): void {
 }
 
 /**
- * B5 (bench/calls.ts) in a process of its own. It runs under tsx rather than from bench/.build:
- * it is the rig (kube-env, Envoy and the load, from test/support, which find their binaries
- * relative to the repository), and what it measures, vsxds, runs from dist/ as `npm start` does.
+ * B5 (bench/calls.ts) and B6 (bench/faults.ts) in a process of their own. They run under tsx
+ * rather than from bench/.build: they are rigs (kube-env, Envoy and the load, from test/support,
+ * which find their binaries relative to the repository), and what they measure, vsxds, runs from
+ * dist/ as `npm start` does.
  */
-function runCalls(): Record<string, any> {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(BENCH, 'calls.ts'), ...(QUICK ? ['--quick'] : []), ...(process.env['B5_ARGS'] ?? '').split(/\s+/).filter(Boolean)], {
+function runRig(script: string, args: string[], what: string): Record<string, any> {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(BENCH, script), ...(QUICK ? ['--quick'] : []), ...args], {
     cwd: ROOT,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 64 << 20,
   });
   const line = r.stdout.trim().split('\n').at(-1) ?? '';
-  if (r.status !== 0 || !line.startsWith('{')) throw new Error(`B5 calls failed (exit ${r.status}): ${r.stdout.slice(-2000)}`);
+  if (r.status !== 0 || !line.startsWith('{')) throw new Error(`${what} failed (exit ${r.status}): ${r.stdout.slice(-2000)}`);
   return JSON.parse(line) as Record<string, any>;
 }
+
+const rigArgs = (variable: string): string[] => (process.env[variable] ?? '').split(/\s+/).filter(Boolean);
+const runCalls = (): Record<string, any> => runRig('calls.ts', rigArgs('B5_ARGS'), 'B5 calls');
+const runFaults = (): Record<string, any> => runRig('faults.ts', rigArgs('B6_ARGS'), 'B6 faults');
+const runSoak = (svg: string): Record<string, any> => runRig('soak.ts', ['--svg', svg, ...rigArgs('SOAK_ARGS')], 'soak');
 
 // ---------------------------------------------------------------------------------------------
 // Tables
@@ -627,6 +635,77 @@ function b5Tables(b5: Record<string, any>): string {
   ].join('\n');
 }
 
+function b6Table(b6: Record<string, any>): string {
+  const ms = (x: number): string => fmt(x);
+  const s1 = (x: number | null): string => (x === null ? '–' : fmt(x / 1000, 1));
+  const detail = (r: Record<string, any>): string => {
+    const d = r['detail'];
+    switch (r['fault']) {
+      case 'vsxds-restart':
+        return `down ${s1(d.downMs)} s; Envoy reconnected ${ms(d.envoyReconnectMsAfterReady?.[r['mode']])} ms after ready`;
+      case 'api-outage':
+        return `down ${s1(d.downMs)} s (+${s1(d.apiServerReadyMs)} s to ready); listeners Envoy removed meanwhile: ${d.listenersRemovedDuringOutage}`;
+      case 'silent-watch':
+        return `first watch started over ${s1(d.detectedMs)} s after the silence, both ${s1(d.bothRestartedMs)} s; status writes after that: ${d.statusWritesAfterDetection}; bound ${d.boundS[0]}–${d.boundS[1]} s at --watch-timeout-s ${d.watchTimeoutS}, ${d.defaultBoundS[0]}–${d.defaultBoundS[1]} s by default`;
+      case 'worker-drain':
+      case 'health-port':
+        return `${d.onIt} calls on ${d.worker}: ${d.moved} moved${d.moved ? ` (p50 ${ms(d.moveMsP50)}, max ${ms(d.moveMsMax)} ms)` : ''}, ${d.lostOnIt} datagrams lost, last on it ${s1(d.lastOnItMsMax)} s after; new calls on it ${d.newCallsOnIt} of ${d.newCalls} (${d.newCallsOnItAfter1s} created > 1 s after)${d.aliveWhenGone !== undefined ? `; still on it when gone: ${d.aliveWhenGone}` : ''}`;
+      case 'bulk': {
+        const m = d.memory;
+        return `${d.virtualServices} VS: created in ${s1(d.createMs)} s, all seen ${s1(d.seenMs)} s, deleted in ${s1(d.deleteMs)} s, gone ${s1(d.goneMs)} s later; /readyz not OK ${d.readyzNotOk}/${d.readyzSamples}; heap MB ${fmt(m.before.heapMB)} → ${fmt(m.peak.heapMB)} → ${fmt(m.after.heapMB)}, RSS MB ${fmt(m.before.rssMB)} → ${fmt(m.peak.rssMB)} → ${fmt(m.after.rssMB)} (before → peak → 20 s after)`;
+      }
+      case 'replica-kill':
+        return `Envoy on the other replica after ${ms(d.ingressReconnectMs?.[r['mode']])} ms; status written again after ${s1(d.statusResumedMs)} s (lease ${d.leaseDurationS} s)`;
+      default:
+        return JSON.stringify(d);
+    }
+  };
+  const rows = ((b6['rows'] ?? []) as Array<Record<string, any>>).map((r) => [
+    r['fault'],
+    r['mode'],
+    String(r['calls']),
+    `${r['established'].lost} / ${r['established'].sent} (${r['established'].callsWithLoss} of ${r['established'].calls})`,
+    String(r['failedToConnect']),
+    r['during'].calls ? `${r['during'].connected}/${r['during'].calls}: ${ms(r['during'].fromRecoveryMs.p50)} / ${ms(r['during'].fromRecoveryMs.p99)} / ${ms(r['during'].fromRecoveryMs.max)}` : '–',
+    `${ms(r['after'].setupMs.p50)} / ${ms(r['after'].setupMs.p99)}`,
+    `${r['bystanderResent']}${Object.keys(r['bystanderChurn']).length ? ` (${Object.keys(r['bystanderChurn']).join(', ')})` : ''}`,
+    String(r['spuriousDeletes']),
+    detail(r),
+  ]);
+  return [
+    `## B6: faults under ${String(b6['rate'])} calls/s per mode, each living ${String(b6['lifetimeS'])} s (bench/faults.ts; both modes at once, one ingress Envoy each)`,
+    '',
+    table(
+      [
+        'fault',
+        'mode',
+        'calls',
+        'established calls: lost / sent (calls with loss of calls)',
+        'failed to connect',
+        'created during the fault: connected, ms from recovery p50 / p99 / max',
+        'created after: setup p50 / p99',
+        're-sent to unchanged proxy',
+        'deletions of live calls',
+        'the fault',
+      ],
+      rows,
+    ),
+  ].join('\n');
+}
+
+function soakTable(soak: Record<string, any>): string {
+  const sl = soak['slopes'];
+  const c = soak['calls'];
+  const row = (key: string, label: string, digits: number) => [label, fmt(sl[key].mean, digits), `${fmt(sl[key].perHour, 2)} (${fmt(sl[key].percentPerHour, 1)}%)`];
+  return [
+    `## Soak: ${String(soak['rate'])} calls/s living ${String(soak['lifetimeS'])} s, a worker pod replaced every ${String(soak['churnS'])} s, ${String(soak['minutes'])} min (bench/soak.ts; chart: ${String(soak['svg'])})`,
+    '',
+    `${c.created} calls, ${c.neverConnected} never connected, ${c.lost} of ${c.sent} datagrams lost on established calls (${c.callsWithLoss} calls); ${String(soak['podsReplaced'])} pods replaced. vsxds sampled every ${String(soak['sampleS'])} s; slope by least squares after the first ${fmt(soak['warmupS'] / 60, 1)} min.`,
+    '',
+    table(['vsxds', 'mean after warm-up', 'slope per hour (of the mean)'], [row('rssMB', 'RSS (MB)', 0), row('heapMB', 'heap used (MB)', 0), row('fds', 'open file descriptors', 0), row('loopP99Ms', 'event loop delay p99 (ms)', 1)]),
+  ].join('\n');
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runs
 
@@ -723,18 +802,27 @@ async function benchmarks(): Promise<void> {
     }
   }
 
-  let b5: Record<string, any> | undefined;
-  if (selected('B5')) {
-    log('B5 calls');
+  /** A rig in a process of its own, when selected: what it reports as failed, or its crash, are the run's failures. */
+  const rig = async (scenario: (typeof SCENARIOS)[number], what: string, run: () => Record<string, any>): Promise<Record<string, any> | undefined> => {
+    if (!selected(scenario)) return undefined;
+    log(what);
     try {
       await waitForIdle();
-      b5 = runCalls();
-      for (const f of (b5['failures'] as string[]) ?? []) failures.push(f);
+      const result = run();
+      for (const f of (result['failures'] as string[] | undefined) ?? []) failures.push(f);
+      return result;
     } catch (err) {
       failures.push((err as Error).message);
       log(failures.at(-1) as string);
+      return undefined;
     }
-  }
+  };
+  const b5 = await rig('B5', 'B5 calls', runCalls);
+  const b6 = await rig('B6', 'B6 faults', runFaults);
+  const soak = await rig('soak', 'soak', () => {
+    mkdirSync(RESULTS, { recursive: true });
+    return runSoak(path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-soak.svg`));
+  });
 
   const report = [
     `# vsxds benchmark (${QUICK ? 'quick' : 'full'}), ${new Date().toISOString()}`,
@@ -747,6 +835,8 @@ async function benchmarks(): Promise<void> {
     ...(selected('B3') ? [b3Table(b3), ''] : []),
     ...(selected('B5core') ? [callsCoreTable(b5Core), ''] : []),
     ...(b5 ? [b5Tables(b5), ''] : []),
+    ...(b6 ? [b6Table(b6), ''] : []),
+    ...(soak ? [soakTable(soak), ''] : []),
     failures.length ? `Failures:\n${failures.map((f) => `- ${f}`).join('\n')}` : '',
     `Finished in ${((Date.now() - started) / 60_000).toFixed(1)} min.`,
   ].join('\n');
@@ -756,7 +846,7 @@ async function benchmarks(): Promise<void> {
   const file = path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-${QUICK ? 'quick' : 'full'}.json`);
   writeFileSync(
     file,
-    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5Core, b5, failures, report }, null, 2),
+    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5Core, b5, b6, soak, failures, report }, null, 2),
   );
   log(`results: ${path.relative(ROOT, file)}`);
   if (failures.length) process.exitCode = 1;
@@ -792,6 +882,6 @@ async function profiles(): Promise<void> {
 
 if (PROFILE || selected('B1') || selected('B4')) buildGo();
 buildTs();
-if (!PROFILE && selected('B5')) buildDist();
+if (!PROFILE && (selected('B5') || selected('B6') || selected('soak'))) buildDist();
 if (PROFILE) await profiles();
 else await benchmarks();

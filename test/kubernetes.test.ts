@@ -17,7 +17,7 @@ const endpointsOf = (r: Response) =>
     r.resources.map((cla) => [
       cla.name,
       (cla.value.endpoints?.[0]?.lb_endpoints ?? [])
-        .map((e: any) => `${e.endpoint.address.socket_address.address}${e.health_status === 'DRAINING' ? ' draining' : ''}`)
+        .map((e: any) => `${e.endpoint.address.socket_address.address}${e.health_status === 'DEGRADED' ? ' terminating' : ''}`)
         .sort(),
     ]),
   );
@@ -112,7 +112,7 @@ describe('with a real kube-apiserver', { timeout: 200_000 }, () => {
     expect(table).toMatch(/worker\s+2\s+True\s+Unknown\s+0\/0\s+/);
   });
 
-  it('sends pod changes as endpoint updates only, keeping terminating pods as DRAINING', async () => {
+  it('sends pod changes as endpoint updates only, keeping terminating pods as DEGRADED', async () => {
     await readyPod('worker-3', { app: 'worker' }, '10.1.0.3', true);
     const added = await ingress.next();
     expect(added.type_url).toBe(ENDPOINT_TYPE);
@@ -123,7 +123,7 @@ describe('with a real kube-apiserver', { timeout: 200_000 }, () => {
     await kube.kubectlOk(['delete', 'pod', 'worker-3', '--wait=false']);
     const draining = await ingress.next();
     expect(draining.type_url).toBe(ENDPOINT_TYPE);
-    expect(endpointsOf(draining)[RTP_CLUSTER]).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.3 draining']);
+    expect(endpointsOf(draining)[RTP_CLUSTER]).toEqual(['10.1.0.1', '10.1.0.2', '10.1.0.3 terminating']);
     ingress.ack(draining, { resource_names: [RTP_CLUSTER, RTCP_CLUSTER] });
 
     await kube.kubectlOk(['patch', 'pod', 'worker-3', '--type=json', '-p', '[{"op":"remove","path":"/metadata/finalizers"}]']);

@@ -204,14 +204,19 @@ describe('endpoints', () => {
     expect(addresses(resource(t, ENDPOINT_TYPE, 'worker-rtp'))).toEqual(['10.0.0.1:2001']);
   });
 
-  it('keep terminating pods as DRAINING, ready or not, until they are gone', () => {
+  it('keep terminating pods as DEGRADED, ready or not, until they are gone, with healthy hosts taking every new session', () => {
     const pods = [pod('w-1', '10.0.0.1'), pod('leaving', '10.0.0.2', { app: 'worker' }, { terminating: true }), pod('leaving-unready', '10.0.0.3', { app: 'worker' }, { ready: false, terminating: true })];
-    const eps = lbEndpoints(resource(translate(ingress, [pipeline()], pods), ENDPOINT_TYPE, 'worker-rtp'));
-    expect(eps.map((e) => [e.endpoint.address.socket_address.address, e.health_status])).toEqual([
+    const cla = resource(translate(ingress, [pipeline()], pods), ENDPOINT_TYPE, 'worker-rtp');
+    expect(lbEndpoints(cla).map((e) => [e.endpoint.address.socket_address.address, e.health_status])).toEqual([
       ['10.0.0.1', undefined],
-      ['10.0.0.2', 'DRAINING'],
-      ['10.0.0.3', 'DRAINING'],
+      ['10.0.0.2', 'DEGRADED'],
+      ['10.0.0.3', 'DEGRADED'],
     ]);
+    // Envoy's udp_proxy moves a session off a DRAINING host (it counts as unhealthy); a degraded
+    // one keeps its sessions, and gets new ones only when no healthy host is left.
+    expect((cla as any).policy).toEqual({ overprovisioning_factor: { value: 100_000 } });
+    const serving = resource(translate(ingress, [pipeline()], [pod('w-1', '10.0.0.1')]), ENDPOINT_TYPE, 'worker-rtp');
+    expect((serving as any).policy).toBeUndefined();
   });
 
   it('select pods that carry ALL of the selector labels (not any, the old operator bug)', () => {

@@ -19,10 +19,13 @@ export async function makeSource(spec: string, settings: Settings, log: Logger, 
     const leaseDurationSeconds = integer(settings, 'leaseDurationSeconds');
     const podName = env['POD_NAME'];
     const podUid = env['POD_UID'];
+    const watchTimeoutS = integer(settings, 'watchTimeoutS');
+    if (watchTimeoutS < 1) throw new UsageError('--watch-timeout-s must be at least 1');
     return new KubernetesSource({
       kubeconfig: settings.kubeconfig,
       namespace: settings.namespace,
       log: log.child({ component: 'kubernetes-source' }),
+      watchTimeoutS,
       leaderElection:
         settings.leaderElection === 'false'
           ? undefined

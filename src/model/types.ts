@@ -134,7 +134,7 @@ export interface Pod {
   readonly labels: Labels;
   readonly ip?: string;
   readonly ready: boolean;
-  /** deletionTimestamp is set: kept as DRAINING until it is gone. */
+  /** deletionTimestamp is set: kept (as a DEGRADED endpoint: its sessions stay, new ones go elsewhere) until it is gone. */
   readonly terminating: boolean;
 }
 

@@ -1,7 +1,7 @@
 import { deepFreeze } from '../model/canonical.js';
 import type { ClusterSpec } from '../model/types.js';
 import type { ResourceInput } from '../xds/snapshot.js';
-import { localityEndpoints, normalizeTargets, targetsKey, type EndpointTarget } from './lb-endpoint.js';
+import { assignmentPolicy, localityEndpoints, normalizeTargets, targetsKey, type EndpointTarget } from './lb-endpoint.js';
 import { WeakValueCache } from './memo.js';
 import type { PodIndex } from './pod-index.js';
 
@@ -43,7 +43,7 @@ export function assignmentResource(spec: ClusterSpec, namespace: string, pods: P
   if (last && last.key === key && last.namespace === namespace) return last.input;
   let input = assignments.get(key);
   if (!input) {
-    input = deepFreeze({ name: spec.name, resource: { cluster_name: spec.name, endpoints: localityEndpoints(targets, healthChecked) } });
+    input = deepFreeze({ name: spec.name, resource: { cluster_name: spec.name, endpoints: localityEndpoints(targets, healthChecked), ...assignmentPolicy(targets) } });
     assignments.set(key, input);
   }
   lastBySpec.set(spec, { namespace, key, input });

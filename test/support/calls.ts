@@ -117,7 +117,7 @@ export class PortPool {
 /** The UDP sinks and TCP health ports of the worker pods. */
 export class WorkerSinks {
   private readonly sockets: UdpSocket[] = [];
-  private readonly health: TcpPort[] = [];
+  private readonly health = new Map<string, TcpPort>();
   /** Datagrams received whose call index is unknown (from another run, say). */
   strays = 0;
   onDatagram: (worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number) => void = () => undefined;
@@ -128,7 +128,7 @@ export class WorkerSinks {
       for (const w of workers) {
         const health = new TcpPort(w.ip, healthPort);
         await health.listen();
-        sinks.health.push(health);
+        sinks.health.set(w.name, health);
         const socket = createSocket('udp4');
         socket.on('message', (msg) => {
           const at = now();
@@ -161,9 +161,17 @@ export class WorkerSinks {
     return sinks;
   }
 
+  /** Stops (false) or starts again (true) answering a worker's health port; its UDP sink keeps receiving. */
+  async setHealth(worker: string, up: boolean): Promise<void> {
+    const health = this.health.get(worker);
+    if (!health) throw new Error(`no worker ${worker}`);
+    await (up ? health.listen() : health.close());
+  }
+
   async close(): Promise<void> {
     for (const s of this.sockets.splice(0)) await new Promise<void>((resolve) => s.close(() => resolve()));
-    for (const h of this.health.splice(0)) await h.close();
+    for (const h of this.health.values()) await h.close();
+    this.health.clear();
   }
 }
 
@@ -192,6 +200,12 @@ export interface CallLoadOptions {
    * call (RTP and RTCP, say) land on one worker only through the hash key. Default 1.
    */
   readonly socketsPerCall?: number;
+  /**
+   * A create or delete that fails for want of an API server (connection refused, 5xx, 429) is
+   * sent again every 250 ms for up to this long, as a controller retries (default 0: not at all).
+   * A retried create answered 409 (the first one got through) and a delete answered 404 succeeded.
+   */
+  readonly retryApiForMs?: number;
 }
 
 export interface CallPlan {
@@ -262,7 +276,7 @@ export class CallLoad {
     this.namespace = options.namespace ?? 'default';
     this.pool = options.ports;
     this.nextIndex = options.firstIndex ?? 1;
-    sinks.onDatagram = (worker, index, seq, _sentAt, probe, at) => this.onDatagram(worker, index, seq, _sentAt, probe, at);
+    sinks.onDatagram = (worker, index, seq, sentAt, probe, at) => this.receive(worker, index, seq, sentAt, probe, at);
   }
 
   get activeCalls(): number {
@@ -273,7 +287,8 @@ export class CallLoad {
     return this.nextIndex - 1;
   }
 
-  private onDatagram(worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number): void {
+  /** A datagram a sink received (the sinks call it; loads sharing sinks are handed each datagram, and take only their own calls'). */
+  receive(worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number): void {
     const r = this.byIndex.get(index);
     if (!r) return;
     // Late: after the call ended (its port went to another call), or long after it was sent.
@@ -338,8 +353,7 @@ export class CallLoad {
     this.ensureTimer();
     this.send(call, false);
     record.createSentAt = now();
-    this.api
-      .createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: PLURAL, body: callVirtualService(name, port, this.options) })
+    this.retried(() => this.api.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: PLURAL, body: callVirtualService(name, port, this.options) }), 409)
       .then(
         () => (record.createDoneAt = now()),
         (err: unknown) => {
@@ -426,7 +440,7 @@ export class CallLoad {
       call.state = 'probing';
       this.send(call, true);
     }
-    this.api.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: PLURAL, name: r.name }).then(
+    this.retried(() => this.api.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: PLURAL, name: r.name }), 404).then(
       () => {
         r.deleteDoneAt = now();
         if (!r.sampled) this.finish(call);
@@ -437,6 +451,24 @@ export class CallLoad {
         if (!r.sampled) this.finish(call);
       },
     );
+  }
+
+  /** `request`, sent again while the API server is away (see retryApiForMs); `done` is the status a retry may get when an earlier attempt got through. */
+  private async retried(request: () => Promise<unknown>, done: number): Promise<void> {
+    const until = now() + (this.options.retryApiForMs ?? 0);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await request();
+        return;
+      } catch (err) {
+        // An HTTP status from the API server, or a socket error's code (ECONNREFUSED, ...).
+        const code = (err as { code?: unknown }).code;
+        if (attempt > 0 && code === done) return;
+        const transient = typeof code !== 'number' || code === 429 || code >= 500;
+        if (!transient || now() >= until) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
   }
 
   private finish(call: ActiveCall): void {
@@ -462,14 +494,15 @@ function describe(err: unknown): string {
 // Running a load and summarising it
 // --------------------------------------------------------------------------------------------
 
-/** Starts `rate` calls per second for `arrivalsMs`, each with `plan`; resolves when the last call ended. */
-export async function runArrivals(load: CallLoad, rate: number, arrivalsMs: number, plan: CallPlan): Promise<void> {
+/** Starts `rate` calls per second for `arrivalsMs` (or until `until` aborts), each with `plan`; resolves when the last call ended. */
+export async function runArrivals(load: CallLoad, rate: number, arrivalsMs: number, plan: CallPlan, until?: AbortSignal): Promise<void> {
   const t0 = now();
-  const total = Math.round((rate * arrivalsMs) / 1000);
+  let total = Math.round((rate * arrivalsMs) / 1000);
   let started = 0;
   await new Promise<void>((resolve) => {
     // Catch up on every tick, so that a late timer still gives the planned number of arrivals.
     const timer = setInterval(() => {
+      if (until?.aborted) total = started;
       const due = Math.min(total, Math.floor(((now() - t0) * rate) / 1000) + 1);
       while (started < due) {
         started += 1;
@@ -690,4 +723,38 @@ export function ownFirstAt(r: CallRecord): number | undefined {
     if ((times[i] as number) - (times[i - 1] as number) >= HANDOVER_GAP_MS) own = Math.max(own, times[i] as number);
   }
   return own;
+}
+
+// --------------------------------------------------------------------------------------------
+// Calls around a fault
+// --------------------------------------------------------------------------------------------
+
+/** Calls connected before t and still sending at t. */
+export function establishedAt(records: readonly CallRecord[], t: number): CallRecord[] {
+  return records.filter((r) => r.firstAt !== undefined && r.firstAt < t && (r.stopAt ?? Infinity) > t);
+}
+
+/**
+ * Established calls on `worker` at t (and still sending `settleMs` later, so that they had time
+ * to move if they were going to), what became of them, and of the calls created after t.
+ */
+export function workerFault(records: readonly CallRecord[], worker: string, t: number, settleMs = 0) {
+  const onIt = establishedAt(records, t).filter((r) => (r.stopAt ?? Infinity) > t + settleMs && r.byWorker[worker] !== undefined && r.createSentAt + (r.byWorker[worker] as { firstMs: number }).firstMs < t);
+  const elsewhereAfter = (r: CallRecord) => Object.entries(r.byWorker).filter(([w, x]) => w !== worker && r.createSentAt + x.lastMs > t);
+  const moved = onIt.filter((r) => elsewhereAfter(r).length > 0);
+  const moveMs = moved.map((r) => Math.min(...elsewhereAfter(r).map(([, x]) => r.createSentAt + x.firstMs)) - t).filter((ms) => ms >= 0);
+  const lastOnItMs = onIt.map((r) => r.createSentAt + (r.byWorker[worker] as { lastMs: number }).lastMs - t);
+  const newer = records.filter((r) => r.createSentAt > t);
+  return {
+    onIt: onIt.length,
+    moved: moved.length,
+    moveMsP50: quantile(moveMs, 0.5),
+    moveMsMax: moveMs.length ? Math.max(...moveMs) : NaN,
+    /** How long after the fault the worker still received datagrams of the calls it had. */
+    lastOnItMsMax: lastOnItMs.length ? Math.max(...lastOnItMs) : NaN,
+    lostOnIt: summarize(onIt).established.lost,
+    newCalls: newer.length,
+    newCallsOnIt: newer.filter((r) => r.workers.has(worker)).length,
+    newCallsOnItAfter1s: newer.filter((r) => r.createSentAt > t + 1000 && r.workers.has(worker)).length,
+  };
 }

@@ -16,6 +16,9 @@ import type { ListenerSpec } from '../../src/model/types.js';
 import type { RawObject } from '../../src/sources/source.js';
 import { envoyClusterSpec } from '../../src/translate/cluster.js';
 import { adsBootstrap, ensureEnvoy, spawnTied, type AdsApiType, type Envoy } from './envoy.js';
+
+// Stat comparisons live in envoy.ts (no vitest there, so the bench rigs use them too).
+export { changedStats, CONFIG_CHURN_STATS, stat, upToDateReconnect } from './envoy.js';
 import { freePorts, UdpEcho, waitUntil } from './udp.js';
 
 /** Settings as the CLI would build them from these flags, with every default filled in. */
@@ -139,49 +142,6 @@ export function pod(name: string, labels: Record<string, string>, ip: string, na
 // Stats
 // --------------------------------------------------------------------------------------------
 
-/** `name: before → after` for each named stat that changed; empty when none did. */
-export function changedStats(before: Map<string, number>, after: Map<string, number>, names: readonly string[]): Record<string, string> {
-  const changed: Record<string, string> = {};
-  for (const name of names) {
-    const a = before.get(name);
-    const b = after.get(name);
-    if (a !== b) changed[name] = `${a} → ${b}`;
-  }
-  return changed;
-}
-
-export function stat(stats: Map<string, number>, name: string): number {
-  const value = stats.get(name);
-  if (value === undefined) throw new Error(`Envoy has no stat ${name}`);
-  return value;
-}
-
-/** The configuration counters that move when Envoy applies (not merely receives) LDS or CDS. */
-export const CONFIG_CHURN_STATS = [
-  'listener_manager.lds.update_success',
-  'listener_manager.lds.update_rejected',
-  'listener_manager.listener_added',
-  'listener_manager.listener_modified',
-  'listener_manager.listener_removed',
-  'listener_manager.listener_in_place_updated',
-  'listener_manager.total_listeners_draining',
-  'cluster_manager.cds.update_success',
-  'cluster_manager.cds.update_rejected',
-  'cluster_manager.cluster_added',
-  'cluster_manager.cluster_modified',
-  'cluster_manager.cluster_removed',
-] as const;
-
-/**
- * What an Envoy that reconnects with an unchanged configuration is sent per type: nothing in
- * SotW; in delta, the answer to its subscription, empty. Envoy counts that answer as an update
- * (`update_success`), one that changes nothing: the other churn stats stay.
- */
-export function upToDateReconnect(apiType: AdsApiType): { readonly responses: number; readonly churnStats: readonly string[] } {
-  if (apiType === 'GRPC') return { responses: 0, churnStats: CONFIG_CHURN_STATS };
-  return { responses: 1, churnStats: CONFIG_CHURN_STATS.filter((name) => !name.endsWith('.update_success')) };
-}
-
 /** Waits until every named stat satisfies `ok`; the error lists the last values. */
 export async function waitForStats(envoy: Envoy, names: readonly string[], ok: (value: number, name: string) => boolean, what: string, timeoutMs = 30_000): Promise<Map<string, number>> {
   let last = new Map<string, number>();
@@ -280,11 +240,13 @@ export interface VsxdsProcess {
 
 /**
  * Runs `vsxds serve` from the sources in a process of its own, and waits for its startup log line.
- * It serves the directory `dir`, or `source` (`kubernetes`, with `--kubeconfig` in `extraArgs`).
+ * It serves the directory `dir`, or `source` (`kubernetes`, with `--kubeconfig` in `extraArgs`),
+ * or what `sourceArgs` name (`--source kubernetes --kubeconfig ...`).
  */
 export async function startVsxdsProcess(options: {
   readonly dir?: string;
   readonly source?: string;
+  readonly sourceArgs?: readonly string[];
   readonly xdsPort: number;
   readonly adminPort: number;
   readonly extraArgs?: readonly string[];
@@ -297,7 +259,7 @@ export async function startVsxdsProcess(options: {
     '--import', 'tsx',
     join(REPO, 'src', 'main', 'cli.ts'),
     'serve',
-    '--source', options.source ?? `file:${options.dir}`,
+    ...(options.sourceArgs ?? ['--source', options.source ?? `file:${options.dir}`]),
     '--xds-address', `127.0.0.1:${options.xdsPort}`,
     '--admin-address', `127.0.0.1:${options.adminPort}`,
     '--coalesce-ms', '20',

@@ -367,3 +367,50 @@ const DEFAULT_BOOTSTRAP = {
     ],
   },
 };
+
+// --------------------------------------------------------------------------------------------
+// Stats
+// --------------------------------------------------------------------------------------------
+
+/** `name: before → after` for each named stat that changed; empty when none did. */
+export function changedStats(before: Map<string, number>, after: Map<string, number>, names: readonly string[]): Record<string, string> {
+  const changed: Record<string, string> = {};
+  for (const name of names) {
+    const a = before.get(name);
+    const b = after.get(name);
+    if (a !== b) changed[name] = `${a} → ${b}`;
+  }
+  return changed;
+}
+
+export function stat(stats: Map<string, number>, name: string): number {
+  const value = stats.get(name);
+  if (value === undefined) throw new Error(`Envoy has no stat ${name}`);
+  return value;
+}
+
+/** The configuration counters that move when Envoy applies (not merely receives) LDS or CDS. */
+export const CONFIG_CHURN_STATS = [
+  'listener_manager.lds.update_success',
+  'listener_manager.lds.update_rejected',
+  'listener_manager.listener_added',
+  'listener_manager.listener_modified',
+  'listener_manager.listener_removed',
+  'listener_manager.listener_in_place_updated',
+  'listener_manager.total_listeners_draining',
+  'cluster_manager.cds.update_success',
+  'cluster_manager.cds.update_rejected',
+  'cluster_manager.cluster_added',
+  'cluster_manager.cluster_modified',
+  'cluster_manager.cluster_removed',
+] as const;
+
+/**
+ * What an Envoy that reconnects with an unchanged configuration is sent per type: nothing in
+ * SotW; in delta, the answer to its subscription, empty. Envoy counts that answer as an update
+ * (`update_success`), one that changes nothing: the other churn stats stay.
+ */
+export function upToDateReconnect(apiType: AdsApiType): { readonly responses: number; readonly churnStats: readonly string[] } {
+  if (apiType === 'GRPC') return { responses: 0, churnStats: CONFIG_CHURN_STATS };
+  return { responses: 1, churnStats: CONFIG_CHURN_STATS.filter((name) => !name.endsWith('.update_success')) };
+}
