@@ -22,7 +22,10 @@ function sameIdentity(a: https.AgentOptions, b: https.AgentOptions): boolean {
 class KeepAliveAuthentication implements SecurityAuthentication {
   private agent?: https.Agent;
 
-  constructor(private readonly kc: KubeConfig) {}
+  constructor(
+    private readonly kc: KubeConfig,
+    private readonly timeoutMs: number,
+  ) {}
 
   getName(): string {
     return 'kubeconfig, keep-alive';
@@ -36,20 +39,35 @@ class KeepAliveAuthentication implements SecurityAuthentication {
     const options = (made as https.Agent & { options: https.AgentOptions }).options;
     if (!this.agent || !sameIdentity((this.agent as https.Agent & { options: https.AgentOptions }).options, options)) {
       this.agent?.destroy();
-      this.agent = new https.Agent({ ...options, keepAlive: true, maxSockets: 16 });
+      // An idle connection that stays silent this long is closed; it would be the next request's.
+      this.agent = new https.Agent({ ...options, keepAlive: true, maxSockets: 16, timeout: this.timeoutMs });
     }
     made.destroy();
     context.setAgent(this.agent);
+    // A request on a connection that went silent without closing (a half-open connection, an
+    // API server gone from under a load balancer) would wait for the kernel's ~15 minutes of
+    // retransmissions, holding one of the pool's connections: after a few of those, every status
+    // write queued behind them. Aborting it closes its connection; the caller retries on a new one.
+    if (!context.getSignal()) context.setSignal(AbortSignal.timeout(this.timeoutMs));
   }
 }
 
-/** kc.makeApiClient, with connections kept between requests (see KeepAliveAuthentication). */
-export function makeApiClient<T>(kc: KubeConfig, apiClientType: new (config: Configuration) => T): T {
+/**
+ * How long a request to the API server may take before it is aborted: writes and reads of single
+ * objects answer in milliseconds on a working API server.
+ */
+export const REQUEST_TIMEOUT_MS = 15_000;
+
+/**
+ * kc.makeApiClient, with connections kept between requests (see KeepAliveAuthentication) and each
+ * request aborted after `timeoutMs` (lists of a large cluster need more than the default).
+ */
+export function makeApiClient<T>(kc: KubeConfig, apiClientType: new (config: Configuration) => T, timeoutMs = REQUEST_TIMEOUT_MS): T {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('No active cluster!');
   const config = createConfiguration({
     baseServer: new ServerConfiguration(cluster.server, {}),
-    authMethods: { default: new KeepAliveAuthentication(kc) },
+    authMethods: { default: new KeepAliveAuthentication(kc, timeoutMs) },
   });
   return new apiClientType(config);
 }

@@ -43,6 +43,13 @@ export class KubernetesStatusWriter implements StatusWriter {
     // What the previous leader wrote is unknown to us: write every status once.
     this.written.clear();
     for (const [key, { generation, status }] of this.latest) this.write(key, generation, status);
+    // Writes that were waiting when leadership paused them (a retry whose timer fired meanwhile
+    // found writing off and stopped): `write` only updates a pending entry, so start them here.
+    for (const [key, entry] of this.pending) {
+      if (entry.inflight) continue;
+      clearTimeout(entry.timer);
+      void this.flush(key);
+    }
   }
 
   write(key: string, generation: number | undefined, status: VirtualServiceStatus): void {

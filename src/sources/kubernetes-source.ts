@@ -63,6 +63,9 @@ interface WatchState {
  */
 const STALL_MS = 75_000;
 
+/** A list not answered in full by then is aborted and tried again: longer than the API server lets one run. */
+const LIST_TIMEOUT_MS = 90_000;
+
 /**
  * VirtualServices and Pods from the Kubernetes API through informers. An informer that fails
  * (API server restarted, RBAC missing, CRD missing) is reported once and restarted with
@@ -137,8 +140,9 @@ export class KubernetesSource implements Source {
   }
 
   async start(): Promise<void> {
-    const custom = makeApiClient(this.kc, CustomObjectsApi);
-    const core = makeApiClient(this.kc, CoreV1Api);
+    // Lists may take as long as the API server lets them (its --request-timeout, one minute by default).
+    const custom = makeApiClient(this.kc, CustomObjectsApi, LIST_TIMEOUT_MS);
+    const core = makeApiClient(this.kc, CoreV1Api, LIST_TIMEOUT_MS);
     const ns = this.options.namespace;
     const vsPath = ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
     const podPath = ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods';
@@ -210,8 +214,9 @@ export class KubernetesSource implements Source {
    * accepts the connection and never answers (seen while one restarts under load) would stop
    * this informer for good. Every attempt (ours, or client-node's own after a watch ended)
    * announces itself with `connect`; one whose watch is not connected in time is started over.
-   * A request that hangs cannot be aborted (the list takes no signal): if it ever answers, its
-   * attempt carries on beside the new one until the next error stops both.
+   * A list that hangs is aborted after LIST_TIMEOUT_MS (makeApiClient); a watch request that
+   * hangs cannot be: if it ever answers, its attempt carries on beside the new one until the
+   * next error stops both.
    */
   private armWatchdog(state: WatchState, what: Watched): void {
     const stallMs = this.options.stallMs ?? STALL_MS;

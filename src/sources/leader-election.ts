@@ -47,7 +47,9 @@ export class LeaseLeaderElection {
     kc: KubeConfig,
     private readonly options: LeaderElectionOptions,
   ) {
-    this.api = makeApiClient(kc, CoordinationV1Api);
+    // Past the renew deadline a lease request's answer no longer counts (see tick): abort it then,
+    // so a request on a dead connection does not hold a connection of the pool.
+    this.api = makeApiClient(kc, CoordinationV1Api, this.renewDeadlineMs);
   }
 
   get isLeader(): boolean {

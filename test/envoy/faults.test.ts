@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CallLoad, establishedAt, lostBetween, now, ownFirstAt, PortPool, runArrivals, summarize, WorkerSinks, workerFault, type CallRecord } from '../support/calls.js';
+import { callVirtualService, CallLoad, establishedAt, lostBetween, now, ownFirstAt, PortPool, runArrivals, summarize, WorkerSinks, workerFault, type CallRecord } from '../support/calls.js';
 import { pointAtVsxds, startEnvoy, INGRESS_ENVOY_FLAGS, type AdsApiType, type Envoy } from '../support/envoy.js';
 import { loadExamples, printEnvoyLogsOnFailure, startVsxdsProcess, type VsxdsProcess } from '../support/envoy-scenario.js';
 import { FreezeProxy } from '../support/freeze-proxy.js';
@@ -225,6 +225,36 @@ describe('calls through Kubernetes while things fail', { timeout: 120_000 }, () 
       await expectCallsUnharmed(m, faultAt, records[m]);
       // Created while vsxds heard nothing: they connected, so vsxds caught up on them.
       expect(records[m].filter((r) => r.createSentAt > frozenAt && r.createSentAt < frozenAt + 1000).length, `${m}: calls created during the silence`).toBeGreaterThan(0);
+    }
+  });
+
+  it('its connections go silent without closing while nothing happens: status writes go on (a request on a silent connection is aborted)', async () => {
+    const group = { group: 'servicemesh.l7mp.io', version: 'v1', namespace: 'default', plural: 'virtualservices' };
+    const accepted = (name: string) =>
+      waitUntil(
+        async () => {
+          const vs = (await api.getNamespacedCustomObject({ ...group, name })) as { status?: { conditions?: Array<{ type: string; status: string }> } };
+          return vs.status?.conditions?.some((c) => c.type === 'Accepted' && c.status === 'True') ? true : undefined;
+        },
+        `the status of ${name} written`,
+        60_000,
+        200,
+      );
+    const names = ['quiet-before', 'quiet-after'];
+    const [p1, p2] = (await freePorts(2)) as [number, number];
+    const body = (name: string, port: number) => callVirtualService(name, port, { proxySelector: ingressLabels('delta'), workerSelector: WORKER_LABELS, sinkPort: ports.sink, healthPort: ports.health });
+    try {
+      // The status writer now holds a kept-alive connection, idle.
+      await api.createNamespacedCustomObject({ ...group, body: body('quiet-before', p1) });
+      await accepted('quiet-before');
+      expect(proxy.freeze()).toBeGreaterThanOrEqual(1);
+      // The next status write goes out on that silent connection: before, it waited there for good.
+      await api.createNamespacedCustomObject({ ...group, body: body('quiet-after', p2) });
+      await accepted('quiet-after').catch((err: Error) => {
+        throw new Error(`${err.message}; vsxds logged:\n${vsxds.output().split('\n').slice(-40).join('\n')}`);
+      });
+    } finally {
+      for (const name of names) await api.deleteNamespacedCustomObject({ ...group, name }).catch(() => undefined);
     }
   });
 

@@ -1,0 +1,40 @@
+/**
+ * KubernetesStatusWriter's retries across a leadership pause, with a stand-in for the API
+ * client (the writer against a real API server is in test/kubernetes.test.ts and, through
+ * connections that go silent, test/envoy/faults.test.ts).
+ */
+import type { CustomObjectsApi } from '@kubernetes/client-node';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { KubernetesStatusWriter } from '../src/sources/kube-status-writer.js';
+import type { VirtualServiceStatus } from '../src/model/types.js';
+
+const status = (n: number): VirtualServiceStatus => ({ observedGeneration: n, conditions: [], listeners: 1, proxies: { matched: 0, synced: 0, nacked: 0, summary: '0/0' } }) as unknown as VirtualServiceStatus;
+
+describe('status writer', () => {
+  it('a write that failed while this replica stopped leading is written when it leads again', async () => {
+    const calls: Array<{ name: string; body: unknown }> = [];
+    let fail = true;
+    const api = {
+      patchNamespacedCustomObjectStatus: async (req: { name: string; body: unknown }) => {
+        calls.push(req);
+        if (fail) throw Object.assign(new Error('The user aborted a request.'), { code: undefined });
+        return {};
+      },
+    } as unknown as CustomObjectsApi;
+    const writer = new KubernetesStatusWriter(api, pino({ level: 'silent' }), () => 20);
+    writer.write('default/a', 1, status(1));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(calls).toHaveLength(1);
+    // Leadership lost before the retry: the retry finds writing off.
+    writer.enabled = false;
+    await new Promise((r) => setTimeout(r, 50));
+    fail = false;
+    writer.write('default/a', 1, status(2));
+    writer.enabled = true;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(calls.length).toBeGreaterThanOrEqual(2);
+    expect((calls.at(-1)?.body as { status: { observedGeneration: number } }).status.observedGeneration).toBe(2);
+    writer.stop();
+  });
+});
