@@ -8,7 +8,7 @@
  *                        change) and of B3 at 10,000 VirtualServices, summarized
  *   BENCH_IDLE_WAIT=30   seconds to wait, before each server, for other processes to leave
  *                        the cores alone (0: do not wait)
- *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5core, B5)
+ *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5core, B5, B7)
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatSummary, summarizeProfiles, type ProfileSummary } from './profile-summary.js';
+import { rolloutTables, runRollout, type RolloutResult } from './rollout.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(BENCH, '..');
@@ -30,7 +31,7 @@ const RESULTS = path.join(BENCH, 'results');
 const QUICK = process.env['BENCH_QUICK'] === '1';
 const PROFILE = process.env['BENCH_PROFILE'] === '1';
 const IDLE_WAIT_S = Number(process.env['BENCH_IDLE_WAIT'] ?? '30');
-const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5core', 'B5'] as const;
+const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5core', 'B5', 'B7'] as const;
 const ONLY = (process.env['BENCH_ONLY'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 for (const o of ONLY) if (!(SCENARIOS as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown scenario ${o} (have ${SCENARIOS.join(', ')})`);
 const selected = (s: (typeof SCENARIOS)[number]): boolean => ONLY.length === 0 || ONLY.includes(s);
@@ -732,6 +733,26 @@ async function benchmarks(): Promise<void> {
     }
   }
 
+  // B7 (bench/rollout.ts): two replicas, 1,000 simulated Envoys, one replica restarted.
+  const b7: RolloutResult[] = [];
+  for (const mode of selected('B7') ? (['sotw', 'delta'] as const) : []) {
+    const runs = [
+      ...(QUICK ? [] : [{ signal: 'none', seedVersions: false } as const]),
+      { signal: 'SIGTERM', seedVersions: true } as const,
+      ...(QUICK ? [] : [{ signal: 'SIGKILL', seedVersions: true } as const]),
+    ];
+    for (const run of runs) {
+      log(`B7 rollout ${mode}, stop ${run.signal}${run.seedVersions ? '' : ' (control: reconnects without versions)'}`);
+      try {
+        await waitForIdle();
+        b7.push(await runRollout({ root: ROOT, loadgen: path.join(BIN, 'loadgen'), mode, ...run, log, ...(run.signal === 'none' ? { observeS: 0 } : {}) }));
+      } catch (err) {
+        failures.push(`B7 ${mode} ${run.signal}: ${(err as Error).message}`);
+        log(failures.at(-1) as string);
+      }
+    }
+  }
+
   const report = [
     `# vsxds benchmark (${QUICK ? 'quick' : 'full'}), ${new Date().toISOString()}`,
     '',
@@ -743,6 +764,7 @@ async function benchmarks(): Promise<void> {
     ...(selected('B3') ? [b3Table(b3), ''] : []),
     ...(selected('B5core') ? [callsCoreTable(b5Core), ''] : []),
     ...(b5 ? [b5Tables(b5), ''] : []),
+    ...(selected('B7') ? [rolloutTables(b7), ''] : []),
     failures.length ? `Failures:\n${failures.map((f) => `- ${f}`).join('\n')}` : '',
     `Finished in ${((Date.now() - started) / 60_000).toFixed(1)} min.`,
   ].join('\n');
@@ -752,7 +774,7 @@ async function benchmarks(): Promise<void> {
   const file = path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-${QUICK ? 'quick' : 'full'}.json`);
   writeFileSync(
     file,
-    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5Core, b5, failures, report }, null, 2),
+    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5Core, b5, b7, failures, report }, null, 2),
   );
   log(`results: ${path.relative(ROOT, file)}`);
   if (failures.length) process.exitCode = 1;
@@ -786,8 +808,8 @@ async function profiles(): Promise<void> {
   log(`profiles: ${path.relative(ROOT, dir)} (open in Chrome DevTools or speedscope)`);
 }
 
-if (PROFILE || selected('B1') || selected('B4')) buildGo();
+if (PROFILE || selected('B1') || selected('B4') || selected('B7')) buildGo();
 buildTs();
-if (!PROFILE && selected('B5')) buildDist();
+if (!PROFILE && (selected('B5') || selected('B7'))) buildDist();
 if (PROFILE) await profiles();
 else await benchmarks();
