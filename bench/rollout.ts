@@ -17,11 +17,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
+import { freePorts } from '../test/support/udp.js';
 
 export type RolloutMode = 'sotw' | 'delta';
 /** How b is stopped; `none`: not at all (the control run). */
@@ -41,6 +41,8 @@ export interface RolloutOptions {
   readonly intervalS?: number;
   /** false: clients reconnect without saying what they hold (loadgen --forget), the control. */
   readonly seedVersions?: boolean;
+  /** Node flags for the replicas, e.g. --cpu-prof. */
+  readonly nodeArgs?: readonly string[];
   readonly log?: (msg: string) => void;
 }
 
@@ -103,17 +105,6 @@ function cpuSeconds(pid: number | undefined): number | undefined {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 const pad = (n: number, w: number): string => String(n).padStart(w, '0');
 
 /** The fleet as the file source reads it: one VirtualService per node group and the pods its clusters select. */
@@ -161,11 +152,11 @@ interface Replica {
   readonly logFile: string;
 }
 
-async function startReplica(root: string, name: string, dir: string, xdsPort: number, adminPort: number, args: readonly string[], logFile: string): Promise<Replica> {
+async function startReplica(root: string, name: string, dir: string, xdsPort: number, adminPort: number, args: readonly string[], logFile: string, nodeArgs: readonly string[] = []): Promise<Replica> {
   const fd = openSync(logFile, 'a');
   const child = spawn(
     process.execPath,
-    [path.join(root, 'dist', 'main', 'cli.js'), 'serve', '--source', `file:${dir}`, '--xds-address', `127.0.0.1:${xdsPort}`, '--admin-address', `127.0.0.1:${adminPort}`, '--replica-name', name, ...args],
+    [...nodeArgs, path.join(root, 'dist', 'main', 'cli.js'), 'serve', '--source', `file:${dir}`, '--xds-address', `127.0.0.1:${xdsPort}`, '--admin-address', `127.0.0.1:${adminPort}`, '--replica-name', name, ...args],
     { cwd: root, stdio: ['ignore', fd, fd] },
   );
   closeSync(fd);
@@ -215,13 +206,13 @@ export async function runRollout(o: RolloutOptions): Promise<RolloutResult> {
   const intervalS = o.intervalS ?? 5;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vsxds-rollout-'));
   writeFleetSource(dir, groups);
-  const [xa, xb, aa, ab] = [await freePort(), await freePort(), await freePort(), await freePort()] as [number, number, number, number];
+  const [xa, xb, aa, ab] = (await freePorts(4)) as [number, number, number, number];
   const args = ['--max-connection-age-ms', String(ageMs), '--max-connection-age-grace-ms', String(graceMs)];
   const replicas: Replica[] = [];
   let loadgen: ChildProcess | undefined;
   try {
-    replicas.push(await startReplica(o.root, 'a', dir, xa, aa, args, path.join(dir, 'a.log')));
-    replicas.push(await startReplica(o.root, 'b', dir, xb, ab, args, path.join(dir, 'b.log')));
+    replicas.push(await startReplica(o.root, 'a', dir, xa, aa, args, path.join(dir, 'a.log'), o.nodeArgs));
+    replicas.push(await startReplica(o.root, 'b', dir, xb, ab, args, path.join(dir, 'b.log'), o.nodeArgs));
     const pids = (): [number | undefined, number | undefined] => [replicas[0]?.child.pid, replicas[1]?.child.pid];
 
     loadgen = spawn(o.loadgen, ['fleet', '--servers', `127.0.0.1:${xa},127.0.0.1:${xb}`, '--mode', o.mode, '--clients', String(clients), '--groups', String(groups), '--interval', `${intervalS}s`, ...(o.seedVersions === false ? ['--forget'] : [])], {
@@ -292,7 +283,7 @@ export async function runRollout(o: RolloutOptions): Promise<RolloutResult> {
       await b.exited;
       exited = now();
       sampleCpu();
-      replicas[1] = await startReplica(o.root, 'b', dir, xb, ab, args, path.join(dir, 'b.log'));
+      replicas[1] = await startReplica(o.root, 'b', dir, xb, ab, args, path.join(dir, 'b.log'), o.nodeArgs);
       ready = now();
       log(`B7 ${o.mode} ${o.signal}: b stopped at ${stop.toFixed(1)} s, gone ${(exited - stop).toFixed(1)} s later, ready again ${(ready - exited).toFixed(1)} s after that`);
       await sleep(Math.max(0, observeS * 1000 - (ready - stop) * 1000));

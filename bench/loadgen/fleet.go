@@ -492,32 +492,6 @@ type fleetResponse struct {
 	edsNames                []string
 }
 
-// fields calls fn for every length-delimited field of a protobuf message.
-func fields(b []byte, fn func(num protowire.Number, val []byte)) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			b = b[n:]
-			continue
-		}
-		val, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		fn(num, val)
-	}
-	return nil
-}
-
 // clusterNames reads an Any holding a Cluster: its name (1) and EDS service name (3 → 2).
 func clusterNames(anyBytes []byte) (name, eds string) {
 	fields(anyBytes, func(num protowire.Number, val []byte) {
