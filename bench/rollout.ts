@@ -16,7 +16,7 @@
  * same ports as soon as it is gone, and the fleet is watched for OBSERVE_S more.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -205,14 +205,18 @@ export async function runRollout(o: RolloutOptions): Promise<RolloutResult> {
   const observeS = o.observeS ?? 60;
   const intervalS = o.intervalS ?? 5;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vsxds-rollout-'));
-  writeFleetSource(dir, groups);
+  // The replicas' logs stay out of the source directory: the file source re-reads it on any
+  // file's change, a log's included.
+  const source = path.join(dir, 'source');
+  mkdirSync(source);
+  writeFleetSource(source, groups);
   const [xa, xb, aa, ab] = (await freePorts(4)) as [number, number, number, number];
   const args = ['--max-connection-age-ms', String(ageMs), '--max-connection-age-grace-ms', String(graceMs)];
   const replicas: Replica[] = [];
   let loadgen: ChildProcess | undefined;
   try {
-    replicas.push(await startReplica(o.root, 'a', dir, xa, aa, args, path.join(dir, 'a.log'), o.nodeArgs));
-    replicas.push(await startReplica(o.root, 'b', dir, xb, ab, args, path.join(dir, 'b.log'), o.nodeArgs));
+    replicas.push(await startReplica(o.root, 'a', source, xa, aa, args, path.join(dir, 'a.log'), o.nodeArgs));
+    replicas.push(await startReplica(o.root, 'b', source, xb, ab, args, path.join(dir, 'b.log'), o.nodeArgs));
     const pids = (): [number | undefined, number | undefined] => [replicas[0]?.child.pid, replicas[1]?.child.pid];
 
     loadgen = spawn(o.loadgen, ['fleet', '--servers', `127.0.0.1:${xa},127.0.0.1:${xb}`, '--mode', o.mode, '--clients', String(clients), '--groups', String(groups), '--interval', `${intervalS}s`, ...(o.seedVersions === false ? ['--forget'] : [])], {
@@ -283,7 +287,7 @@ export async function runRollout(o: RolloutOptions): Promise<RolloutResult> {
       await b.exited;
       exited = now();
       sampleCpu();
-      replicas[1] = await startReplica(o.root, 'b', dir, xb, ab, args, path.join(dir, 'b.log'), o.nodeArgs);
+      replicas[1] = await startReplica(o.root, 'b', source, xb, ab, args, path.join(dir, 'b.log'), o.nodeArgs);
       ready = now();
       log(`B7 ${o.mode} ${o.signal}: b stopped at ${stop.toFixed(1)} s, gone ${(exited - stop).toFixed(1)} s later, ready again ${(ready - exited).toFixed(1)} s after that`);
       await sleep(Math.max(0, observeS * 1000 - (ready - stop) * 1000));
