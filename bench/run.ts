@@ -8,7 +8,7 @@
  *                        change) and of B3 at 10,000 VirtualServices, summarized
  *   BENCH_IDLE_WAIT=30   seconds to wait, before each server, for other processes to leave
  *                        the cores alone (0: do not wait)
- *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5core, B5, B6,
+ *   BENCH_ONLY=B5        run only these scenarios (comma-separated: B1, B4, B1core, B3, B5core, B5, B6, B7,
  *                        and soak, which runs only when named: 30 minutes, SOAK_ARGS="--minutes 5")
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatSummary, summarizeProfiles, type ProfileSummary } from './profile-summary.js';
+import { rolloutTables, runRollout, type RolloutResult } from './rollout.js';
 
 const BENCH = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(BENCH, '..');
@@ -31,7 +32,7 @@ const RESULTS = path.join(BENCH, 'results');
 const QUICK = process.env['BENCH_QUICK'] === '1';
 const PROFILE = process.env['BENCH_PROFILE'] === '1';
 const IDLE_WAIT_S = Number(process.env['BENCH_IDLE_WAIT'] ?? '30');
-const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5core', 'B5', 'B6', 'soak'] as const;
+const SCENARIOS = ['B1', 'B4', 'B1core', 'B3', 'B5core', 'B5', 'B6', 'B7', 'soak'] as const;
 const ONLY = (process.env['BENCH_ONLY'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 for (const o of ONLY) if (!(SCENARIOS as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown scenario ${o} (have ${SCENARIOS.join(', ')})`);
 /** The soak (30 minutes) runs only when BENCH_ONLY names it. */
@@ -824,6 +825,26 @@ async function benchmarks(): Promise<void> {
     return runSoak(path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-soak.svg`));
   });
 
+  // B7 (bench/rollout.ts): two replicas, 1,000 simulated Envoys, one replica restarted.
+  const b7: RolloutResult[] = [];
+  for (const mode of selected('B7') ? (['sotw', 'delta'] as const) : []) {
+    const runs = [
+      ...(QUICK ? [] : [{ signal: 'none', seedVersions: false } as const]),
+      { signal: 'SIGTERM', seedVersions: true } as const,
+      ...(QUICK ? [] : [{ signal: 'SIGKILL', seedVersions: true } as const]),
+    ];
+    for (const run of runs) {
+      log(`B7 rollout ${mode}, stop ${run.signal}${run.seedVersions ? '' : ' (control: reconnects without versions)'}`);
+      try {
+        await waitForIdle();
+        b7.push(await runRollout({ root: ROOT, loadgen: path.join(BIN, 'loadgen'), mode, ...run, log, ...(run.signal === 'none' ? { observeS: 0 } : {}) }));
+      } catch (err) {
+        failures.push(`B7 ${mode} ${run.signal}: ${(err as Error).message}`);
+        log(failures.at(-1) as string);
+      }
+    }
+  }
+
   const report = [
     `# vsxds benchmark (${QUICK ? 'quick' : 'full'}), ${new Date().toISOString()}`,
     '',
@@ -837,6 +858,7 @@ async function benchmarks(): Promise<void> {
     ...(b5 ? [b5Tables(b5), ''] : []),
     ...(b6 ? [b6Table(b6), ''] : []),
     ...(soak ? [soakTable(soak), ''] : []),
+    ...(selected('B7') ? [rolloutTables(b7), ''] : []),
     failures.length ? `Failures:\n${failures.map((f) => `- ${f}`).join('\n')}` : '',
     `Finished in ${((Date.now() - started) / 60_000).toFixed(1)} min.`,
   ].join('\n');
@@ -846,7 +868,7 @@ async function benchmarks(): Promise<void> {
   const file = path.join(RESULTS, `${new Date().toISOString().replace(/[:.]/g, '-')}-${QUICK ? 'quick' : 'full'}.json`);
   writeFileSync(
     file,
-    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5Core, b5, b6, soak, failures, report }, null, 2),
+    JSON.stringify({ quick: QUICK, only: ONLY, machine: machine(), b1: Object.fromEntries(b1), b1Core: core, b4: Object.fromEntries(b4), b3, b5Core, b5, b6, soak, b7, failures, report }, null, 2),
   );
   log(`results: ${path.relative(ROOT, file)}`);
   if (failures.length) process.exitCode = 1;
@@ -880,8 +902,8 @@ async function profiles(): Promise<void> {
   log(`profiles: ${path.relative(ROOT, dir)} (open in Chrome DevTools or speedscope)`);
 }
 
-if (PROFILE || selected('B1') || selected('B4')) buildGo();
+if (PROFILE || selected('B1') || selected('B4') || selected('B7')) buildGo();
 buildTs();
-if (!PROFILE && (selected('B5') || selected('B6') || selected('soak'))) buildDist();
+if (!PROFILE && (selected('B5') || selected('B6') || selected('soak') || selected('B7'))) buildDist();
 if (PROFILE) await profiles();
 else await benchmarks();

@@ -1,6 +1,7 @@
 // loadgen simulates a fleet of Envoy ADS clients against an xDS server and measures how
 // long a configuration change takes to reach, and be ACKed by, every affected client.
 // `loadgen stub` is a trivially fast ADS server used to show the load generator's own limit.
+// `loadgen fleet` spreads clients over several servers and follows them across reconnects.
 package main
 
 import (
@@ -10,7 +11,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen run|stub [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen run|stub|fleet [flags]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -18,6 +19,8 @@ func main() {
 		runCmd(os.Args[2:])
 	case "stub":
 		stubCmd(os.Args[2:])
+	case "fleet":
+		fleetCmd(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command %q\n", os.Args[1])
 		os.Exit(2)

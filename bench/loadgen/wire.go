@@ -43,27 +43,9 @@ func (c *wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		b = data.Materialize()
 	}
 	r.size = len(b)
-	for rest := b; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		rest = rest[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, rest)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			rest = rest[n:]
-			continue
-		}
-		val, n := protowire.ConsumeBytes(rest)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		rest = rest[n:]
-		// DiscoveryResponse: 1 version_info, 4 type_url, 5 nonce.
-		// DeltaDiscoveryResponse: 1 system_version_info, 4 type_url, 5 nonce.
+	// DiscoveryResponse: 1 version_info, 4 type_url, 5 nonce.
+	// DeltaDiscoveryResponse: 1 system_version_info, 4 type_url, 5 nonce.
+	if err := fields(b, func(num protowire.Number, val []byte) {
 		switch num {
 		case 1:
 			r.version = string(val)
@@ -72,10 +54,38 @@ func (c *wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		case 5:
 			r.nonce = string(val)
 		}
+	}); err != nil {
+		return err
 	}
 	if e := c.lg.current.Load(); e != nil {
 		r.epoch = e
 		r.marked = e.affected[c.group] && bytes.Contains(b, e.marker)
+	}
+	return nil
+}
+
+// fields calls fn for every length-delimited field of a protobuf message, in order.
+func fields(b []byte, fn func(num protowire.Number, val []byte)) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		val, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		fn(num, val)
 	}
 	return nil
 }
