@@ -69,6 +69,7 @@ const WARMUP_S = Number(args['warmup-s'] ?? (QUICK ? 5 : 30));
 const WARMUP_LIFETIME_S = 5;
 /** Seconds of idleness over which vsxds's CPU with no calls is measured before each scenario. */
 const IDLE_S = QUICK ? 3 : 10;
+const IDLE_SETTLE_S = QUICK ? 2 : 5;
 const EXTRA_FLAGS = args['envoy-flags'] !== undefined ? args['envoy-flags'].split(/[\s,]+/).filter(Boolean) : ENVOY_FLAGS;
 
 function log(msg: string): void {
@@ -211,6 +212,8 @@ async function scenario(
 
     // What vsxds costs with nothing happening (Envoy connected, no calls): timers, leases,
     // watches. At 10 calls/s each ms/s of it is 0.1 ms per call.
+    // After the warm-up's last deletes, removal delays and status writes have settled.
+    await sleep(IDLE_SETTLE_S * 1000);
     const idle0 = cpuSeconds(vsxds.pid);
     await sleep(IDLE_S * 1000);
     const idleMsPerS = ((cpuSeconds(vsxds.pid) - idle0) * 1000) / IDLE_S;

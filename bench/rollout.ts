@@ -22,6 +22,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
 import { freePorts } from '../test/support/udp.js';
+import { cpuSeconds } from './calls-rig.js';
 
 export type RolloutMode = 'sotw' | 'delta';
 /** How b is stopped; `none`: not at all (the control run). */
@@ -90,19 +91,6 @@ export interface RolloutResult {
   readonly rebalancedAfterReadyS: number | null;
   /** CPU seconds of each replica: start and connect, synced until the stop (steady), from the stop to the end (b: its new process's start included). */
   readonly cpu: { readonly connect: [number, number]; readonly steady: [number, number]; readonly after: [number, number]; readonly steadyS: number; readonly afterS: number };
-}
-
-const CLK_TCK = 100;
-
-function cpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return undefined;
-  }
 }
 
 const pad = (n: number, w: number): string => String(n).padStart(w, '0');
@@ -236,7 +224,7 @@ export async function runRollout(o: RolloutOptions): Promise<RolloutResult> {
       pids().forEach((pid, i) => {
         const now = cpuSeconds(pid);
         const l = last[i];
-        if (now === undefined || !l) return;
+        if (Number.isNaN(now) || !l) return;
         if (pid !== l.pid) Object.assign(l, { pid, seconds: 0 });
         cpu[i] = (cpu[i] ?? 0) + now - l.seconds;
         l.seconds = now;
