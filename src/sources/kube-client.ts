@@ -71,3 +71,15 @@ export function makeApiClient<T>(kc: KubeConfig, apiClientType: new (config: Con
   });
   return new apiClientType(config);
 }
+
+/**
+ * The promise, or a rejection after `ms` (the request itself is not aborted: its answer, if it
+ * ever comes, no longer counts), for a step of several requests that must not hold a loop.
+ */
+export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer from the API server within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

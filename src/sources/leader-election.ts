@@ -1,6 +1,6 @@
 import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { makeApiClient } from './kube-client.js';
+import { makeApiClient, withTimeout } from './kube-client.js';
 
 export interface LeaderElectionOptions {
   readonly namespace: string;
@@ -166,13 +166,4 @@ export class LeaseLeaderElection {
     this.options.log.info({ identity: this.options.identity, lease: `${this.options.namespace}/${this.options.name}` }, leader ? 'became leader: writing status' : 'not the leader: status writes paused');
     this.options.onChange(leader);
   }
-}
-
-/** The promise's value, or a rejection once `ms` passed without one. */
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer from the API server within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

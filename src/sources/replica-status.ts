@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { Subject, type Observable } from 'rxjs';
-import { makeApiClient } from './kube-client.js';
+import { makeApiClient, withTimeout } from './kube-client.js';
 import type { ReplicaExchange } from './source.js';
 
 export const REPLICA_STATUS_LABELS = { 'app.kubernetes.io/name': 'vsxds', 'app.kubernetes.io/component': 'replica-status' } as const;
@@ -131,7 +131,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
     this.tickedAt = this.now();
     // A request the API server never answers must not stop the loop (nor shutdown): past the
     // lease duration the tick counts as done; what the leader read meanwhile expires on its own.
-    this.running = atMost(this.tick(), this.leaseMs);
+    this.running = withTimeout(this.tick(), this.leaseMs).catch(() => undefined);
     await this.running;
     this.ticking = false;
     if (!this.stopped) this.schedule(this.intervalMs);
@@ -287,13 +287,6 @@ export class KubeReplicaStatus implements ReplicaExchange {
         : '';
     this.options.log.error({ code, err: message }, `replica status: ${doing}${fix}; everything else keeps working; retrying`);
   }
-}
-
-/** Resolves when the promise settles or `ms` passed, whichever is first. */
-function atMost(promise: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** `vsxds-replica-<name>`, made a valid object name (lowercase alphanumerics and '-', at most 253 characters). */
