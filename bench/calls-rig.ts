@@ -14,6 +14,7 @@ import type { Change } from './calls-breakdown.js';
 import { spawnTied } from '../test/support/envoy.js';
 import type { KubeEnv } from '../test/support/kube-env.js';
 import { freePort } from '../test/support/udp.js';
+import { sleep } from '../test/support/wait.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -28,7 +29,8 @@ export const PROXY_LABELS = { app: 'envoy-ingress' };
 export const WORKER_LABELS = { app: 'worker' };
 const CLK_TCK = 100;
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** Re-exported for the rigs that take everything from here. */
+export { sleep };
 
 // ---------------------------------------------------------------------------------------------
 // Processes and their CPU

@@ -22,6 +22,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
 import { freePorts } from '../test/support/udp.js';
+import { sleep } from '../test/support/wait.js';
 import { cpuSeconds } from './calls-rig.js';
 
 export type RolloutMode = 'sotw' | 'delta';
@@ -180,8 +181,6 @@ async function stopReplica(r: Replica): Promise<void> {
   await r.exited;
   clearTimeout(timer);
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function runRollout(o: RolloutOptions): Promise<RolloutResult> {
   const log = o.log ?? (() => undefined);
