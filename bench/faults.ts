@@ -72,6 +72,9 @@ const WATCH_TIMEOUT_S = Number(args['watch-timeout-s'] ?? 8);
 const DEFAULT_WATCH_TIMEOUT_S = 60;
 const RESTART_AFTER_MS = 5_000;
 const API_DOWN_MS = 10_000;
+/** The bulk fault's memory: sampled at this long after the last VirtualService is gone, and the lowest heap over SETTLE_MS. */
+const AFTER_MS = QUICK ? 5_000 : 20_000;
+const SETTLE_MS = QUICK ? 10_000 : 120_000;
 /** How long the deleted worker pod stays Terminating: longer than a call lives, so its calls end on it. */
 const DRAIN_GRACE_MS = LIFETIME_MS + 2_000;
 const PLAN: CallPlan = { lifetimeMs: LIFETIME_MS, connectDeadlineMs: LIFETIME_MS + 30_000, minHoldMs: 2_000 };
@@ -329,7 +332,7 @@ const INJECT: Record<Fault, Injector> = {
   bulk: async (rig, faultAt) => {
     const memory = async () => {
       const text = await metrics(rig.vsxds);
-      return { rssMB: processFigures(rig.vsxds.pid).rss / 2 ** 20, heapMB: sumMetric(text, 'vsxds_nodejs_heap_size_used_bytes') / 2 ** 20 };
+      return { rssMB: processFigures(rig.vsxds.pid).rss / 2 ** 20, heapMB: sumMetric(text, 'vsxds_nodejs_heap_size_used_bytes') / 2 ** 20, heapTotalMB: sumMetric(text, 'vsxds_nodejs_heap_size_total_bytes') / 2 ** 20, externalMB: sumMetric(text, 'vsxds_nodejs_external_memory_bytes') / 2 ** 20 };
     };
     const before = await memory();
     let notReady = 0;
@@ -386,10 +389,19 @@ const INJECT: Record<Fault, Injector> = {
       recoveredAt: faultAt,
       detail: { virtualServices: BULK, createFailures, deleteFailures, createMs: Math.round(createdAt - faultAt), seenMs: Math.round(seenAt - faultAt), deleteMs: Math.round(deletedAt - seenAt), goneMs: Math.round(goneAt - deletedAt) },
       after: async () => {
-        await sleep(QUICK ? 5_000 : 20_000);
+        // Heap used right after the delete still counts garbage that no major GC has collected
+        // yet: sampled every second for SETTLE_MS, the lowest is what a major GC left.
+        const samplesAfter: { t: number; heapMB: number; rssMB: number }[] = [];
+        const settleStart = now();
+        while (now() - settleStart < SETTLE_MS) {
+          await sleep(1_000);
+          samplesAfter.push({ t: (now() - settleStart) / 1000, ...(await memory()) });
+        }
         clearInterval(readiness);
-        const after = await memory();
-        return { memory: { before, atPeak, peak, after }, readyzNotOk: notReady, readyzSamples: samples };
+        const at20 = samplesAfter.find((s) => s.t >= AFTER_MS / 1000) ?? (samplesAfter.at(-1) as { heapMB: number; rssMB: number });
+        const settled = samplesAfter.reduce((a, b) => (b.heapMB < a.heapMB ? b : a));
+        const last = samplesAfter.at(-1) as { heapMB: number; rssMB: number };
+        return { memory: { before, atPeak, peak, after: at20, settled, last, settleS: SETTLE_MS / 1000 }, readyzNotOk: notReady, readyzSamples: samples };
       },
     };
   },
