@@ -346,7 +346,7 @@ const INJECT: Record<Fault, Injector> = {
         },
         () => ((samples += 1), (notReady += 1)),
       );
-      void memory().then((m) => (peak = { rssMB: Math.max(peak.rssMB, m.rssMB), heapMB: Math.max(peak.heapMB, m.heapMB) }), () => undefined);
+      void memory().then((m) => (peak = { ...m, rssMB: Math.max(peak.rssMB, m.rssMB), heapMB: Math.max(peak.heapMB, m.heapMB) }), () => undefined);
     }, 500);
     const vsCount = async () => sumMetric(await metrics(rig.vsxds), 'vsxds_virtualservices');
     const names = Array.from({ length: BULK }, (_, i) => `bulk-${i}`);
