@@ -391,17 +391,17 @@ const INJECT: Record<Fault, Injector> = {
       after: async () => {
         // Heap used right after the delete still counts garbage that no major GC has collected
         // yet: sampled every second for SETTLE_MS, the lowest is what a major GC left.
-        const samplesAfter: { t: number; heapMB: number; rssMB: number }[] = [];
+        const samplesAfter: (Awaited<ReturnType<typeof memory>> & { t: number })[] = [];
         const settleStart = now();
         while (now() - settleStart < SETTLE_MS) {
           await sleep(1_000);
           samplesAfter.push({ t: (now() - settleStart) / 1000, ...(await memory()) });
         }
         clearInterval(readiness);
-        const at20 = samplesAfter.find((s) => s.t >= AFTER_MS / 1000) ?? (samplesAfter.at(-1) as { heapMB: number; rssMB: number });
+        const last = samplesAfter[samplesAfter.length - 1];
+        const after = samplesAfter.find((s) => s.t >= AFTER_MS / 1000) ?? last;
         const settled = samplesAfter.reduce((a, b) => (b.heapMB < a.heapMB ? b : a));
-        const last = samplesAfter.at(-1) as { heapMB: number; rssMB: number };
-        return { memory: { before, atPeak, peak, after: at20, settled, last, settleS: SETTLE_MS / 1000 }, readyzNotOk: notReady, readyzSamples: samples };
+        return { memory: { before, atPeak, peak, after, settled, last, settleS: SETTLE_MS / 1000 }, readyzNotOk: notReady, readyzSamples: samples };
       },
     };
   },
