@@ -100,7 +100,8 @@ export interface VsxdsOptions {
 
 /** `node dist/main/cli.js serve --source kubernetes` with default flags but its ports (and `extraArgs`); resolves once /readyz answers. */
 export async function startVsxds(kube: KubeEnv, options: VsxdsOptions = {}): Promise<VsxdsProcess> {
-  const cli = path.join(ROOT, 'dist', 'main', 'cli.js');
+  // B5_VSXDS_CLI=<path>: another build of vsxds's CLI, to compare two builds on one rig.
+  const cli = process.env['B5_VSXDS_CLI'] ?? path.join(ROOT, 'dist', 'main', 'cli.js');
   if (!existsSync(cli)) throw new Error(`${cli} does not exist: run npm run build first`);
   const xdsPort = options.xdsPort ?? (await freePort());
   const adminPort = options.adminPort ?? (await freePort());

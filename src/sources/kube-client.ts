@@ -4,7 +4,8 @@ import { createConfiguration, ServerConfiguration, type Configuration, type Kube
 /** The agent options that decide who the connection is to and as whom. */
 const IDENTITY_OPTIONS = ['ca', 'cert', 'key', 'pfx', 'passphrase', 'rejectUnauthorized', 'servername'] as const;
 
-function sameIdentity(a: https.AgentOptions, b: https.AgentOptions): boolean {
+/** Whether two agents' options connect to the same server as the same client. */
+export function sameIdentity(a: https.AgentOptions, b: https.AgentOptions): boolean {
   return IDENTITY_OPTIONS.every((k) => {
     const x = a[k] as unknown;
     const y = b[k] as unknown;

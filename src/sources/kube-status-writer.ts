@@ -1,8 +1,20 @@
-import { PatchStrategy, setHeaderOptions, type CustomObjectsApi } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { GROUP, PLURAL, VERSION, type VirtualServiceStatus } from '../model/types.js';
 import type { StatusWriter } from './source.js';
 import { backoffMs } from './kube-errors.js';
+import type { KubeHttp } from './kube-http.js';
+
+/** Writes one VirtualService's status subresource (a JSON merge patch of `{status}`); rejects with the API server's `code` on failure. */
+export type StatusPatch = (namespace: string, name: string, patch: { status: object }) => Promise<unknown>;
+
+/** The status patch through KubeHttp. */
+export function statusPatchOver(http: KubeHttp): StatusPatch {
+  return (namespace, name, patch) =>
+    http.request('PATCH', `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(namespace)}/${PLURAL}/${encodeURIComponent(name)}/status`, {
+      contentType: 'application/merge-patch+json',
+      data: JSON.stringify(patch),
+    });
+}
 
 interface Pending {
   status: VirtualServiceStatus;
@@ -26,7 +38,7 @@ export class KubernetesStatusWriter implements StatusWriter {
   writes = 0;
 
   constructor(
-    private readonly api: CustomObjectsApi,
+    private readonly patch: StatusPatch,
     private readonly log: Logger,
     private readonly backoff: (attempt: number) => number = (a) => backoffMs(a, 200, 10_000),
   ) {}
@@ -92,11 +104,8 @@ export class KubernetesStatusWriter implements StatusWriter {
     const [namespace, name] = key.split('/') as [string, string];
     entry.inflight = true;
     try {
-      await this.api.patchNamespacedCustomObjectStatus(
-        // A merge patch keeps fields it does not mention: clear the optional ones explicitly.
-        { group: GROUP, version: VERSION, namespace, plural: PLURAL, name, body: { status: { nackMessage: null, ...entry.status } } },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      // A merge patch keeps fields it does not mention: clear the optional ones explicitly.
+      await this.patch(namespace, name, { status: { nackMessage: null, ...entry.status } });
       this.writes += 1;
       this.written.set(key, json);
       entry.attempt = 0;

@@ -5,8 +5,9 @@ import { GROUP, PLURAL, VERSION, podKey, type Pod } from '../model/types.js';
 import type { PodLookup } from '../xds/node-identity.js';
 import { backoffMs, explainKubeError } from './kube-errors.js';
 import { makeApiClient } from './kube-client.js';
+import { KubeHttp } from './kube-http.js';
 import { KubernetesEventRecorder } from './kube-events.js';
-import { KubernetesStatusWriter } from './kube-status-writer.js';
+import { KubernetesStatusWriter, statusPatchOver } from './kube-status-writer.js';
 import { LeaseLeaderElection } from './leader-election.js';
 import { KubeReplicaStatus, type ReplicaStatusOptions } from './replica-status.js';
 import { parsePod } from '../model/pod.js';
@@ -85,6 +86,7 @@ export class KubernetesSource implements Source {
   watchRestarts = 0;
 
   private readonly kc = new KubeConfig();
+  private readonly http: KubeHttp;
   private readonly subject = new BehaviorSubject<SourceState>({ virtualServices: [], pods: [], synced: false, problems: [] });
   private readonly podChanges = new Subject<void>();
   private readonly store = new ObjectStore();
@@ -103,7 +105,8 @@ export class KubernetesSource implements Source {
       byUid: (uid) => this.podsByUid.get(uid),
       changes$: this.podChanges.asObservable(),
     };
-    this.statusWriter = new KubernetesStatusWriter(makeApiClient(this.kc, CustomObjectsApi), this.log.child({ component: 'status-writer' }), options.backoff);
+    this.http = new KubeHttp(this.kc);
+    this.statusWriter = new KubernetesStatusWriter(statusPatchOver(this.http), this.log.child({ component: 'status-writer' }), options.backoff);
     const le = options.leaderElection;
     if (options.replicaStatus) {
       this.replicas = new KubeReplicaStatus(this.kc, { ...options.replicaStatus, log: this.log.child({ component: 'replica-status' }) });
@@ -167,11 +170,12 @@ export class KubernetesSource implements Source {
       clearTimeout(w.watchdog);
       await w.informer.stop().catch(() => undefined);
     }
+    this.http.destroy();
   }
 
   private watch(what: Watched, path: string, list: () => Promise<any>): void {
     // What makeInformer builds, with a Watch that says when its request is connected.
-    const watch = new ConnectionTrackingWatch(this.kc, this.options.watchTimeoutS ?? WATCH_TIMEOUT_S);
+    const watch = new ConnectionTrackingWatch(this.kc, this.http, this.options.watchTimeoutS ?? WATCH_TIMEOUT_S, this.log);
     const state: WatchState = {
       watch,
       informer: new ListWatch(path, watch, async () => {
@@ -324,10 +328,10 @@ export class KubernetesSource implements Source {
 }
 
 /**
- * client-node's Watch, telling whether its request is connected: its `watch` resolves once the
- * API server answered the request, and `done` is called when that watch ends. Only public API,
- * so a client-node upgrade that changes the informer's internals cannot silently break the
- * stall detection that relies on it.
+ * The informer's watch, telling whether its request is connected: `watch` resolves once the API
+ * server answered the request, and `done` is called when that watch ends. It is client-node's
+ * Watch in shape (ListWatch calls only `watch`), with the request made by KubeHttp instead of
+ * node-fetch and readline: every call's three watch events pass through here.
  */
 class ConnectionTrackingWatch extends Watch {
   connected = false;
@@ -335,7 +339,9 @@ class ConnectionTrackingWatch extends Watch {
 
   constructor(
     kc: KubeConfig,
+    private readonly http: KubeHttp,
     private readonly timeoutS: number,
+    private readonly log: Logger,
   ) {
     super(kc);
   }
@@ -348,38 +354,59 @@ class ConnectionTrackingWatch extends Watch {
     // on a quiet cluster, so the next watch resumes instead of listing again.
     const timeoutSeconds = Math.max(1, Math.round(this.timeoutS * (0.8 + 0.2 * Math.random())));
     const silentMs = (timeoutSeconds + this.timeoutS / 4) * 1000;
-    let controller: AbortController | undefined;
+    let handle: { abort(): void } | undefined;
     let silence: NodeJS.Timeout | undefined;
-    const end = (err: unknown): void => {
+    /** The watch ended; `done` is told unless the informer ended it itself (`abort`). */
+    const end = (err: unknown, tell = true): void => {
       if (ended) return;
       ended = true;
       clearTimeout(silence);
       if (call === this.calls) this.connected = false;
-      done(err);
+      handle?.abort();
+      if (tell) done(err);
     };
     const heard = (): void => {
       clearTimeout(silence);
       silence = setTimeout(() => {
         // Neither an event, a bookmark nor the server's end of the watch: the connection is gone.
         end(new Error(`the watch of ${path} sent nothing and did not end for ${silentMs / 1000} s (asked to end after ${timeoutSeconds} s): its connection is gone; starting it over`));
-        controller?.abort();
       }, silentMs);
       silence.unref();
     };
+    const failed = (err: unknown): void => {
+      // One object vsxds fails on must not end the watch of all the others.
+      this.log.error({ path, err: (err as Error).message, stack: (err as Error).stack }, 'handling a watch event failed');
+    };
     heard();
-    controller = await super.watch(
-      path,
-      { ...queryParams, timeoutSeconds, allowWatchBookmarks: true },
-      (phase, apiObj, watchObj) => {
+    const query = new URLSearchParams({ watch: 'true' });
+    for (const [k, v] of Object.entries({ ...queryParams, timeoutSeconds, allowWatchBookmarks: true })) if (v !== undefined) query.set(k, String(v));
+    const watch = this.http.watch(
+      `${path}?${query.toString()}`,
+      (line) => {
         heard();
-        callback(phase, apiObj, watchObj);
+        let event: { type: string; object: unknown };
+        try {
+          event = JSON.parse(line) as { type: string; object: unknown };
+        } catch (err) {
+          this.log.warn({ path, err: (err as Error).message }, 'ignoring a watch event that is not JSON');
+          return;
+        }
+        try {
+          // ListWatch's handler is async: what it throws comes back as a rejection.
+          const handled = callback(event.type, event.object, event) as unknown;
+          if (handled instanceof Promise) handled.catch(failed);
+        } catch (err) {
+          failed(err);
+        }
       },
       end,
     );
-    if (ended) controller.abort();
+    handle = watch;
+    if (ended) watch.abort();
+    await watch.answered;
     // Only the latest request counts, and only while it has not ended already.
     if (call === this.calls && !ended) this.connected = true;
-    return controller;
+    return { abort: () => end(null, false) } as unknown as AbortController;
   }
 }
 
