@@ -25,6 +25,17 @@ function messageOf(body: string): string {
   }
 }
 
+/** A request's body: JSON text and its content type (`application/json`, `application/merge-patch+json`). */
+export interface RequestBody {
+  readonly contentType: string;
+  readonly data: string;
+}
+
+/** `data` as a JSON request body. */
+export function json(data: unknown, contentType = 'application/json'): RequestBody {
+  return { contentType, data: JSON.stringify(data) };
+}
+
 /** How long the credentials and TLS identity read from the kubeconfig are used before they are read again (a rotated token file, an exec plugin's new token). */
 const CREDENTIALS_TTL_MS = 10_000;
 
@@ -68,16 +79,16 @@ export class KubeHttp {
   }
 
   /** A request whose body is read whole; rejects with KubeHttpError on a non-2xx answer, or on no answer within the timeout. */
-  async request(method: string, path: string, body?: { readonly contentType: string; readonly data: string }): Promise<string> {
+  async request(method: string, path: string, body?: RequestBody, accept = 'application/json'): Promise<string> {
     let p = await this.credentials();
     try {
-      return await this.once(p, method, path, body);
+      return await this.once(p, method, path, body, accept);
     } catch (err) {
       if (!(err instanceof KubeHttpError) || err.code !== 401) throw err;
       // A token that expired or was rotated since it was read: read it again, once.
       this.prepared = undefined;
       p = await this.credentials();
-      return this.once(p, method, path, body);
+      return this.once(p, method, path, body, accept);
     }
   }
 
@@ -148,9 +159,9 @@ export class KubeHttp {
     return new URL(path, this.base);
   }
 
-  private once(p: Prepared, method: string, path: string, body?: { readonly contentType: string; readonly data: string }): Promise<string> {
+  private once(p: Prepared, method: string, path: string, body: RequestBody | undefined, accept: string): Promise<string> {
     return new Promise((resolve, reject) => {
-      const headers: Record<string, string | number> = { ...p.headers, Accept: 'application/json' };
+      const headers: Record<string, string | number> = { ...p.headers, Accept: accept };
       if (body) {
         headers['Content-Type'] = body.contentType;
         headers['Content-Length'] = Buffer.byteLength(body.data);

@@ -2,18 +2,17 @@ import type { Logger } from 'pino';
 import { GROUP, PLURAL, VERSION, type VirtualServiceStatus } from '../model/types.js';
 import type { StatusWriter } from './source.js';
 import { backoffMs } from './kube-errors.js';
-import type { KubeHttp } from './kube-http.js';
+import { json, type KubeHttp } from './kube-http.js';
 
 /** Writes one VirtualService's status subresource (a JSON merge patch of `{status}`); rejects with the API server's `code` on failure. */
 export type StatusPatch = (namespace: string, name: string, patch: { status: object }) => Promise<unknown>;
 
+const MERGE_PATCH = 'application/merge-patch+json';
+
 /** The status patch through KubeHttp. */
 export function statusPatchOver(http: KubeHttp): StatusPatch {
   return (namespace, name, patch) =>
-    http.request('PATCH', `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(namespace)}/${PLURAL}/${encodeURIComponent(name)}/status`, {
-      contentType: 'application/merge-patch+json',
-      data: JSON.stringify(patch),
-    });
+    http.request('PATCH', `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(namespace)}/${PLURAL}/${encodeURIComponent(name)}/status`, json(patch, MERGE_PATCH));
 }
 
 interface Pending {

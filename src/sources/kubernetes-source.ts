@@ -100,16 +100,16 @@ export class KubernetesSource implements Source {
     if (options.kubeconfig) this.kc.loadFromFile(options.kubeconfig);
     else this.kc.loadFromDefault();
     this.state$ = this.subject.asObservable();
+    this.http = new KubeHttp(this.kc);
     this.podLookup = {
       byName: (namespace, name) => this.store.pod(`${namespace}/${name}`),
       byUid: (uid) => this.podsByUid.get(uid),
       changes$: this.podChanges.asObservable(),
     };
-    this.http = new KubeHttp(this.kc);
     this.statusWriter = new KubernetesStatusWriter(statusPatchOver(this.http), this.log.child({ component: 'status-writer' }), options.backoff);
     const le = options.leaderElection;
     if (options.replicaStatus) {
-      this.replicas = new KubeReplicaStatus(this.kc, { ...options.replicaStatus, log: this.log.child({ component: 'replica-status' }) });
+      this.replicas = new KubeReplicaStatus(this.http, { ...options.replicaStatus, log: this.log.child({ component: 'replica-status' }) });
       // Without leader election every replica writes status, so every replica adds up.
       this.replicas.reading = !le;
     }

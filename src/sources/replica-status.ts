@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
+import type { V1ConfigMap, V1ConfigMapList } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { Subject, type Observable } from 'rxjs';
-import { makeApiClient, withTimeout } from './kube-client.js';
+import { withTimeout } from './kube-client.js';
+import { json, type KubeHttp } from './kube-http.js';
 import type { ReplicaExchange } from './source.js';
 
 export const REPLICA_STATUS_LABELS = { 'app.kubernetes.io/name': 'vsxds', 'app.kubernetes.io/component': 'replica-status' } as const;
@@ -52,7 +53,6 @@ interface Peer {
  */
 export class KubeReplicaStatus implements ReplicaExchange {
   readonly name: string;
-  private readonly api: CoreV1Api;
   private readonly subject = new Subject<void>();
   readonly peers$: Observable<void> = this.subject.asObservable();
   private readonly peersByName = new Map<string, Peer>();
@@ -76,10 +76,9 @@ export class KubeReplicaStatus implements ReplicaExchange {
   writes = 0;
 
   constructor(
-    kc: KubeConfig,
+    private readonly http: KubeHttp,
     private readonly options: ReplicaStatusOptions,
   ) {
-    this.api = makeApiClient(kc, CoreV1Api);
     this.name = replicaObjectName(options.replica);
   }
 
@@ -144,10 +143,16 @@ export class KubeReplicaStatus implements ReplicaExchange {
     await this.running;
     if (this.written === undefined) return;
     try {
-      await this.api.deleteNamespacedConfigMap({ name: this.name, namespace: this.options.namespace });
+      await this.http.request('DELETE', this.path(this.name));
     } catch {
       // Best effort: the leader stops counting it after the lease duration, and Kubernetes deletes it with the Pod.
     }
+  }
+
+  /** The ConfigMaps of the namespace, or one of them. */
+  private path(name?: string): string {
+    const base = `/api/v1/namespaces/${encodeURIComponent(this.options.namespace)}/configmaps`;
+    return name === undefined ? base : `${base}/${encodeURIComponent(name)}`;
   }
 
   private async tick(): Promise<void> {
@@ -184,10 +189,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
   /** Only a renewal: a small patch, the contribution stays as it is. False when the object is gone. */
   private async renew(renewedAt: string): Promise<boolean> {
     try {
-      await this.api.patchNamespacedConfigMap(
-        { name: this.name, namespace: this.options.namespace, body: { metadata: { annotations: { [RENEW_ANNOTATION]: renewedAt } } } },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      await this.http.request('PATCH', this.path(this.name), json({ metadata: { annotations: { [RENEW_ANNOTATION]: renewedAt } } }, 'application/merge-patch+json'));
       return true;
     } catch (err) {
       if ((err as { code?: number }).code === 404) return false;
@@ -208,10 +210,10 @@ export class KubeReplicaStatus implements ReplicaExchange {
       data: { [DATA_KEY]: payload },
     };
     try {
-      await this.api.replaceNamespacedConfigMap({ name: this.name, namespace, body });
+      await this.http.request('PUT', this.path(this.name), json(body));
     } catch (err) {
       if ((err as { code?: number }).code !== 404) throw err;
-      await this.api.createNamespacedConfigMap({ namespace, body });
+      await this.http.request('POST', this.path(), json(body));
     }
   }
 
@@ -219,10 +221,9 @@ export class KubeReplicaStatus implements ReplicaExchange {
     try {
       // Metadata only: a renewal changes the resourceVersion, not the contribution, whose hash
       // is in an annotation; only an object whose contribution changed is read whole.
-      const list = await this.api.listNamespacedConfigMap(
-        { namespace: this.options.namespace, labelSelector: SELECTOR },
-        setHeaderOptions('Accept', 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1'),
-      );
+      const list = JSON.parse(
+        await this.http.request('GET', `${this.path()}?labelSelector=${encodeURIComponent(SELECTOR)}`, undefined, 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1'),
+      ) as V1ConfigMapList;
       if (!this.readingNow) return;
       const now = this.now();
       const present = new Set<string>();
@@ -236,7 +237,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
         const hash = metadata?.annotations?.[HASH_ANNOTATION];
         let payload = before?.payload;
         if (!before || hash === undefined || hash !== before.hash) {
-          const cm = await this.api.readNamespacedConfigMap({ name, namespace: this.options.namespace });
+          const cm = JSON.parse(await this.http.request('GET', this.path(name))) as V1ConfigMap;
           payload = cm.data?.[DATA_KEY] ?? '';
         }
         this.peersByName.set(name, { resourceVersion, seenAt: now, payload: payload ?? '', hash });
