@@ -24,9 +24,10 @@ RUN npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 FROM gcr.io/distroless/nodejs${NODE_MAJOR}-debian12:nonroot
 WORKDIR /app
 ENV NODE_ENV=production
-# Node with jemalloc instead of glibc's malloc: after a burst (bench B6, 10,000 VirtualServices
-# created and deleted at once) glibc kept ~60 MB of what vsxds had freed (RSS 166 MB before, 212
-# MB two minutes after), jemalloc returns it (170 MB 20 s after, 119 MB at two minutes).
+# Node with jemalloc instead of glibc's malloc: after a burst (bench B6's bulk fault alone, 10,000
+# VirtualServices created and deleted at once) glibc kept ~60 MB of what vsxds had freed (RSS 166
+# MB before, 212 MB two minutes after), jemalloc gave it back (166 before, 170 20 s after, 119 at
+# two minutes).
 # background_thread: freed pages go back to the kernel from a thread of jemalloc's own, also
 # while vsxds is quiet. An empty LD_PRELOAD (the chart's extraEnv) turns it off.
 COPY --from=build /opt/jemalloc/libjemalloc.so.2 /opt/jemalloc/libjemalloc.so.2
