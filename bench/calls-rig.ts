@@ -3,7 +3,7 @@
  * bench/soak.ts): the worker pods, vsxds as a process of its own from its CLI, CPU and process
  * figures from /proc, vsxds's metrics and /debug/changes, and cleaning up VirtualServices.
  */
-import { type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -88,6 +88,34 @@ export interface VsxdsProcess {
   kill(): Promise<void>;
 }
 
+/** What the image (Dockerfile) runs vsxds with: jemalloc, preloaded, returning freed pages from a thread of its own. */
+const MALLOC_CONF = 'background_thread:true';
+
+function findJemalloc(): string | undefined {
+  const triplet = ({ x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu' } as Record<string, string>)[process.arch];
+  return [triplet && `/usr/lib/${triplet}/libjemalloc.so.2`, '/usr/lib/libjemalloc.so.2', '/usr/local/lib/libjemalloc.so.2'].find((p): p is string => !!p && existsSync(p));
+}
+
+let jemalloc: string | undefined;
+
+/**
+ * The environment that runs vsxds on jemalloc as its image does: Debian's libjemalloc2, installed
+ * with apt-get when it is missing (as the Dockerfile's build stage does), or an error saying so.
+ */
+export function jemallocEnv(): Record<string, string> {
+  if (!jemalloc) {
+    jemalloc = findJemalloc();
+    if (!jemalloc) {
+      process.stderr.write('bench: vsxds runs on jemalloc, as in its image; installing Debian\'s libjemalloc2\n');
+      // stdout carries the rigs' JSON: apt-get's output goes to stderr.
+      const r = spawnSync('sh', ['-c', 'apt-get update -qq && apt-get install -y -qq --no-install-recommends libjemalloc2'], { stdio: ['ignore', 2, 2] });
+      jemalloc = findJemalloc();
+      if (!jemalloc) throw new Error(`vsxds runs on jemalloc in its image (Dockerfile: LD_PRELOAD, MALLOC_CONF) and the bench runs it the same way, but libjemalloc.so.2 is not installed and apt-get install libjemalloc2 failed (exit ${r.status ?? r.error?.message}): install the package libjemalloc2 (Debian, Ubuntu) or jemalloc`);
+    }
+  }
+  return { LD_PRELOAD: jemalloc, MALLOC_CONF };
+}
+
 export interface VsxdsOptions {
   /** Ports to serve on (default: free ones): a restarted vsxds comes back on the same. */
   readonly xdsPort?: number;
@@ -98,7 +126,7 @@ export interface VsxdsOptions {
   readonly env?: Record<string, string>;
 }
 
-/** `node dist/main/cli.js serve --source kubernetes` with default flags but its ports (and `extraArgs`); resolves once /readyz answers. */
+/** `node dist/main/cli.js serve --source kubernetes` with default flags but its ports (and `extraArgs`), on jemalloc as in the image; resolves once /readyz answers. */
 export async function startVsxds(kube: KubeEnv, options: VsxdsOptions = {}): Promise<VsxdsProcess> {
   // B5_VSXDS_CLI=<path>: another build of vsxds's CLI, to compare two builds on one rig.
   const cli = process.env['B5_VSXDS_CLI'] ?? path.join(ROOT, 'dist', 'main', 'cli.js');
@@ -109,6 +137,9 @@ export async function startVsxds(kube: KubeEnv, options: VsxdsOptions = {}): Pro
   const profile = process.env['B5_VSXDS_PROFILE'];
   // B5_VSXDS_NODE_FLAGS="...": Node/V8 flags for vsxds, for experiments (the figures are for none).
   const nodeFlags = (process.env['B5_VSXDS_NODE_FLAGS'] ?? '').split(/\s+/).filter(Boolean);
+  // B5_VSXDS_ENV="K=V ...": more environment for vsxds, for experiments (B5_VSXDS_ENV=LD_PRELOAD=
+  // runs it on glibc's malloc; the figures are for the image's jemalloc).
+  const extraEnv = Object.fromEntries((process.env['B5_VSXDS_ENV'] ?? '').split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const child: ChildProcess = spawnTied(process.execPath, [
     ...nodeFlags,
     ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []),
@@ -118,7 +149,7 @@ export async function startVsxds(kube: KubeEnv, options: VsxdsOptions = {}): Pro
     '--xds-address', `127.0.0.1:${xdsPort}`,
     '--admin-address', `127.0.0.1:${adminPort}`,
     ...(options.extraArgs ?? []),
-  ], { cwd: ROOT, env: { PATH: process.env['PATH'] ?? '', HOME: tmpdir(), ...options.env } });
+  ], { cwd: ROOT, env: { PATH: process.env['PATH'] ?? '', HOME: tmpdir(), ...jemallocEnv(), ...extraEnv, ...options.env } });
   let out = '';
   const keep = (d: string) => (out = (out + d).slice(-20_000));
   child.stdout?.setEncoding('utf8').on('data', keep);

@@ -72,9 +72,9 @@ const WATCH_TIMEOUT_S = Number(args['watch-timeout-s'] ?? 8);
 const DEFAULT_WATCH_TIMEOUT_S = 60;
 const RESTART_AFTER_MS = 5_000;
 const API_DOWN_MS = 10_000;
-/** The bulk fault's memory: sampled at this long after the last VirtualService is gone, and the lowest heap over SETTLE_MS. */
-const AFTER_MS = QUICK ? 5_000 : 20_000;
-const SETTLE_MS = QUICK ? 10_000 : 120_000;
+/** The bulk fault's memory: sampled every second for SETTLE_MS after the last VirtualService is gone; reported at these seconds, and where heap used was lowest. */
+const AFTER_S = QUICK ? [5, 10] : [20, 74, 120];
+const SETTLE_MS = 1000 * (AFTER_S.at(-1) as number);
 /** How long the deleted worker pod stays Terminating: longer than a call lives, so its calls end on it. */
 const DRAIN_GRACE_MS = LIFETIME_MS + 2_000;
 const PLAN: CallPlan = { lifetimeMs: LIFETIME_MS, connectDeadlineMs: LIFETIME_MS + 30_000, minHoldMs: 2_000 };
@@ -399,9 +399,9 @@ const INJECT: Record<Fault, Injector> = {
         }
         clearInterval(readiness);
         const last = samplesAfter[samplesAfter.length - 1];
-        const after = samplesAfter.find((s) => s.t >= AFTER_MS / 1000) ?? last;
+        const at = AFTER_S.map((t) => samplesAfter.find((s) => s.t >= t - 0.5) ?? last);
         const settled = samplesAfter.reduce((a, b) => (b.heapMB < a.heapMB ? b : a));
-        return { memory: { before, atPeak, peak, after, settled, last, settleS: SETTLE_MS / 1000 }, readyzNotOk: notReady, readyzSamples: samples };
+        return { memory: { before, atPeak, peak, at, settled, last, settleS: SETTLE_MS / 1000 }, readyzNotOk: notReady, readyzSamples: samples };
       },
     };
   },

@@ -23,7 +23,7 @@ import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
 import { freePorts } from '../test/support/udp.js';
 import { sleep } from '../test/support/wait.js';
-import { cpuSeconds } from './calls-rig.js';
+import { cpuSeconds, jemallocEnv } from './calls-rig.js';
 
 export type RolloutMode = 'sotw' | 'delta';
 /** How b is stopped; `none`: not at all (the control run). */
@@ -146,7 +146,8 @@ async function startReplica(root: string, name: string, dir: string, xdsPort: nu
   const child = spawn(
     process.execPath,
     [...nodeArgs, path.join(root, 'dist', 'main', 'cli.js'), 'serve', '--source', `file:${dir}`, '--xds-address', `127.0.0.1:${xdsPort}`, '--admin-address', `127.0.0.1:${adminPort}`, '--replica-name', name, ...args],
-    { cwd: root, stdio: ['ignore', fd, fd] },
+    // On jemalloc, as the image runs vsxds.
+    { cwd: root, stdio: ['ignore', fd, fd], env: { ...process.env, ...jemallocEnv() } },
   );
   closeSync(fd);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

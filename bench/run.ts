@@ -653,7 +653,9 @@ function b6Table(b6: Record<string, any>): string {
         return `${d.onIt} calls on ${d.worker}: ${d.moved} moved${d.moved ? ` (p50 ${ms(d.moveMsP50)}, max ${ms(d.moveMsMax)} ms)` : ''}, ${d.lostOnIt} datagrams lost, last on it ${s1(d.lastOnItMsMax)} s after; new calls on it ${d.newCallsOnIt} of ${d.newCalls} (${d.newCallsOnItAfter1s} created > 1 s after)${d.aliveWhenGone !== undefined ? `; still on it when gone: ${d.aliveWhenGone}` : ''}`;
       case 'bulk': {
         const m = d.memory;
-        return `${d.virtualServices} VS: created in ${s1(d.createMs)} s, all seen ${s1(d.seenMs)} s, deleted in ${s1(d.deleteMs)} s, gone ${s1(d.goneMs)} s later; /readyz not OK ${d.readyzNotOk}/${d.readyzSamples}; heap MB ${fmt(m.before.heapMB)} → ${fmt(m.peak.heapMB)} → ${fmt(m.after.heapMB)} → ${fmt(m.settled?.heapMB)}, RSS MB ${fmt(m.before.rssMB)} → ${fmt(m.peak.rssMB)} → ${fmt(m.after.rssMB)} → ${fmt(m.settled?.rssMB)} (before → peak → 20 s after → lowest heap within ${m.settleS ?? '–'} s after, at ${fmt(m.settled?.t)} s)`;
+        const at = (m.at ?? []) as Array<{ t: number; heapMB: number; rssMB: number; heapTotalMB: number }>;
+        const series = (k: 'heapMB' | 'rssMB') => [m.before[k], m.peak[k], ...at.map((s) => s[k])].map((x: number) => fmt(x)).join(' → ');
+        return `${d.virtualServices} VS: created in ${s1(d.createMs)} s, all seen ${s1(d.seenMs)} s, deleted in ${s1(d.deleteMs)} s, gone ${s1(d.goneMs)} s later; /readyz not OK ${d.readyzNotOk}/${d.readyzSamples}; heap MB ${series('heapMB')}, RSS MB ${series('rssMB')} (before → peak → ${at.map((s) => fmt(s.t)).join(' / ')} s after the last was gone); heap committed MB ${fmt(m.before.heapTotalMB)} → ${fmt(m.last.heapTotalMB)}`;
       }
       case 'replica-kill':
         return `Envoy on the other replica after ${ms(d.ingressReconnectMs?.[r['mode']])} ms; status written again after ${s1(d.statusResumedMs)} s (lease ${d.leaseDurationS} s)`;

@@ -495,6 +495,8 @@ describe('Dockerfile (checked statically: no container engine here)', { timeout:
     };
 
     for (const copy of copies(runtime)) {
+      // The allocator the build stage installed (checked below) is no file of the application.
+      if (copy.from === 'build' && copy.sources.every((source) => source.startsWith('/opt/jemalloc/'))) continue;
       for (const source of copy.sources) {
         const dest = path.join(app, path.posix.relative(runtime.workdir, path.posix.resolve(runtime.workdir, copy.dest)));
         if (copy.from === 'build') await buildStage(source, dest);
@@ -520,5 +522,17 @@ describe('Dockerfile (checked statically: no container engine here)', { timeout:
       .map((f) => `./dist/${f.split(path.sep).join('/')}`);
     const script = `for (const m of ${JSON.stringify(modules)}) await import(m);`;
     await runOk(process.execPath, ['--input-type=module', '-e', script], { cwd: app });
+  });
+
+  it('runs Node with jemalloc, which the build stage installs from Debian and the runtime stage copies and preloads', () => {
+    const [build, runtime] = stages() as [Stage, Stage];
+    const env = new Map(runtime.instructions.filter((i) => i.op === 'ENV').map((i) => i.args.split('=', 2) as [string, string]));
+    const preload = env.get('LD_PRELOAD');
+    expect(preload).toBe('/opt/jemalloc/libjemalloc.so.2');
+    expect(env.get('MALLOC_CONF')).toMatch(/background_thread:true/);
+    expect(copies(runtime)).toContainEqual({ from: 'build', sources: [preload], dest: preload });
+    const install = build.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).find((r) => r.includes('libjemalloc2'));
+    expect(install).toMatch(/apt-get install -y --no-install-recommends libjemalloc2/);
+    expect(install).toContain('/opt/jemalloc/');
   });
 });

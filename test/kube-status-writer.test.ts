@@ -1,5 +1,5 @@
 /**
- * KubernetesStatusWriter's retries across a leadership pause, with a stand-in for the API
+ * KubernetesStatusWriter's retries across a leadership pause and its bound on writes in flight, with a stand-in for the API
  * client (the writer against a real API server is in test/kubernetes.test.ts and, through
  * connections that go silent, test/envoy/faults.test.ts).
  */
@@ -32,6 +32,30 @@ describe('status writer', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(calls.length).toBeGreaterThanOrEqual(2);
     expect((calls.at(-1)?.body as { status: { observedGeneration: number } }).status.observedGeneration).toBe(2);
+    writer.stop();
+  });
+
+  it('a burst of statuses is written a few at a time, each once, however many wait (not all queued in the HTTP agent, where their timeouts run)', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const written: string[] = [];
+    const patch = async (_namespace: string, name: string) => {
+      inFlight += 1;
+      most = Math.max(most, inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight -= 1;
+      written.push(name);
+      return '';
+    };
+    const writer = new KubernetesStatusWriter(patch, pino({ level: 'silent' }));
+    const names = Array.from({ length: 200 }, (_, i) => `vs-${i}`);
+    for (const name of names) writer.write(`default/${name}`, 1, status(1));
+    // Deleted while waiting: never written.
+    writer.forget('default/vs-199');
+    for (let i = 0; i < 500 && written.length < 199; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(written.sort()).toEqual(names.slice(0, 199).sort());
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(8);
     writer.stop();
   });
 });

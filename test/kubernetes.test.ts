@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { firstValueFrom } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Running } from '../src/main/serve.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE } from '../src/xds/index.js';
@@ -110,6 +111,14 @@ describe('with a real kube-apiserver', { timeout: 200_000 }, () => {
     expect(table).toMatch(/ingress\s+2\s+True\s+True\s+1\/1\s+/);
     // No worker proxy is connected: the worker VirtualService is accepted but not live anywhere.
     expect(table).toMatch(/worker\s+2\s+True\s+Unknown\s+0\/0\s+/);
+  });
+
+  it('keeps no managedFields of the VirtualServices it watches (never read; a fifth of the heap of 10,000 VirtualServices)', async () => {
+    const kept = (await firstValueFrom(vsxds.source.state$)).virtualServices;
+    expect(kept.length).toBeGreaterThan(0);
+    // The API server sets them on every object it stores.
+    expect(JSON.parse(await kube.kubectlOk(['get', 'vsvc', 'ingress', '-o', 'json', '--show-managed-fields'])).metadata.managedFields).toBeDefined();
+    expect(kept.filter((raw) => raw.metadata['managedFields'] !== undefined).map((raw) => raw.metadata.name)).toEqual([]);
   });
 
   it('sends pod changes as endpoint updates only, keeping terminating pods as DEGRADED', async () => {

@@ -15,6 +15,14 @@ export function statusPatchOver(http: KubeHttp): StatusPatch {
     http.request('PATCH', `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(namespace)}/${PLURAL}/${encodeURIComponent(name)}/status`, json(patch, MERGE_PATCH));
 }
 
+/**
+ * Status writes in flight at once. The rest wait here, not in the HTTP agent's queue, where each
+ * request's timeout (REQUEST_TIMEOUT_MS) already runs: 10,000 VirtualServices created at once
+ * queued 10,000 writes there, most timed out before they were sent and were retried, over and
+ * over (bench B6's bulk fault: 700 writes done in two minutes, the heap at 750 MB).
+ */
+const MAX_IN_FLIGHT = 8;
+
 interface Pending {
   status: VirtualServiceStatus;
   generation?: number;
@@ -25,13 +33,17 @@ interface Pending {
 
 /**
  * Writes VirtualService status through the status subresource (merge patch), one write in
- * flight per object, always the latest status, skipping writes that would change nothing.
+ * flight per object and at most MAX_IN_FLIGHT in all (the others wait their turn, oldest first),
+ * always the latest status, skipping writes that would change nothing.
  */
 export class KubernetesStatusWriter implements StatusWriter {
   private readonly written = new Map<string, string>();
   private readonly pending = new Map<string, Pending>();
   /** The latest status given per object, kept while not leading so a new leader can write them all. */
   private readonly latest = new Map<string, { generation?: number; status: VirtualServiceStatus }>();
+  /** Pending objects waiting for one of the writes in flight to end, oldest first. */
+  private readonly queued = new Set<string>();
+  private inFlight = 0;
   private stopped = false;
   private enabledNow = true;
   writes = 0;
@@ -40,6 +52,7 @@ export class KubernetesStatusWriter implements StatusWriter {
     private readonly patch: StatusPatch,
     private readonly log: Logger,
     private readonly backoff: (attempt: number) => number = (a) => backoffMs(a, 200, 10_000),
+    private readonly maxInFlight = MAX_IN_FLIGHT,
   ) {}
 
   /** Only the leader writes; a follower remembers, and writes everything when it takes over. */
@@ -59,7 +72,7 @@ export class KubernetesStatusWriter implements StatusWriter {
     for (const [key, entry] of this.pending) {
       if (entry.inflight) continue;
       clearTimeout(entry.timer);
-      void this.flush(key);
+      this.schedule(key);
     }
   }
 
@@ -76,7 +89,7 @@ export class KubernetesStatusWriter implements StatusWriter {
       return;
     }
     this.pending.set(key, { status, generation, attempt: 0, inflight: false });
-    void this.flush(key);
+    this.schedule(key);
   }
 
   forget(key: string): void {
@@ -85,6 +98,7 @@ export class KubernetesStatusWriter implements StatusWriter {
     const entry = this.pending.get(key);
     if (entry) clearTimeout(entry.timer);
     this.pending.delete(key);
+    this.queued.delete(key);
   }
 
   stop(): void {
@@ -92,7 +106,22 @@ export class KubernetesStatusWriter implements StatusWriter {
     for (const e of this.pending.values()) clearTimeout(e.timer);
   }
 
+  /** Writes now if fewer than maxInFlight are in flight, else when its turn comes. */
+  private schedule(key: string): void {
+    if (this.inFlight < this.maxInFlight) void this.flush(key);
+    else this.queued.add(key);
+  }
+
+  /** A write ended: the next ones waiting take its place. */
+  private next(): void {
+    for (const key of this.queued) {
+      if (this.inFlight >= this.maxInFlight) return;
+      void this.flush(key);
+    }
+  }
+
   private async flush(key: string): Promise<void> {
+    this.queued.delete(key);
     const entry = this.pending.get(key);
     if (!entry || entry.inflight || this.stopped || !this.enabledNow) return;
     const json = JSON.stringify(entry.status);
@@ -102,6 +131,7 @@ export class KubernetesStatusWriter implements StatusWriter {
     }
     const [namespace, name] = key.split('/') as [string, string];
     entry.inflight = true;
+    this.inFlight += 1;
     try {
       // A merge patch keeps fields it does not mention: clear the optional ones explicitly.
       await this.patch(namespace, name, { status: { nackMessage: null, ...entry.status } });
@@ -111,18 +141,22 @@ export class KubernetesStatusWriter implements StatusWriter {
     } catch (err) {
       const code = (err as { code?: number }).code;
       entry.inflight = false;
+      this.inFlight -= 1;
       if (code === 404) {
         // Deleted meanwhile: nothing to report on.
         this.forget(key);
-        return;
+      } else {
+        this.log.warn({ key, code, err: (err as Error).message }, 'status write failed; retrying');
+        entry.timer = setTimeout(() => this.schedule(key), this.backoff(entry.attempt++));
       }
-      this.log.warn({ key, code, err: (err as Error).message }, 'status write failed; retrying');
-      entry.timer = setTimeout(() => void this.flush(key), this.backoff(entry.attempt++));
+      this.next();
       return;
     }
     entry.inflight = false;
+    this.inFlight -= 1;
     // A newer status may have arrived while this one was being written.
-    if (JSON.stringify(entry.status) !== json) void this.flush(key);
+    if (JSON.stringify(entry.status) !== json) this.schedule(key);
     else this.pending.delete(key);
+    this.next();
   }
 }

@@ -192,6 +192,7 @@ export class KubernetesSource implements Source {
     const informer = state.informer;
     const onObject = (obj: KubernetesObject) => {
       this.healthy(state, what);
+      dropManagedFields(obj);
       if (what === 'pods') this.upsertPod(obj);
       else this.upsertVirtualService(obj);
     };
@@ -325,6 +326,15 @@ export class KubernetesSource implements Source {
   private emit(): void {
     this.subject.next(this.store.state(true));
   }
+}
+
+/**
+ * vsxds never reads managedFields, and they are the largest part of a small object: a fifth of the
+ * heap of 10,000 VirtualServices (bench B6), kept by the informer's cache and the store alike.
+ * Dropped as each object arrives: the informer caches this same object.
+ */
+function dropManagedFields(obj: KubernetesObject): void {
+  if (obj.metadata?.managedFields) obj.metadata.managedFields = undefined;
 }
 
 /**

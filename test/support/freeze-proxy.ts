@@ -19,6 +19,8 @@ export class FreezeProxy {
   private readonly pairs = new Set<Pair>();
   /** Connections accepted so far. */
   accepted = 0;
+  /** The most connections open at once (not frozen) since the proxy started or `resetMostLive`. */
+  mostLive = 0;
 
   private constructor(
     private readonly server: Server,
@@ -32,6 +34,7 @@ export class FreezeProxy {
       const pair: Pair = { client, upstream, frozen: false };
       (proxy as FreezeProxy).accepted += 1;
       (proxy as FreezeProxy).pairs.add(pair);
+      (proxy as FreezeProxy).mostLive = Math.max((proxy as FreezeProxy).mostLive, (proxy as FreezeProxy).live);
       // Frozen: what either side sends is dropped; neither learns anything, not even a close.
       client.on('data', (d) => void (pair.frozen || upstream.write(d)));
       upstream.on('data', (d) => void (pair.frozen || client.write(d)));
@@ -64,6 +67,10 @@ export class FreezeProxy {
   /** Connections open through the proxy and not frozen. */
   get live(): number {
     return [...this.pairs].filter((p) => !p.frozen).length;
+  }
+
+  resetMostLive(): void {
+    this.mostLive = this.live;
   }
 
   /** A copy of `kubeconfigPath` whose server is this proxy (same TLS names: 127.0.0.1). */
