@@ -31,6 +31,9 @@ export interface RequestBody {
   readonly data: string;
 }
 
+/** The content type of a JSON merge patch. */
+export const MERGE_PATCH = 'application/merge-patch+json';
+
 /** `data` as a JSON request body. */
 export function json(data: unknown, contentType = 'application/json'): RequestBody {
   return { contentType, data: JSON.stringify(data) };
@@ -51,12 +54,13 @@ interface Prepared {
 
 /**
  * The two requests vsxds makes on every VirtualService change, the status merge patch and the
- * watch, straight on node:https with the kubeconfig's credentials. client-node's generated
+ * watch, and the replica status's ConfigMap requests, straight on node:https with the
+ * kubeconfig's credentials. client-node's generated
  * client routes each request through its serializer, an Observable middleware chain, node-fetch's
  * Headers and Body streams, and parses every answer into typed models; a watch through node-fetch
  * and readline. Under one VirtualService per call (three watch events and one status write per
- * call), those layers were over half of vsxds's main-thread CPU per call. Everything else (lists,
- * leases, Events) stays on client-node.
+ * call), those layers were over half of vsxds's main-thread CPU per call. The informers' lists,
+ * leases and Events stay on client-node.
  *
  * Credentials come from client-node's KubeConfig (tokens, token files, client certificates, exec
  * plugins), read again every CREDENTIALS_TTL_MS and after a 401. A kubeconfig with a proxy is
@@ -86,7 +90,7 @@ export class KubeHttp {
     } catch (err) {
       if (!(err instanceof KubeHttpError) || err.code !== 401) throw err;
       // A token that expired or was rotated since it was read: read it again, once.
-      this.prepared = undefined;
+      this.expireCredentials();
       p = await this.credentials();
       return this.once(p, method, path, body, accept);
     }
@@ -118,7 +122,7 @@ export class KubeHttp {
           let text = '';
           res.on('data', (d: string) => (text += d));
           res.on('end', () => {
-            if (res.statusCode === 401) this.prepared = undefined;
+            if (res.statusCode === 401) this.expireCredentials();
             end(new KubeHttpError(res.statusCode ?? 0, text, 'GET', path));
           });
           res.on('error', end);
@@ -191,6 +195,11 @@ export class KubeHttp {
       });
       req.end(body?.data);
     });
+  }
+
+  /** The next request reads the credentials again; the connections stay while the TLS identity does. */
+  private expireCredentials(): void {
+    if (this.prepared) this.prepared = { ...this.prepared, at: -Infinity };
   }
 
   private async credentials(): Promise<Prepared> {

@@ -2,12 +2,10 @@ import type { Logger } from 'pino';
 import { GROUP, PLURAL, VERSION, type VirtualServiceStatus } from '../model/types.js';
 import type { StatusWriter } from './source.js';
 import { backoffMs } from './kube-errors.js';
-import { json, type KubeHttp } from './kube-http.js';
+import { json, MERGE_PATCH, type KubeHttp } from './kube-http.js';
 
 /** Writes one VirtualService's status subresource (a JSON merge patch of `{status}`); rejects with the API server's `code` on failure. */
 export type StatusPatch = (namespace: string, name: string, patch: { status: object }) => Promise<unknown>;
-
-const MERGE_PATCH = 'application/merge-patch+json';
 
 /** The status patch through KubeHttp. */
 export function statusPatchOver(http: KubeHttp): StatusPatch {

@@ -3,7 +3,7 @@ import type { V1ConfigMap, V1ConfigMapList } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { Subject, type Observable } from 'rxjs';
 import { withTimeout } from './kube-client.js';
-import { json, type KubeHttp } from './kube-http.js';
+import { json, MERGE_PATCH, type KubeHttp } from './kube-http.js';
 import type { ReplicaExchange } from './source.js';
 
 export const REPLICA_STATUS_LABELS = { 'app.kubernetes.io/name': 'vsxds', 'app.kubernetes.io/component': 'replica-status' } as const;
@@ -189,7 +189,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
   /** Only a renewal: a small patch, the contribution stays as it is. False when the object is gone. */
   private async renew(renewedAt: string): Promise<boolean> {
     try {
-      await this.http.request('PATCH', this.path(this.name), json({ metadata: { annotations: { [RENEW_ANNOTATION]: renewedAt } } }, 'application/merge-patch+json'));
+      await this.http.request('PATCH', this.path(this.name), json({ metadata: { annotations: { [RENEW_ANNOTATION]: renewedAt } } }, MERGE_PATCH));
       return true;
     } catch (err) {
       if ((err as { code?: number }).code === 404) return false;
