@@ -109,6 +109,8 @@ describe('status counts the proxies connected to every replica', { timeout: 180_
     expect(cm.metadata.labels).toEqual({ 'app.kubernetes.io/name': 'vsxds', 'app.kubernetes.io/component': 'replica-status' });
     expect(cm.metadata.ownerReferences).toEqual([expect.objectContaining({ kind: 'Pod', name: 'vsxds-b' })]);
     expect((leader.source as KubernetesSource).statusWriter.writes).toBeGreaterThan(0);
+    // No replica reads the leader's contribution: it writes none.
+    expect(await configMap('vsxds-replica-vsxds-a')).toBeUndefined();
   });
 
   it('a NACK on the follower reaches the status with its message', async () => {
@@ -173,5 +175,36 @@ describe('status counts the proxies connected to every replica', { timeout: 180_
     // leader stops counting it because it saw no renewal for the lease duration.
     expect(await configMap('vsxds-replica-vsxds-b')).toBeDefined();
     await waitUntil(counts(2, 2, 0), () => `only the leader's 2 proxies counted${got()}`, STOPS_COUNTING_WITHIN_MS + 10_000);
+  });
+
+  it('a leader that steps down writes its object at once, and the new leader counts its proxies; leading again, it deletes it', async () => {
+    const objectOf = async (replica: string) => (await configMap(`vsxds-replica-${replica}`)) !== undefined;
+    expect(await holder()).toBe('vsxds-a');
+    const third = await serveKubernetes(kube, { leaseDurationSeconds: String(LEASE_S) }, { POD_NAME: 'vsxds-c', POD_NAMESPACE: NS });
+    const thirdWriter = (third.source as KubernetesSource).statusWriter;
+    const leaderWriter = (leader.source as KubernetesSource).statusWriter;
+    try {
+      await proxy(third.xdsPort, 'ingress-c2');
+      await waitUntil(counts(3, 3, 0), () => `proxies 3/3/0 with the third replica${got()}`);
+      expect(await objectOf('vsxds-c')).toBe(true);
+      expect(await objectOf('vsxds-a')).toBe(false);
+      // The lease goes to vsxds-c (as when vsxds-a's renewals stop reaching the API server in
+      // time): vsxds-a steps down alive and publishes its proxies; vsxds-c leads and deletes its object.
+      await kube.kubectlOk(['patch', 'lease', 'vsxds-leader', '-n', NS, '--type=merge', '-p', JSON.stringify({ spec: { holderIdentity: 'vsxds-c' } })]);
+      await waitUntil(async () => (await objectOf('vsxds-a')) && !(await objectOf('vsxds-c')), 'vsxds-a writing its object and vsxds-c deleting its own');
+      expect(await holder()).toBe('vsxds-c');
+      // The new leader counts the old one's proxies: one more on vsxds-a reaches the status vsxds-c writes.
+      const writesBefore = { a: leaderWriter.writes, c: thirdWriter.writes };
+      await proxy(leader.xdsPort, 'ingress-a3');
+      await waitUntil(counts(4, 4, 0), () => `proxies 4/4/0 written by the new leader${got()}`);
+      expect(thirdWriter.writes).toBeGreaterThan(writesBefore.c);
+      expect(leaderWriter.writes).toBe(writesBefore.a);
+    } finally {
+      await third.shutdown('test');
+    }
+    // vsxds-c gave the lease up: vsxds-a leads again, deletes its object and counts its 3 proxies.
+    await waitUntil(async () => (await holder()) === 'vsxds-a', 'vsxds-a leading again');
+    await waitUntil(async () => !(await objectOf('vsxds-a')), 'vsxds-a deleting its object');
+    await waitUntil(counts(3, 3, 0), () => `proxies 3/3/0 once vsxds-c stopped${got()}`);
   });
 });

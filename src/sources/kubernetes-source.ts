@@ -137,7 +137,11 @@ export class KubernetesSource implements Source {
         onChange: (leader) => {
           this.statusWriter.enabled = leader;
           this.events.enabled = leader;
-          if (this.replicas) this.replicas.reading = leader;
+          if (this.replicas) {
+            this.replicas.reading = leader;
+            // No replica reads the leader's contribution.
+            this.replicas.publishing = !leader;
+          }
         },
       });
     }

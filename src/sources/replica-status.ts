@@ -50,6 +50,11 @@ interface Peer {
  * liveness by its own clock only: an object whose resourceVersion it saw unchanged for the lease
  * duration is a dead replica's and no longer counts. A replica deletes its object when it stops,
  * and names its Pod as owner so Kubernetes deletes it when the Pod goes.
+ *
+ * With leader election no replica reads the leader's object: while it leads (`publishing` off)
+ * it writes none, and deletes the one it had (left as it was, it would count for a lease
+ * duration after this replica died leading, with what its proxies said before it led); stepping
+ * down, it writes it at once, before another replica may take the lease.
  */
 export class KubeReplicaStatus implements ReplicaExchange {
   readonly name: string;
@@ -64,6 +69,11 @@ export class KubeReplicaStatus implements ReplicaExchange {
   private pending?: string;
   private writtenAt = -Infinity;
   private readingNow = false;
+  private publishingNow = true;
+  /** The object is known to be absent (deleted while not publishing). */
+  private unpublished = false;
+  /** The next tick runs as soon as this one ends (a role changed while it ran). */
+  private hurry = false;
   private timer?: NodeJS.Timeout;
   private started = false;
   private ticking = false;
@@ -105,9 +115,31 @@ export class KubeReplicaStatus implements ReplicaExchange {
   set reading(on: boolean) {
     if (on === this.readingNow) return;
     this.readingNow = on;
-    if (on) return;
+    if (on) {
+      // A new leader reads the others at once: its first statuses count their proxies.
+      this.soon();
+      return;
+    }
     this.peersByName.clear();
     this.setLive(new Map());
+  }
+
+  /** Whether this replica's contribution is written for the others to read (not while it leads with leader election). */
+  set publishing(on: boolean) {
+    if (on === this.publishingNow) return;
+    this.publishingNow = on;
+    this.written = undefined;
+    this.writtenAt = -Infinity;
+    this.unpublished = false;
+    if (on) this.dirty = this.build !== undefined;
+    this.soon();
+  }
+
+  /** The next tick at once, or right after the one running. */
+  private soon(): void {
+    if (!this.started) return;
+    if (this.ticking) this.hurry = true;
+    else this.schedule(0);
   }
 
   peers(): ReadonlyMap<string, string> {
@@ -133,7 +165,9 @@ export class KubeReplicaStatus implements ReplicaExchange {
     this.running = withTimeout(this.tick(), this.leaseMs).catch(() => undefined);
     await this.running;
     this.ticking = false;
-    if (!this.stopped) this.schedule(this.intervalMs);
+    const hurry = this.hurry;
+    this.hurry = false;
+    if (!this.stopped) this.schedule(hurry ? 0 : this.intervalMs);
   }
 
   /** Stops, and deletes this replica's object so the leader stops counting it at once. */
@@ -158,7 +192,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
   private async tick(): Promise<void> {
     // Before anything that may hang: what was not seen renewed stops counting all the same.
     if (this.readingNow) this.expire();
-    await this.write().then(
+    await (this.publishingNow ? this.write() : this.unpublish()).then(
       () => this.recovered('write'),
       (err) => this.failed('write', err),
     );
@@ -184,6 +218,17 @@ export class KubeReplicaStatus implements ReplicaExchange {
     this.written = payload;
     this.pending = undefined;
     this.writtenAt = now;
+  }
+
+  /** Deletes this replica's object, once (404 included). */
+  private async unpublish(): Promise<void> {
+    if (this.unpublished) return;
+    try {
+      await this.http.request('DELETE', this.path(this.name));
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) throw err;
+    }
+    this.unpublished = true;
   }
 
   /** Only a renewal: a small patch, the contribution stays as it is. False when the object is gone. */
