@@ -6,6 +6,7 @@ import net from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { KubeHttp } from '../src/sources/kube-http.js';
 import { LeaseLeaderElection } from '../src/sources/leader-election.js';
 import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
 import { waitUntil } from './support/wait.js';
@@ -51,7 +52,7 @@ describe('leader election', { timeout: 120_000 }, () => {
 
   const elect = (identity: string, name: string, kc = kubeConfig()) => {
     const changes: boolean[] = [];
-    const election = new LeaseLeaderElection(kc, {
+    const election = new LeaseLeaderElection(new KubeHttp(kc), {
       namespace: 'default',
       name,
       identity,

@@ -59,8 +59,9 @@ interface Prepared {
  * client routes each request through its serializer, an Observable middleware chain, node-fetch's
  * Headers and Body streams, and parses every answer into typed models; a watch through node-fetch
  * and readline. Under one VirtualService per call (three watch events and one status write per
- * call), those layers were over half of vsxds's main-thread CPU per call. The informers' lists,
- * leases and Events stay on client-node.
+ * call), those layers were over half of vsxds's main-thread CPU per call. The leader election's
+ * Lease requests (two every retry period, on every replica) go through it too. The informers'
+ * lists and Events stay on client-node.
  *
  * Credentials come from client-node's KubeConfig (tokens, token files, client certificates, exec
  * plugins), read again every CREDENTIALS_TTL_MS and after a 401. A kubeconfig with a proxy is
@@ -82,17 +83,20 @@ export class KubeHttp {
     this.transport = this.base.protocol === 'http:' ? http : https;
   }
 
-  /** A request whose body is read whole; rejects with KubeHttpError on a non-2xx answer, or on no answer within the timeout. */
-  async request(method: string, path: string, body?: RequestBody, accept = 'application/json'): Promise<string> {
+  /**
+   * A request whose body is read whole; rejects with KubeHttpError on a non-2xx answer, or on no
+   * answer within `timeoutMs` (the constructor's, unless given).
+   */
+  async request(method: string, path: string, body?: RequestBody, accept = 'application/json', timeoutMs = this.timeoutMs): Promise<string> {
     let p = await this.credentials();
     try {
-      return await this.once(p, method, path, body, accept);
+      return await this.once(p, method, path, body, accept, timeoutMs);
     } catch (err) {
       if (!(err instanceof KubeHttpError) || err.code !== 401) throw err;
       // A token that expired or was rotated since it was read: read it again, once.
       this.expireCredentials();
       p = await this.credentials();
-      return this.once(p, method, path, body, accept);
+      return this.once(p, method, path, body, accept, timeoutMs);
     }
   }
 
@@ -163,7 +167,7 @@ export class KubeHttp {
     return new URL(path, this.base);
   }
 
-  private once(p: Prepared, method: string, path: string, body: RequestBody | undefined, accept: string): Promise<string> {
+  private once(p: Prepared, method: string, path: string, body: RequestBody | undefined, accept: string, timeoutMs: number): Promise<string> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string | number> = { ...p.headers, Accept: accept };
       if (body) {
@@ -188,7 +192,7 @@ export class KubeHttp {
       // A request on a connection that went silent without closing (a half-open connection)
       // would wait for the kernel's ~15 minutes of retransmissions: destroying it closes that
       // connection; the caller retries on a new one.
-      const timer = setTimeout(() => req.destroy(new Error(`no answer from the API server within ${this.timeoutMs} ms (${method} ${path})`)), this.timeoutMs);
+      const timer = setTimeout(() => req.destroy(new Error(`no answer from the API server within ${timeoutMs} ms (${method} ${path})`)), timeoutMs);
       req.on('error', (err) => {
         clearTimeout(timer);
         reject(err);

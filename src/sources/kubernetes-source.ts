@@ -127,7 +127,7 @@ export class KubernetesSource implements Source {
       // Followers stay quiet until they hold the lease.
       this.statusWriter.enabled = false;
       this.events.enabled = false;
-      this.election = new LeaseLeaderElection(this.kc, {
+      this.election = new LeaseLeaderElection(this.http, {
         namespace: le.namespace,
         name: le.name,
         identity: le.identity,

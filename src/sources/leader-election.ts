@@ -1,6 +1,22 @@
-import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { makeApiClient, withTimeout } from './kube-client.js';
+import { withTimeout } from './kube-client.js';
+import { json, type KubeHttp } from './kube-http.js';
+
+/** A coordination.k8s.io/v1 Lease as the API server sends it: the fields used here (times are RFC 3339 strings), the others kept as they came. */
+interface LeaseSpec {
+  holderIdentity?: string;
+  leaseDurationSeconds?: number;
+  renewTime?: string;
+  acquireTime?: string;
+  leaseTransitions?: number;
+  readonly [other: string]: unknown;
+}
+interface Lease {
+  readonly apiVersion?: string;
+  readonly kind?: string;
+  readonly metadata?: { readonly name?: string; readonly namespace?: string; readonly resourceVersion?: string; readonly [other: string]: unknown };
+  spec?: LeaseSpec;
+}
 
 export interface LeaderElectionOptions {
   readonly namespace: string;
@@ -32,7 +48,6 @@ export interface LeaderElectionOptions {
  * renewed within the renew deadline, before the others may take over.
  */
 export class LeaseLeaderElection {
-  private readonly api: CoordinationV1Api;
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private leaderNow = false;
@@ -44,13 +59,9 @@ export class LeaseLeaderElection {
   private deadline?: NodeJS.Timeout;
 
   constructor(
-    kc: KubeConfig,
+    private readonly http: KubeHttp,
     private readonly options: LeaderElectionOptions,
-  ) {
-    // Past the renew deadline a lease request's answer no longer counts (see tick): abort it then,
-    // so a request on a dead connection does not hold a connection of the pool.
-    this.api = makeApiClient(kc, CoordinationV1Api, this.renewDeadlineMs);
-  }
+  ) {}
 
   get isLeader(): boolean {
     return this.leaderNow;
@@ -68,11 +79,11 @@ export class LeaseLeaderElection {
     if (!this.leaderNow) return;
     this.setLeader(false);
     try {
-      const lease = await this.api.readNamespacedLease({ name: this.options.name, namespace: this.options.namespace });
-      if (lease.spec?.holderIdentity === this.options.identity) {
+      const lease = await this.read();
+      if (lease?.spec?.holderIdentity === this.options.identity) {
         lease.spec.holderIdentity = undefined;
         lease.spec.leaseDurationSeconds = 1;
-        await this.api.replaceNamespacedLease({ name: this.options.name, namespace: this.options.namespace, body: lease });
+        await this.send('PUT', this.path(), lease);
       }
     } catch {
       // Best effort: the lease expires on its own.
@@ -85,6 +96,26 @@ export class LeaseLeaderElection {
 
   private now(): number {
     return (this.options.now ?? Date.now)();
+  }
+
+  /** The Leases of the namespace, or this one. */
+  private path(collection = false): string {
+    const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.options.namespace)}/leases`;
+    return collection ? base : `${base}/${encodeURIComponent(this.options.name)}`;
+  }
+
+  /** The Lease, undefined when there is none. Past the renew deadline an answer no longer counts (see tick): requests are aborted then, so one on a dead connection does not hold a connection of the pool. */
+  private async read(): Promise<Lease | undefined> {
+    try {
+      return JSON.parse(await this.http.request('GET', this.path(), undefined, 'application/json', this.renewDeadlineMs)) as Lease;
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private async send(method: 'POST' | 'PUT', path: string, lease: Lease): Promise<void> {
+    await this.http.request(method, path, json(lease), 'application/json', this.renewDeadlineMs);
   }
 
   private async tick(): Promise<void> {
@@ -127,15 +158,11 @@ export class LeaseLeaderElection {
 
   private async tryAcquireOrRenew(now: number): Promise<boolean> {
     const { name, namespace, identity, leaseDurationSeconds } = this.options;
-    let lease: V1Lease | undefined;
-    try {
-      lease = await this.api.readNamespacedLease({ name, namespace });
-    } catch (err) {
-      if ((err as { code?: number }).code !== 404) throw err;
-    }
-    const spec = { holderIdentity: identity, leaseDurationSeconds, renewTime: new V1MicroTime(now) };
+    const lease = await this.read();
+    const spec = { holderIdentity: identity, leaseDurationSeconds, renewTime: microTime(now) };
     if (!lease) {
-      await this.api.createNamespacedLease({ namespace, body: { metadata: { name, namespace }, spec: { ...spec, acquireTime: new V1MicroTime(now), leaseTransitions: 0 } } });
+      const body = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 } };
+      await this.send('POST', this.path(true), body);
       return true;
     }
     const holder = lease.spec?.holderIdentity;
@@ -148,11 +175,11 @@ export class LeaseLeaderElection {
     lease.spec = {
       ...lease.spec,
       ...spec,
-      ...(taking ? { acquireTime: new V1MicroTime(now), leaseTransitions: (lease.spec?.leaseTransitions ?? 0) + 1 } : {}),
+      ...(taking ? { acquireTime: microTime(now), leaseTransitions: (lease.spec?.leaseTransitions ?? 0) + 1 } : {}),
     };
     try {
       // resourceVersion in metadata makes this fail if another replica wrote in between.
-      await this.api.replaceNamespacedLease({ name, namespace, body: lease });
+      await this.send('PUT', this.path(), lease);
       return true;
     } catch (err) {
       if ((err as { code?: number }).code === 409) return false;
@@ -166,4 +193,9 @@ export class LeaseLeaderElection {
     this.options.log.info({ identity: this.options.identity, lease: `${this.options.namespace}/${this.options.name}` }, leader ? 'became leader: writing status' : 'not the leader: status writes paused');
     this.options.onChange(leader);
   }
+}
+
+/** A Lease's MicroTime: RFC 3339 with microseconds, as the API server writes it. */
+function microTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/Z$/, '000Z');
 }
