@@ -8,6 +8,7 @@ import type { RawObject, Source, SourceState } from '../src/sources/source.js';
 import { translateAll, type GroupTranslation } from '../src/translate/index.js';
 import { ENDPOINT_TYPE, LISTENER_TYPE, nodeGroup, Snapshot, SnapshotCache, type NodeGroup } from '../src/xds/index.js';
 import { Prng } from './support/prng.js';
+import { waitUntil } from './support/wait.js';
 
 const NAMESPACES = ['red', 'blue'];
 const GROUP_LABELS: Array<Record<string, string>> = [{ app: 'ingress' }, { app: 'ingress', zone: 'a' }, { app: 'ingress', zone: 'b' }, { app: 'worker' }];
@@ -290,5 +291,50 @@ describe('object store', () => {
     expect(first.virtualServices).toEqual([a]);
     expect(second.virtualServices).toEqual([b]);
     expect(store.state(true).changes?.virtualServices.size).toBe(0);
+  });
+});
+
+describe('deletions alone wait for the next change (--coalesce-deletions-ms)', () => {
+  const group = nodeGroup('red', { app: 'ingress' });
+  const listeners = (cache: SnapshotCache) => cache.getSnapshot(group.key)?.resources(LISTENER_TYPE).names;
+  const turns = () => new Promise((resolve) => setTimeout(resolve, 50));
+  const start = (deletionDelayMs: number) => {
+    const source = storeSource();
+    const cache = new SnapshotCache();
+    cache.watch(group, () => {});
+    for (const i of [1, 2]) source.store.setVirtualService(`red/vs${i}`, virtualService('red', i, 0, { app: 'ingress' }, i));
+    source.emit();
+    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 0, deletionDelayMs });
+    pipeline.start();
+    return { source, cache, pipeline };
+  };
+
+  it('an ended call rides on the next call’s build: one build for both', async () => {
+    const { source, cache, pipeline } = start(60_000);
+    await waitUntil(() => listeners(cache)?.length === 2, 'the first build');
+    const builds = pipeline.current.builds;
+    source.store.setVirtualService('red/vs1', undefined);
+    source.emit();
+    await turns();
+    expect(pipeline.current.builds).toBe(builds);
+    expect(listeners(cache)).toEqual(['l1', 'l2']);
+    source.store.setVirtualService('red/vs3', virtualService('red', 3, 0, { app: 'ingress' }, 3));
+    source.emit();
+    await waitUntil(() => pipeline.current.builds > builds, 'a build for the new VirtualService');
+    expect(pipeline.current.builds).toBe(builds + 1);
+    expect(listeners(cache)).toEqual(['l2', 'l3']);
+    pipeline.stop();
+  });
+
+  it('with nothing else coming, a deletion is built once its delay is out; 0 builds it at once', async () => {
+    for (const delay of [50, 0]) {
+      const { source, cache, pipeline } = start(delay);
+      await waitUntil(() => listeners(cache)?.length === 2, 'the first build');
+      source.store.setVirtualService('red/vs1', undefined);
+      source.emit();
+      await waitUntil(() => listeners(cache)?.length === 1, `the deletion built (delay ${delay} ms)`);
+      expect(listeners(cache)).toEqual(['l2']);
+      pipeline.stop();
+    }
   });
 });

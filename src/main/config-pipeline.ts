@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { auditTime, BehaviorSubject, combineLatest, filter, startWith, tap, throttle, timer, type Subscription } from 'rxjs';
+import { auditTime, BehaviorSubject, combineLatest, filter, map, merge, startWith, Subject, tap, throttle, timer, type Subscription } from 'rxjs';
 import { parseVirtualService, validateVirtualService, type Conflict } from '../model/index.js';
 import { podKey, selectorMatches, vsKey, type ClusterSpec, type Labels, type Pod, type VirtualService } from '../model/types.js';
 import type { Snapshot } from '../xds/snapshot.js';
@@ -46,6 +46,12 @@ export interface PipelineOptions {
    * the event loop); the changes that follow within this window are built together at its end.
    */
   readonly coalesceMs: number;
+  /**
+   * VirtualService deletions with nothing else pending wait up to this long for the next change
+   * to be built with; 0 (the default) builds them like any change. Under one VirtualService per
+   * call an ended call's deletion then rides on the next call's build instead of a build of its own.
+   */
+  readonly deletionDelayMs?: number;
   readonly translate?: TranslateOptions;
   /** Told what each build changed, with the proxies of the groups (from `registry`) it changed. */
   readonly tracker?: { readonly tracker: ChangeTracker; readonly registry: ProxyStatusRegistry };
@@ -136,6 +142,10 @@ export class ConfigPipeline {
   private pendingSince?: number;
   /** A proxy started or stopped watching some group since the last build. */
   private demandChanged = true;
+  /** Builds the deletions that waited out `deletionDelayMs`. */
+  private readonly deferred = new Subject<void>();
+  /** While deletions alone are pending: when they are due, and the timer that builds them then. */
+  private deferral?: { readonly until: number; readonly timer: NodeJS.Timeout };
   /** The objects the last build saw. */
   private readonly raws = new Map<string, RawObject>();
   private readonly pods = new Map<string, Pod>();
@@ -156,15 +166,19 @@ export class ConfigPipeline {
     const { source, cache, coalesceMs } = this.options;
     // The source replays only its latest state: compare everything on the first build after (re)starting.
     this.pending.full = true;
-    this.subscription = combineLatest([
+    const changed = combineLatest([
       source.state$.pipe(tap((state) => this.collect(state))),
       cache.demand$.pipe(
         tap(() => (this.demandChanged = true)),
         startWith(null),
       ),
-    ])
+    ]).pipe(
+      filter(([state]) => state.synced),
+      map(() => undefined),
+    );
+    this.subscription = merge(changed, this.deferred)
       .pipe(
-        filter(([state]) => state.synced),
+        filter(() => this.due()),
         // The events of one informer batch arrive in one turn of the event loop: build them together.
         auditTime(0),
         // At most one build per window, the window at least twice the last build: however slow
@@ -176,6 +190,27 @@ export class ConfigPipeline {
 
   stop(): void {
     this.subscription?.unsubscribe();
+    clearTimeout(this.deferral?.timer);
+    this.deferral = undefined;
+  }
+
+  /** Whether what is pending is to be built now: anything but deletions alone, which wait out `deletionDelayMs` unless something else comes. */
+  private due(): boolean {
+    const delay = this.options.deletionDelayMs ?? 0;
+    if (delay <= 0 || !this.onlyDeletionsPending()) return true;
+    const now = performance.now();
+    if (!this.deferral) {
+      this.deferral = { until: now + delay, timer: setTimeout(() => this.deferred.next(), delay) };
+      return false;
+    }
+    return now >= this.deferral.until;
+  }
+
+  private onlyDeletionsPending(): boolean {
+    const { full, virtualServices, pods } = this.pending;
+    if (full || this.demandChanged || pods.size > 0 || virtualServices.size === 0) return false;
+    for (const raw of virtualServices.values()) if (raw !== undefined) return false;
+    return true;
   }
 
   /** Builds from the latest synced state right away (tests, and `render`). */
@@ -246,6 +281,9 @@ export class ConfigPipeline {
     const state = this.lastState;
     if (!state?.synced) return;
     const { cache, log } = this.options;
+    // Deferred deletions are built now, with the rest.
+    clearTimeout(this.deferral?.timer);
+    this.deferral = undefined;
     const started = performance.now();
     const startedAt = this.options.tracker ? wallNow() : 0;
     const changes = this.takePending(state);

@@ -65,6 +65,7 @@ export async function serve(settings: Settings, env: NodeJS.ProcessEnv = process
     cache,
     log: log.child({ component: 'pipeline' }),
     coalesceMs: integer(settings, 'coalesceMs'),
+    deletionDelayMs: integer(settings, 'coalesceDeletionsMs'),
     translate: { shareClusters: boolean(settings, 'shareClusters') },
   });
   const reporter = new StatusReporter(pipeline, registry, source.statusWriter, log.child({ component: 'status' }), integer(settings, 'statusMs'), undefined, source.events, source.replicas);
