@@ -144,8 +144,8 @@ export class ConfigPipeline {
   private demandChanged = true;
   /** Builds the deletions that waited out `deletionDelayMs`. */
   private readonly deferred = new Subject<void>();
-  /** While deletions alone are pending: when they are due, and the timer that builds them then. */
-  private deferral?: { readonly until: number; readonly timer: NodeJS.Timeout };
+  /** While deletions alone are pending: the timer that builds them. */
+  private deferral?: NodeJS.Timeout;
   /** The objects the last build saw. */
   private readonly raws = new Map<string, RawObject>();
   private readonly pods = new Map<string, Pod>();
@@ -176,9 +176,8 @@ export class ConfigPipeline {
       filter(([state]) => state.synced),
       map(() => undefined),
     );
-    this.subscription = merge(changed, this.deferred)
+    this.subscription = merge(changed.pipe(filter(() => this.due())), this.deferred)
       .pipe(
-        filter(() => this.due()),
         // The events of one informer batch arrive in one turn of the event loop: build them together.
         auditTime(0),
         // At most one build per window, the window at least twice the last build: however slow
@@ -190,20 +189,16 @@ export class ConfigPipeline {
 
   stop(): void {
     this.subscription?.unsubscribe();
-    clearTimeout(this.deferral?.timer);
+    clearTimeout(this.deferral);
     this.deferral = undefined;
   }
 
-  /** Whether what is pending is to be built now: anything but deletions alone, which wait out `deletionDelayMs` unless something else comes. */
+  /** Whether what is pending is to be built now: anything but deletions alone, which wait out `deletionDelayMs` (then `deferred` builds them) unless something else comes. */
   private due(): boolean {
     const delay = this.options.deletionDelayMs ?? 0;
     if (delay <= 0 || !this.onlyDeletionsPending()) return true;
-    const now = performance.now();
-    if (!this.deferral) {
-      this.deferral = { until: now + delay, timer: setTimeout(() => this.deferred.next(), delay) };
-      return false;
-    }
-    return now >= this.deferral.until;
+    this.deferral ??= setTimeout(() => this.deferred.next(), delay);
+    return false;
   }
 
   private onlyDeletionsPending(): boolean {
@@ -282,7 +277,7 @@ export class ConfigPipeline {
     if (!state?.synced) return;
     const { cache, log } = this.options;
     // Deferred deletions are built now, with the rest.
-    clearTimeout(this.deferral?.timer);
+    clearTimeout(this.deferral);
     this.deferral = undefined;
     const started = performance.now();
     const startedAt = this.options.tracker ? wallNow() : 0;

@@ -32,7 +32,8 @@ export function explainKubeError(err: unknown, what: string, server: string): Ex
   return { kind: `other-${status ?? 'unknown'}`, message: `${what}: ${e.message ?? String(err)}${status ? ` (HTTP ${status})` : ''}; retrying` };
 }
 
-function bodyMessage(body: unknown): string | undefined {
+/** The `message` of an API server's Status body (JSON text or parsed); a body that is not JSON as it is. */
+export function bodyMessage(body: unknown): string | undefined {
   if (typeof body === 'string') {
     try {
       return (JSON.parse(body) as { message?: string }).message;

@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { REQUEST_TIMEOUT_MS, sameIdentity } from './kube-client.js';
+import { bodyMessage } from './kube-errors.js';
 
 /** An API server answer other than 2xx, shaped as client-node's ApiException (`code`, `body`) so callers and `explainKubeError` read both alike. */
 export class KubeHttpError extends Error {
@@ -17,12 +18,10 @@ export class KubeHttpError extends Error {
   }
 }
 
+/** The Status message of the answer; any other body, its start. */
 function messageOf(body: string): string {
-  try {
-    return (JSON.parse(body) as { message?: string }).message ?? body.slice(0, 300);
-  } catch {
-    return body.slice(0, 300);
-  }
+  const message = bodyMessage(body);
+  return message !== undefined && message !== body ? message : body.slice(0, 300);
 }
 
 /** A request's body: JSON text and its content type (`application/json`, `application/merge-patch+json`). */

@@ -177,7 +177,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
     await this.running;
     if (this.written === undefined) return;
     try {
-      await this.http.request('DELETE', this.path(this.name));
+      await this.remove();
     } catch {
       // Best effort: the leader stops counting it after the lease duration, and Kubernetes deletes it with the Pod.
     }
@@ -220,15 +220,20 @@ export class KubeReplicaStatus implements ReplicaExchange {
     this.writtenAt = now;
   }
 
-  /** Deletes this replica's object, once (404 included). */
+  /** Deletes this replica's object, once. */
   private async unpublish(): Promise<void> {
     if (this.unpublished) return;
+    await this.remove();
+    this.unpublished = true;
+  }
+
+  /** Deletes this replica's object; one already gone (404) is done too. */
+  private async remove(): Promise<void> {
     try {
       await this.http.request('DELETE', this.path(this.name));
     } catch (err) {
       if ((err as { code?: number }).code !== 404) throw err;
     }
-    this.unpublished = true;
   }
 
   /** Only a renewal: a small patch, the contribution stays as it is. False when the object is gone. */
