@@ -50,14 +50,14 @@ describe('leader election', { timeout: 120_000 }, () => {
     return out;
   };
 
-  const elect = (identity: string, name: string, kc = kubeConfig()) => {
+  const elect = (identity: string, name: string, kc = kubeConfig(), retryPeriodMs = 300) => {
     const changes: boolean[] = [];
     const election = new LeaseLeaderElection(new KubeHttp(kc), {
       namespace: 'default',
       name,
       identity,
       leaseDurationSeconds: 3,
-      retryPeriodMs: 300,
+      retryPeriodMs,
       log: pino({ level: 'silent' }),
       onChange: (leader) => changes.push(leader),
     });
@@ -91,6 +91,14 @@ describe('leader election', { timeout: 120_000 }, () => {
     await waitUntil(() => b.election.isLeader, 'vsxds-b leading once the dead holder’s lease went unrenewed for 3 s', 30_000);
     const lease = JSON.parse(await kube.kubectlOk(['get', 'lease', 'skewed', '-o', 'json']));
     expect(lease.spec.holderIdentity).toBe('vsxds-b');
+  });
+
+  it('a leader whose retry period is as long as its renew deadline (3 s lease, 2 s period) stays leader', async () => {
+    const a = elect('vsxds-a', 'short', kubeConfig(), 2_000);
+    await waitUntil(() => a.election.isLeader, 'vsxds-a leading');
+    // Five retry periods: before, each renewal came after the deadline of the one before.
+    await new Promise((resolve) => setTimeout(resolve, 10_000));
+    expect(a.changes).toEqual([true]);
   });
 
   it('steps down when its API server stops answering, before its lease expires for the others', async () => {

@@ -90,6 +90,15 @@ export class LeaseLeaderElection {
     }
   }
 
+  /**
+   * The retry period, at most half the renew deadline: a renewal is due that long after the last
+   * one ended, so a period as long as the deadline (2 s against a 3 s lease's 2 s) let the deadline
+   * pass before every renewal and the leader stepped down and back each period.
+   */
+  private get retryPeriodMs(): number {
+    return Math.min(this.options.retryPeriodMs, this.renewDeadlineMs / 2);
+  }
+
   private get renewDeadlineMs(): number {
     return this.options.renewDeadlineMs ?? Math.floor((this.options.leaseDurationSeconds * 1000 * 2) / 3);
   }
@@ -135,7 +144,7 @@ export class LeaseLeaderElection {
       // Without a renewed lease we cannot be sure we still lead: step down rather than risk two writers.
       this.setLeader(false);
     }
-    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.options.retryPeriodMs);
+    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.retryPeriodMs);
   }
 
   /** Renewed (or acquired) by a request started at `started`: leader until the renew deadline from then. */
