@@ -19,7 +19,8 @@
  * one clock (performance.timeOrigin + performance.now(), epoch milliseconds).
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
+import { json, KubeHttp } from '../../src/sources/kube-http.js';
 import { TcpPort } from './udp.js';
 
 export const now = (): number => performance.timeOrigin + performance.now();
@@ -259,7 +260,8 @@ export class CallLoad {
   private readonly byIndex = new Map<number, CallRecord>();
   private readonly active = new Set<ActiveCall>();
   private readonly pool: PortPool;
-  private readonly api: CustomObjectsApi;
+  /** The controller's API client: keep-alive connections, as client-go's (client-node's generated client opens a TLS connection per request). */
+  private readonly api: KubeHttp;
   private readonly namespace: string;
   private nextIndex: number;
   private timer?: NodeJS.Timeout;
@@ -272,7 +274,7 @@ export class CallLoad {
   ) {
     const kc = new KubeConfig();
     kc.loadFromFile(options.kubeconfigPath);
-    this.api = kc.makeApiClient(CustomObjectsApi);
+    this.api = new KubeHttp(kc);
     this.namespace = options.namespace ?? 'default';
     this.pool = options.ports;
     this.nextIndex = options.firstIndex ?? 1;
@@ -353,7 +355,7 @@ export class CallLoad {
     this.ensureTimer();
     this.send(call, false);
     record.createSentAt = now();
-    this.retried(() => this.api.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: PLURAL, body: callVirtualService(name, port, this.options) }), 409)
+    this.retried(() => this.api.request('POST', this.collection(), json(callVirtualService(name, port, this.options))), 409)
       .then(
         () => (record.createDoneAt = now()),
         (err: unknown) => {
@@ -362,6 +364,10 @@ export class CallLoad {
         },
       );
     return record;
+  }
+
+  private collection(): string {
+    return `/apis/${GROUP}/${VERSION}/namespaces/${this.namespace}/${PLURAL}`;
   }
 
   /** Resolves once no call is active any more (every call deleted, probed and its port freed). */
@@ -375,6 +381,7 @@ export class CallLoad {
     this.timer = undefined;
     for (const c of this.active) for (const s of c.sockets) s.close();
     this.active.clear();
+    this.api.destroy();
   }
 
   private ensureTimer(): void {
@@ -440,7 +447,7 @@ export class CallLoad {
       call.state = 'probing';
       this.send(call, true);
     }
-    this.retried(() => this.api.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: this.namespace, plural: PLURAL, name: r.name }), 404).then(
+    this.retried(() => this.api.request('DELETE', `${this.collection()}/${r.name}`), 404).then(
       () => {
         r.deleteDoneAt = now();
         if (!r.sampled) this.finish(call);
