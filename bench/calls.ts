@@ -32,6 +32,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { CallLoad, now, PortPool, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallSummary } from '../test/support/calls.js';
@@ -133,6 +134,8 @@ export interface ScenarioResult {
   cold: { calls: number; vsxdsMsPerCall: number } | null;
   /** vsxds CPU ms per second while idle (Envoy connected, no calls) before the scenario. */
   idleMsPerS: number;
+  /** The rig's event-loop delay over the scenario (ms): how late its timers ran and its sinks read datagrams, so how much of a setup or a late datagram the rig's own backlog may be. */
+  rigLoopDelayMs: { p50: number; p99: number; max: number };
   adsBytesPerCall: number;
   apiWrites: ApiWrites;
   apiWritesPerCall: { status: number; events: number; leases: number; other: number };
@@ -145,6 +148,11 @@ export interface ScenarioResult {
 }
 
 let nextIndex = 1;
+
+/** How late a 10 ms loop-delay sample ran, in ms (Node's histogram holds the whole interval, in ns). */
+function lateBy(ns: number): number {
+  return Math.max(0, ns / 1e6 - 10);
+}
 
 async function scenario(
   kube: KubeEnv,
@@ -247,6 +255,8 @@ async function scenario(
       }
     };
     const sampler = setInterval(() => void sampleEnvoy(), 1000);
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    loopDelay.enable();
     changes.start(2000);
     log(`${mode} ${name}: running`);
     try {
@@ -260,6 +270,7 @@ async function scenario(
     // Let status writes and the last ACKs settle, then read everything once more.
     await sleep(2000);
     clearInterval(sampler);
+    loopDelay.disable();
     changes.stop();
     await changes.poll();
     await sampleEnvoy();
@@ -302,6 +313,7 @@ async function scenario(
       cpuMsPerCall: { vsxds: (cpuS.vsxds * 1000) / n, envoy: (cpuS.envoy * 1000) / n, rig: (cpuS.rig * 1000) / n, kube: (cpuS.kube * 1000) / n },
       cold,
       idleMsPerS,
+      rigLoopDelayMs: { p50: lateBy(loopDelay.percentile(50)), p99: lateBy(loopDelay.percentile(99)), max: lateBy(loopDelay.max) },
       adsBytesPerCall: (sumMetric(after.metrics, 'vsxds_xds_push_bytes_total') - sumMetric(before.metrics, 'vsxds_xds_push_bytes_total')) / n,
       apiWrites: writes,
       apiWritesPerCall: { status: writes.status / n, events: writes.events / n, leases: writes.leases / n, other: writes.other / n },
@@ -338,7 +350,9 @@ async function scenario(
 async function main(): Promise<void> {
   await ensureEnvoy();
   log('starting etcd + kube-apiserver');
-  const kube = await startKubeEnv();
+  // B5_APISERVER_ARGS: more kube-apiserver flags for experiments, e.g. --profiling=true to read its /debug/pprof.
+  const kube = await startKubeEnv({ extraApiServerArgs: (process.env.B5_APISERVER_ARGS ?? '').split(' ').filter(Boolean) });
+  if (process.env.B5_APISERVER_ARGS) log(`kube-apiserver at ${kube.server}, token ${kube.token}`);
   const results: ScenarioResult[] = [];
   const failures: string[] = [];
   let sinks: WorkerSinks | undefined;
