@@ -27,6 +27,7 @@
  *                              process spends its first few hundred calls compiling (0: none)
  *   --envoy-flags=...          Envoy flags instead of ENVOY_FLAGS, split at spaces and commas
  *                              (e.g. --envoy-flags=--drain-time-s,1; "" for none)
+ *   --envoy-concurrency 2      Envoy's worker threads (2: its default on this machine)
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -45,8 +46,6 @@ import { installCrd, readyPod } from '../test/support/vsxds-kube.js';
 
 /** The Envoy flags the README recommends for the ingress (test/support/envoy.ts INGRESS_ENVOY_FLAGS). */
 export const ENVOY_FLAGS: readonly string[] = INGRESS_ENVOY_FLAGS;
-/** Envoy's own default is one worker per core; the rig says so explicitly (startEnvoy defaults to 1). */
-const ENVOY_CONCURRENCY = 2;
 
 const { values: args } = parseArgs({
   options: {
@@ -58,6 +57,7 @@ const { values: args } = parseArgs({
     'arrivals-s': { type: 'string' },
     'warmup-s': { type: 'string' },
     'envoy-flags': { type: 'string' },
+    'envoy-concurrency': { type: 'string' },
   },
 });
 const QUICK = args.quick === true;
@@ -71,6 +71,8 @@ const WARMUP_LIFETIME_S = 5;
 /** Seconds of idleness over which vsxds's CPU with no calls is measured before each scenario. */
 const IDLE_S = QUICK ? 3 : 10;
 const IDLE_SETTLE_S = QUICK ? 2 : 5;
+/** Envoy's own default is one worker per core; the rig says so explicitly (startEnvoy defaults to 1). */
+const ENVOY_CONCURRENCY = Number(args['envoy-concurrency'] ?? 2);
 const EXTRA_FLAGS = args['envoy-flags'] !== undefined ? args['envoy-flags'].split(/[\s,]+/).filter(Boolean) : ENVOY_FLAGS;
 
 function log(msg: string): void {
