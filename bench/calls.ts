@@ -151,9 +151,12 @@ export interface ScenarioResult {
 
 let nextIndex = 1;
 
-/** How late a 10 ms loop-delay sample ran, in ms (Node's histogram holds the whole interval, in ns). */
+/** The rig's event-loop delay is sampled by a timer of this period (ms). */
+const LOOP_DELAY_RESOLUTION_MS = 10;
+
+/** How late a loop-delay sample ran, in ms (Node's histogram holds the whole interval, in ns). */
 function lateBy(ns: number): number {
-  return Math.max(0, ns / 1e6 - 10);
+  return Math.max(0, ns / 1e6 - LOOP_DELAY_RESOLUTION_MS);
 }
 
 async function scenario(
@@ -257,7 +260,7 @@ async function scenario(
       }
     };
     const sampler = setInterval(() => void sampleEnvoy(), 1000);
-    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
     loopDelay.enable();
     changes.start(2000);
     log(`${mode} ${name}: running`);
@@ -353,8 +356,8 @@ async function main(): Promise<void> {
   await ensureEnvoy();
   log('starting etcd + kube-apiserver');
   // B5_APISERVER_ARGS: more kube-apiserver flags for experiments, e.g. --profiling=true to read its /debug/pprof.
-  const kube = await startKubeEnv({ extraApiServerArgs: (process.env.B5_APISERVER_ARGS ?? '').split(' ').filter(Boolean) });
-  if (process.env.B5_APISERVER_ARGS) log(`kube-apiserver at ${kube.server}, token ${kube.token}`);
+  const kube = await startKubeEnv({ extraApiServerArgs: (process.env['B5_APISERVER_ARGS'] ?? '').split(/\s+/).filter(Boolean) });
+  if (process.env['B5_APISERVER_ARGS']) log(`kube-apiserver at ${kube.server}, token ${kube.token}`);
   const results: ScenarioResult[] = [];
   const failures: string[] = [];
   let sinks: WorkerSinks | undefined;

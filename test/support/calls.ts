@@ -20,14 +20,11 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { KubeConfig } from '@kubernetes/client-node';
+import { GROUP, PLURAL, VERSION } from '../../src/model/types.js';
 import { json, KubeHttp } from '../../src/sources/kube-http.js';
 import { TcpPort } from './udp.js';
 
 export const now = (): number => performance.timeOrigin + performance.now();
-
-const GROUP = 'servicemesh.l7mp.io';
-const VERSION = 'v1';
-const PLURAL = 'virtualservices';
 
 // Payload: u32 call index, u32 sequence, f64 send time, u8 flags (1: a teardown probe).
 const PAYLOAD_BYTES = 17;
@@ -367,7 +364,7 @@ export class CallLoad {
   }
 
   private collection(): string {
-    return `/apis/${GROUP}/${VERSION}/namespaces/${this.namespace}/${PLURAL}`;
+    return `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(this.namespace)}/${PLURAL}`;
   }
 
   /** Resolves once no call is active any more (every call deleted, probed and its port freed). */
