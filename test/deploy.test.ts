@@ -295,9 +295,10 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
         ['get', 'leases.coordination.k8s.io/vsxds-leader', '-n', NS],
         ['create', 'leases.coordination.k8s.io', '-n', NS],
         ['update', 'leases.coordination.k8s.io/vsxds-leader', '-n', NS],
-        // Replica status: each replica's ConfigMap, and the leader's list of them.
+        // Replica status: each replica's ConfigMap, and the leader's list and watch of them.
         ['create', 'configmaps', '-n', NS],
         ['list', 'configmaps', '-n', NS],
+        ['watch', 'configmaps', '-n', NS],
         ['get', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
         ['update', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
         ['patch', 'configmaps/vsxds-replica-vsxds-7d9f-abcde', '-n', NS],
@@ -319,6 +320,7 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
         ['get', 'configmaps', '-n', 'default'],
         ['create', 'configmaps', '-n', 'default'],
         ['list', 'configmaps', '-A'],
+        ['watch', 'configmaps', '-A'],
         ['update', 'configmaps', '-n', 'kube-system'],
         ['update', 'pods', '-n', 'default'],
         ['patch', 'pods', '-n', 'default'],

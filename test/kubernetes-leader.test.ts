@@ -50,9 +50,19 @@ describe('leader election', { timeout: 120_000 }, () => {
     return out;
   };
 
+  /** KubeHttp that counts its requests by method. */
+  class CountingHttp extends KubeHttp {
+    readonly requests: Record<string, number> = {};
+    override request(...args: Parameters<KubeHttp['request']>): Promise<string> {
+      this.requests[args[0]] = (this.requests[args[0]] ?? 0) + 1;
+      return super.request(...args);
+    }
+  }
+
   const elect = (identity: string, name: string, kc = kubeConfig(), retryPeriodMs = 300) => {
     const changes: boolean[] = [];
-    const election = new LeaseLeaderElection(new KubeHttp(kc), {
+    const http = new CountingHttp(kc);
+    const election = new LeaseLeaderElection(http, {
       namespace: 'default',
       name,
       identity,
@@ -63,7 +73,7 @@ describe('leader election', { timeout: 120_000 }, () => {
     });
     election.start();
     cleanup.push(() => election.stop());
-    return { election, changes };
+    return { election, changes, http };
   };
 
   beforeAll(async () => {
@@ -99,6 +109,21 @@ describe('leader election', { timeout: 120_000 }, () => {
     // Five retry periods: before, each renewal came after the deadline of the one before.
     await new Promise((resolve) => setTimeout(resolve, 10_000));
     expect(a.changes).toEqual([true]);
+  });
+
+  it('a leader renews with one write per retry period, and reads the lease again once anyone else wrote it', async () => {
+    const a = elect('vsxds-a', 'renewals');
+    await waitUntil(() => a.election.isLeader, 'vsxds-a leading');
+    const before = { ...a.http.requests };
+    // About seven retry periods of 300 ms.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(a.http.requests['GET'] ?? 0).toBe(before['GET'] ?? 0);
+    expect((a.http.requests['PUT'] ?? 0) - (before['PUT'] ?? 0)).toBeGreaterThanOrEqual(4);
+    // Someone else takes the lease: the leader's next renewal conflicts, it reads the lease and steps down.
+    await kube.kubectlOk(['patch', 'lease', 'renewals', '--type=merge', '-p', JSON.stringify({ spec: { holderIdentity: 'vsxds-other' } })]);
+    await waitUntil(() => a.changes.length > 1, 'vsxds-a stepping down');
+    expect(a.changes.slice(0, 2)).toEqual([true, false]);
+    expect(a.http.requests['GET']).toBeGreaterThan(before['GET'] ?? 0);
   });
 
   it('steps down when its API server stops answering, before its lease expires for the others', async () => {

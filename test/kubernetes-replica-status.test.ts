@@ -6,9 +6,13 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Running } from '../src/main/serve.js';
+import { KubeHttp } from '../src/sources/kube-http.js';
 import type { KubernetesSource } from '../src/sources/kubernetes-source.js';
+import { KubeReplicaStatus } from '../src/sources/replica-status.js';
 import { CLUSTER_TYPE } from '../src/xds/index.js';
 import { nodeFor, RawAdsStream } from './support/ads-client.js';
 import { startVsxdsProcess, type VsxdsProcess } from './support/envoy-scenario.js';
@@ -20,7 +24,7 @@ import { waitUntil } from './support/wait.js';
 const ROOT = path.resolve(import.meta.dirname, '..');
 /** Short, so a dead replica stops counting soon: its contribution counts until the leader saw it unrenewed this long. */
 const LEASE_S = 3;
-/** The bound the README states: the lease duration plus 2.5 s (two list intervals, the status window, the write). */
+/** The bound the README states: the lease duration plus 2.5 s (the expiry noticed up to an interval late, the status window, the write). */
 const STOPS_COUNTING_WITHIN_MS = LEASE_S * 1000 + 2_500;
 /** Where deploy/ puts the control plane, its Lease and the replicas' ConfigMaps. */
 const NS = 'vsxds-system';
@@ -111,6 +115,52 @@ describe('status counts the proxies connected to every replica', { timeout: 180_
     expect((leader.source as KubernetesSource).statusWriter.writes).toBeGreaterThan(0);
     // No replica reads the leader's contribution: it writes none.
     expect(await configMap('vsxds-replica-vsxds-a')).toBeUndefined();
+  });
+
+  it('the leader follows the others’ objects through a watch, not a list every second', async () => {
+    await waitUntil(counts(5, 5, 0), () => `proxies 5/5/0 before${got()}`);
+    const reader = (leader.source as KubernetesSource).replicas!;
+    expect(reader.watchesStarted).toBeGreaterThan(0);
+    const lists = reader.lists;
+    const started = Date.now();
+    // A change on the follower (a proxy comes and goes) reaches the status through the watch.
+    const s = await proxy(followerXds, 'ingress-b4');
+    await waitUntil(counts(6, 6, 0), () => `proxies 6/6/0 with the follower's new proxy${got()}`);
+    s.close();
+    await waitUntil(counts(5, 5, 0), () => `proxies 5/5/0 once it left${got()}`);
+    // The follower renews its object every second meanwhile (a third of the 3 s lease): each
+    // renewal is a watch event. The leader lists again only to confirm a contribution it saw
+    // unrenewed for half the lease duration (none here, unless the machine stalls a renewal).
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    const seconds = (Date.now() - started) / 1000;
+    expect(reader.lists - lists, `lists in ${seconds.toFixed(1)} s`).toBeLessThanOrEqual(Math.floor(seconds / 3));
+    expect(reader.peers().has('vsxds-replica-vsxds-b')).toBe(true);
+  });
+
+  it('a reader allowed to list the replicas’ ConfigMaps but not to watch them says so once and lists every second instead', async () => {
+    await kube.kubectlOk(['create', 'serviceaccount', 'vsxds-no-watch', '-n', NS]);
+    await kube.kubectlOk(['create', 'role', 'configmaps-no-watch', '-n', NS, '--verb=get,list,create,update,patch,delete', '--resource=configmaps']);
+    await kube.kubectlOk(['create', 'rolebinding', 'configmaps-no-watch', '-n', NS, '--role=configmaps-no-watch', `--serviceaccount=${NS}:vsxds-no-watch`]);
+    const kc = new KubeConfig();
+    kc.loadFromFile(await kubeconfigAs('vsxds-no-watch'));
+    const lines: string[] = [];
+    const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
+    const reader = new KubeReplicaStatus(new KubeHttp(kc), { namespace: NS, replica: 'reader-no-watch', leaseDurationSeconds: LEASE_S, log });
+    reader.publishing = false;
+    reader.reading = true;
+    reader.start();
+    try {
+      await waitUntil(() => reader.peers().has('vsxds-replica-vsxds-b'), 'the follower’s contribution read by listing');
+      const refused = () => lines.filter((line) => /cannot watch the replicas' ConfigMaps in vsxds-system \(403 Forbidden\): listing them every second instead; grant its service account watch on configmaps/.test(line)).length;
+      await waitUntil(() => refused() > 0, 'the reader saying it may not watch');
+      const lists = reader.lists;
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      expect(reader.lists - lists).toBeGreaterThanOrEqual(2);
+      expect(refused()).toBe(1);
+      expect(reader.peers().has('vsxds-replica-vsxds-b')).toBe(true);
+    } finally {
+      await reader.stop();
+    }
   });
 
   it('a NACK on the follower reaches the status with its message', async () => {

@@ -30,6 +30,10 @@ export interface RequestBody {
   readonly data: string;
 }
 
+/** The Accept of a list, or of a watch's objects, with metadata only (PartialObjectMetadata). */
+export const PARTIAL_METADATA_LIST = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1';
+export const PARTIAL_METADATA = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1';
+
 /** The content type of a JSON merge patch. */
 export const MERGE_PATCH = 'application/merge-patch+json';
 
@@ -59,7 +63,7 @@ interface Prepared {
  * Headers and Body streams, and parses every answer into typed models; a watch through node-fetch
  * and readline. Under one VirtualService per call (three watch events and one status write per
  * call), those layers were over half of vsxds's main-thread CPU per call. The leader election's
- * Lease requests (two every retry period, on every replica) go through it too. The informers'
+ * Lease requests (one every retry period on the leader, two on the others) go through it too. The informers'
  * lists and Events stay on client-node.
  *
  * Credentials come from client-node's KubeConfig (tokens, token files, client certificates, exec
@@ -103,8 +107,9 @@ export class KubeHttp {
    * A watch: `onLine` gets each line of the answer (one JSON watch event each), `done` is called
    * once when the watch ends, with the error if it failed (a KubeHttpError for a non-200 answer),
    * and not after `abort`. `answered` resolves once the API server answered, or the watch ended.
+   * `accept` asks for another form of the objects (metadata only: PARTIAL_METADATA).
    */
-  watch(path: string, onLine: (line: string) => void, done: (err: unknown) => void): { readonly abort: () => void; readonly answered: Promise<void> } {
+  watch(path: string, onLine: (line: string) => void, done: (err: unknown) => void, accept = 'application/json'): { readonly abort: () => void; readonly answered: Promise<void> } {
     let ended = false;
     let req: http.ClientRequest | undefined;
     let answer!: () => void;
@@ -118,7 +123,7 @@ export class KubeHttp {
     };
     const start = (p: Prepared): void => {
       if (ended) return;
-      const r = this.transport.request(this.url(path), { method: 'GET', agent: p.watchAgent, headers: { ...p.headers, Accept: 'application/json' } }, (res) => {
+      const r = this.transport.request(this.url(path), { method: 'GET', agent: p.watchAgent, headers: { ...p.headers, Accept: accept } }, (res) => {
         answer();
         res.setEncoding('utf8');
         if (res.statusCode !== 200) {

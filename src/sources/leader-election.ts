@@ -54,6 +54,8 @@ export class LeaseLeaderElection {
   private lastError?: string;
   /** The lease record as last read (holder, renew time, resource version), and when, by the local clock. */
   private observed?: { readonly record: string; readonly at: number };
+  /** The lease as this replica last wrote it while holding it: the next renewal writes it again without reading. */
+  private held?: Lease;
   /** Local time the last successful renewal was started. */
   private renewedAt = 0;
   private deadline?: NodeJS.Timeout;
@@ -123,8 +125,9 @@ export class LeaseLeaderElection {
     }
   }
 
-  private async send(method: 'POST' | 'PUT', path: string, lease: Lease): Promise<void> {
-    await this.http.request(method, path, json(lease), 'application/json', this.renewDeadlineMs);
+  /** Writes the lease; the answer is the lease as stored (its new resourceVersion). */
+  private async send(method: 'POST' | 'PUT', path: string, lease: Lease): Promise<Lease> {
+    return JSON.parse(await this.http.request(method, path, json(lease), 'application/json', this.renewDeadlineMs)) as Lease;
   }
 
   private async tick(): Promise<void> {
@@ -167,11 +170,24 @@ export class LeaseLeaderElection {
 
   private async tryAcquireOrRenew(now: number): Promise<boolean> {
     const { name, namespace, identity, leaseDurationSeconds } = this.options;
-    const lease = await this.read();
     const spec = { holderIdentity: identity, leaseDurationSeconds, renewTime: microTime(now) };
+    const held = this.held;
+    this.held = undefined;
+    if (held && this.leaderNow) {
+      // The leader renews the lease as it last wrote it, without reading it first (as client-go
+      // does): one request per retry period. Anyone's write since makes it a conflict, and the
+      // lease is read as a follower would.
+      try {
+        this.held = await this.send('PUT', this.path(), { ...held, spec: { ...held.spec, ...spec } });
+        return true;
+      } catch (err) {
+        if ((err as { code?: number }).code !== 409) throw err;
+      }
+    }
+    const lease = await this.read();
     if (!lease) {
       const body = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 } };
-      await this.send('POST', this.path(true), body);
+      this.held = await this.send('POST', this.path(true), body);
       return true;
     }
     const holder = lease.spec?.holderIdentity;
@@ -188,7 +204,7 @@ export class LeaseLeaderElection {
     };
     try {
       // resourceVersion in metadata makes this fail if another replica wrote in between.
-      await this.send('PUT', this.path(), lease);
+      this.held = await this.send('PUT', this.path(), lease);
       return true;
     } catch (err) {
       if ((err as { code?: number }).code === 409) return false;

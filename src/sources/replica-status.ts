@@ -3,7 +3,7 @@ import type { V1ConfigMap, V1ConfigMapList } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { Subject, type Observable } from 'rxjs';
 import { withTimeout } from './kube-client.js';
-import { json, MERGE_PATCH, type KubeHttp } from './kube-http.js';
+import { json, MERGE_PATCH, PARTIAL_METADATA, PARTIAL_METADATA_LIST, type KubeHttp } from './kube-http.js';
 import type { ReplicaExchange } from './source.js';
 
 export const REPLICA_STATUS_LABELS = { 'app.kubernetes.io/name': 'vsxds', 'app.kubernetes.io/component': 'replica-status' } as const;
@@ -14,6 +14,21 @@ const DATA_KEY = 'contribution.json';
 const REPLICA_ANNOTATION = 'vsxds.l7mp.io/replica';
 const RENEW_ANNOTATION = 'vsxds.l7mp.io/renewed-at';
 const HASH_ANNOTATION = 'vsxds.l7mp.io/contribution-sha256';
+/** The reader's watch asks the API server to end it after 80–100% of this many seconds (then starts again from where it was). */
+const WATCH_S = 60;
+/** A refused watch (403) is tried again after this long; meanwhile the reader lists every interval. */
+const WATCH_REFUSED_RETRY_MS = 60_000;
+
+interface ObjectMetadata {
+  readonly name?: string;
+  readonly resourceVersion?: string;
+  readonly annotations?: Readonly<Record<string, string>>;
+}
+interface PartialMetadataList {
+  readonly metadata?: { readonly resourceVersion?: string };
+  /** null when there are none. */
+  readonly items: readonly { readonly metadata?: ObjectMetadata }[] | null;
+}
 
 export interface ReplicaStatusOptions {
   readonly namespace: string;
@@ -23,7 +38,7 @@ export interface ReplicaStatusOptions {
   readonly pod?: { readonly name: string; readonly uid: string };
   /** A contribution whose object went unchanged this long, as this replica's clock measures, no longer counts. */
   readonly leaseDurationSeconds: number;
-  /** At most one write of the contribution per this many ms (and one list of the others' while reading). */
+  /** At most one write of the contribution per this many ms (and, while reading, one list of the others' when one is needed). */
   readonly intervalMs?: number;
   readonly log: Logger;
   /** Injectable clock for tests. */
@@ -82,8 +97,23 @@ export class KubeReplicaStatus implements ReplicaExchange {
   private stopped = false;
   private running?: Promise<void>;
   /** Last failure reported per operation, so each is said once. */
-  private readonly reported = new Map<'write' | 'read', string>();
+  private readonly reported = new Map<'write' | 'read' | 'watch', string>();
+  /** The watch of the others' objects while reading, and the timer that ends it if the API server does not. */
+  private watching?: { readonly abort: () => void; readonly timer: NodeJS.Timeout };
+  /** The resourceVersion to watch from (the last list's, or the last event's); none: list first. */
+  private watchFrom?: string;
+  /** Local time of the last list. */
+  private listedAt = -Infinity;
+  /** Until then, list every interval instead of watching (the watch was refused). */
+  private watchRefusedUntil = -Infinity;
+  /** Lists and watch events are applied one after another. */
+  private turn: Promise<void> = Promise.resolve();
+  /** Bumped when reading stops: work of the reading before no longer applies. */
+  private readEpoch = 0;
   writes = 0;
+  /** Lists of the others' objects, and watches of them started (for tests and debugging). */
+  lists = 0;
+  watchesStarted = 0;
 
   constructor(
     private readonly http: KubeHttp,
@@ -120,6 +150,10 @@ export class KubeReplicaStatus implements ReplicaExchange {
       this.soon();
       return;
     }
+    this.readEpoch += 1;
+    this.stopWatch();
+    this.watchFrom = undefined;
+    this.listedAt = -Infinity;
     this.peersByName.clear();
     this.setLive(new Map());
   }
@@ -167,13 +201,23 @@ export class KubeReplicaStatus implements ReplicaExchange {
     this.ticking = false;
     const hurry = this.hurry;
     this.hurry = false;
-    if (!this.stopped) this.schedule(hurry ? 0 : this.intervalMs);
+    if (!this.stopped) this.schedule(hurry ? 0 : this.nextDelayMs());
+  }
+
+  /** The next tick after an interval, or sooner when this replica's renewal falls due: renewals every third of the lease duration, not up to an interval later. */
+  private nextDelayMs(): number {
+    if (!this.publishingNow || this.written === undefined) return this.intervalMs;
+    const due = this.writtenAt + this.leaseMs / 3 - this.now();
+    // Past due: the renewal just failed; it is retried after an interval.
+    return due > 0 ? Math.min(this.intervalMs, due) : this.intervalMs;
   }
 
   /** Stops, and deletes this replica's object so the leader stops counting it at once. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.readEpoch += 1;
+    this.stopWatch();
     await this.running;
     if (this.written === undefined) return;
     try {
@@ -267,35 +311,184 @@ export class KubeReplicaStatus implements ReplicaExchange {
     }
   }
 
+  /**
+   * Follows the others' objects: a list at first, then a watch from it. Lists again only when
+   * the watch failed, when it is refused (every interval then, as before there was a watch), or
+   * to confirm a contribution about to expire: a live replica renews every third of the lease
+   * duration, so one unseen for half of it means a dead replica or a watch that missed events
+   * (a half-open connection); the list tells which, and a change the watch did not deliver
+   * starts it over.
+   */
   private async read(): Promise<void> {
-    try {
-      // Metadata only: a renewal changes the resourceVersion, not the contribution, whose hash
-      // is in an annotation; only an object whose contribution changed is read whole.
-      const list = JSON.parse(
-        await this.http.request('GET', `${this.path()}?labelSelector=${encodeURIComponent(SELECTOR)}`, undefined, 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1'),
-      ) as V1ConfigMapList;
-      if (!this.readingNow) return;
+    const now = this.now();
+    const refused = now < this.watchRefusedUntil;
+    const confirm = this.watching !== undefined && now - this.listedAt >= this.intervalMs && this.aboutToExpire(now);
+    if (this.watchFrom === undefined || refused || confirm) {
+      this.listedAt = now;
+      const missed = await this.list();
+      if (missed && this.watching) {
+        this.options.log.info('replica status: the watch of the replicas\' ConfigMaps missed changes; starting it over');
+        this.stopWatch();
+      }
+    }
+    if (!refused && !this.watching && this.watchFrom !== undefined && this.readingNow) this.startWatch(this.watchFrom);
+  }
+
+  /** Whether a contribution still counted went unrenewed (as this replica saw it) for half the lease duration. */
+  private aboutToExpire(now: number): boolean {
+    for (const peer of this.peersByName.values()) {
+      const age = now - peer.seenAt;
+      if (age >= this.leaseMs / 2 && age <= this.leaseMs) return true;
+    }
+    return false;
+  }
+
+  /** Lists the others' objects (metadata only); true when what it found differs from what was known. */
+  private async list(): Promise<boolean> {
+    const epoch = this.readEpoch;
+    const list = JSON.parse(await this.http.request('GET', `${this.path()}?labelSelector=${encodeURIComponent(SELECTOR)}`, undefined, PARTIAL_METADATA_LIST)) as PartialMetadataList;
+    this.lists += 1;
+    // Applied in turn with the watch's events (each may read an object whole).
+    return this.inTurn(async () => {
+      if (epoch !== this.readEpoch) return false;
       const now = this.now();
       const present = new Set<string>();
-      for (const { metadata } of list.items) {
-        const name = metadata?.name;
-        const resourceVersion = metadata?.resourceVersion;
-        if (!name || name === this.name || !resourceVersion) continue;
-        present.add(name);
-        const before = this.peersByName.get(name);
-        if (before?.resourceVersion === resourceVersion) continue;
-        const hash = metadata?.annotations?.[HASH_ANNOTATION];
-        let payload = before?.payload;
-        if (!before || hash === undefined || hash !== before.hash) {
-          const cm = JSON.parse(await this.http.request('GET', this.path(name))) as V1ConfigMap;
-          payload = cm.data?.[DATA_KEY] ?? '';
-        }
-        this.peersByName.set(name, { resourceVersion, seenAt: now, payload: payload ?? '', hash });
+      let changed = false;
+      for (const { metadata } of list.items ?? []) {
+        if (!metadata?.name || metadata.name === this.name) continue;
+        present.add(metadata.name);
+        if (await this.observe(metadata, now, epoch)) changed = true;
       }
-      for (const name of this.peersByName.keys()) if (!present.has(name)) this.peersByName.delete(name);
-    } finally {
-      if (this.readingNow) this.expire();
+      for (const name of this.peersByName.keys()) {
+        if (present.has(name)) continue;
+        this.peersByName.delete(name);
+        changed = true;
+      }
+      if (list.metadata?.resourceVersion) this.watchFrom = list.metadata.resourceVersion;
+      this.expire();
+      return changed;
+    });
+  }
+
+  /** What one object's metadata says: a new resourceVersion renews it, a new hash is read whole. True when the resourceVersion was new. */
+  private async observe(metadata: ObjectMetadata, now: number, epoch: number): Promise<boolean> {
+    const { name, resourceVersion } = metadata;
+    if (!name || !resourceVersion) return false;
+    const before = this.peersByName.get(name);
+    if (before?.resourceVersion === resourceVersion) return false;
+    const hash = metadata.annotations?.[HASH_ANNOTATION];
+    let payload = before?.payload;
+    if (!before || hash === undefined || hash !== before.hash) {
+      const cm = JSON.parse(await this.http.request('GET', this.path(name))) as V1ConfigMap;
+      payload = cm.data?.[DATA_KEY] ?? '';
     }
+    if (epoch !== this.readEpoch) return false;
+    this.peersByName.set(name, { resourceVersion, seenAt: now, payload: payload ?? '', hash });
+    return true;
+  }
+
+  /** Runs `work` after the list or watch events before it. */
+  private inTurn<T>(work: () => Promise<T>): Promise<T> {
+    const done = this.turn.then(work);
+    this.turn = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    return done;
+  }
+
+  private startWatch(from: string): void {
+    const epoch = this.readEpoch;
+    // The API server ends it after 80–100% of WATCH_S; one that went silent without closing (a
+    // half-open connection) is ended here a quarter later. Either way the next tick starts it again from the last resourceVersion seen.
+    const timeoutS = Math.round(WATCH_S * (0.8 + 0.2 * Math.random()));
+    const query = `watch=1&allowWatchBookmarks=true&timeoutSeconds=${timeoutS}&resourceVersion=${encodeURIComponent(from)}&labelSelector=${encodeURIComponent(SELECTOR)}`;
+    const watch = this.http.watch(
+      `${this.path()}?${query}`,
+      (line) => this.onWatchEvent(line, epoch),
+      (err) => {
+        if (this.watching !== current) return;
+        this.stopWatch();
+        if (err) this.watchFailed(err);
+        else this.watchWorks();
+        this.soon();
+      },
+      PARTIAL_METADATA,
+    );
+    const timer = setTimeout(() => {
+      if (this.watching !== current) return;
+      this.stopWatch();
+      this.soon();
+    }, timeoutS * 1250);
+    const current = { abort: watch.abort, timer };
+    this.watching = current;
+    this.watchesStarted += 1;
+  }
+
+  private stopWatch(): void {
+    const w = this.watching;
+    if (!w) return;
+    this.watching = undefined;
+    clearTimeout(w.timer);
+    w.abort();
+  }
+
+  private onWatchEvent(line: string, epoch: number): void {
+    let event: { type?: string; object?: { metadata?: ObjectMetadata; code?: number; message?: string } };
+    try {
+      event = JSON.parse(line);
+    } catch {
+      return;
+    }
+    const { type, object } = event;
+    this.watchWorks();
+    if (type === 'ERROR') {
+      // Mostly 410 Gone: the resourceVersion is too old to watch from; the next tick lists.
+      this.watchFrom = undefined;
+      this.stopWatch();
+      this.options.log.debug({ code: object?.code, err: object?.message }, 'replica status: watch ended with an error; listing again');
+      this.soon();
+      return;
+    }
+    const metadata = object?.metadata;
+    if (metadata?.resourceVersion) this.watchFrom = metadata.resourceVersion;
+    if (type === 'BOOKMARK' || !metadata?.name || metadata.name === this.name) return;
+    const now = this.now();
+    void this.inTurn(async () => {
+      if (epoch !== this.readEpoch) return;
+      if (type === 'DELETED') this.peersByName.delete(metadata.name!);
+      else await this.observe(metadata, now, epoch);
+      this.expire();
+    }).then(
+      () => this.recovered('read'),
+      (err) => this.failed('read', err),
+    );
+  }
+
+  /** A watch answered: if one was refused before, say it works again. */
+  private watchWorks(): void {
+    if (!this.reported.delete('watch')) return;
+    this.options.log.info('replica status: watching ConfigMaps works again');
+  }
+
+  private watchFailed(err: unknown): void {
+    const code = (err as { code?: number }).code;
+    if (code === 403) {
+      // Allowed to list but not to watch (a Role from before the watch): list every interval, as before.
+      this.watchRefusedUntil = this.now() + WATCH_REFUSED_RETRY_MS;
+      if (!this.reported.has('watch')) {
+        this.reported.set('watch', '403');
+        const { namespace } = this.options;
+        this.options.log.warn(
+          { code },
+          `replica status: cannot watch the replicas' ConfigMaps in ${namespace} (403 Forbidden): listing them every second instead; grant its service account watch on configmaps in ${namespace} (the Role in deploy/leader-election-rbac.yaml)`,
+        );
+      }
+      return;
+    }
+    // Anything else: list again, then watch from there.
+    this.watchFrom = undefined;
+    this.options.log.debug({ code, err: (err as Error).message }, 'replica status: watch failed; listing again');
   }
 
   private expire(): void {
