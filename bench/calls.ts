@@ -38,6 +38,7 @@ import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { CallLoad, now, PortPool, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallSummary } from '../test/support/calls.js';
 import { breakdown, type Breakdown } from './calls-breakdown.js';
+import { UdpDropMonitor, type UdpDrops } from './udp-drops.js';
 import { ChangeLog, childPids, cpuSeconds, deleteAllVirtualServices, HEALTH_PORT, kubeGet, PROXY_LABELS, SINK_PORT, sleep, startVsxds, sumMetric, WORKER_LABELS, WORKERS } from './calls-rig.js';
 import { adsBootstrap, ensureEnvoy, INGRESS_ENVOY_FLAGS, parseStats, startEnvoy, type AdsApiType, type Envoy } from '../test/support/envoy.js';
 import { startKubeEnv, type KubeEnv } from '../test/support/kube-env.js';
@@ -138,6 +139,8 @@ export interface ScenarioResult {
   idleMsPerS: number;
   /** The rig's event-loop delay over the scenario (ms): how late its timers ran and its sinks read datagrams, so how much of a setup or a late datagram the rig's own backlog may be. */
   rigLoopDelayMs: { p50: number; p99: number; max: number };
+  /** Datagrams the kernel dropped for want of receive buffer over the scenario, in all and by socket (udp-drops.ts). */
+  udpDrops: UdpDrops;
   adsBytesPerCall: number;
   apiWrites: ApiWrites;
   apiWritesPerCall: { status: number; events: number; leases: number; other: number };
@@ -262,6 +265,8 @@ async function scenario(
     const sampler = setInterval(() => void sampleEnvoy(), 1000);
     const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
     loopDelay.enable();
+    const drops = new UdpDropMonitor(new Set(WORKERS.map((w) => `${w.ip}:${SINK_PORT}`)));
+    drops.start();
     changes.start(2000);
     log(`${mode} ${name}: running`);
     try {
@@ -276,6 +281,7 @@ async function scenario(
     await sleep(2000);
     clearInterval(sampler);
     loopDelay.disable();
+    const udpDrops = drops.stop();
     changes.stop();
     await changes.poll();
     await sampleEnvoy();
@@ -319,6 +325,7 @@ async function scenario(
       cold,
       idleMsPerS,
       rigLoopDelayMs: { p50: lateBy(loopDelay.percentile(50)), p99: lateBy(loopDelay.percentile(99)), max: lateBy(loopDelay.max) },
+      udpDrops,
       adsBytesPerCall: (sumMetric(after.metrics, 'vsxds_xds_push_bytes_total') - sumMetric(before.metrics, 'vsxds_xds_push_bytes_total')) / n,
       apiWrites: writes,
       apiWritesPerCall: { status: writes.status / n, events: writes.events / n, leases: writes.leases / n, other: writes.other / n },
