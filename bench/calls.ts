@@ -154,6 +154,13 @@ export interface ScenarioResult {
 
 let nextIndex = 1;
 
+/**
+ * B5_ENVOY_DISPATCHER_STATS=1: Envoy runs with `enable_dispatcher_stats` and each scenario logs
+ * its main thread's and workers' loop durations and poll delays: whether Envoy's threads ran
+ * late or long while calls waited (they cost Envoy a little CPU; the figures are for without).
+ */
+const DISPATCHER_STATS = process.env['B5_ENVOY_DISPATCHER_STATS'] === '1';
+
 /** The rig's event-loop delay is sampled by a timer of this period (ms). */
 const LOOP_DELAY_RESOLUTION_MS = 10;
 
@@ -179,7 +186,7 @@ async function scenario(
     const apiType: AdsApiType = mode === 'sotw' ? 'GRPC' : 'DELTA_GRPC';
     envoy = await startEnvoy({
       name: `b5-${mode}`,
-      bootstrap: adsBootstrap({ nodeId: 'default/envoy-ingress', metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType, nodeOnFirstMessageOnly: true }),
+      bootstrap: { ...adsBootstrap({ nodeId: 'default/envoy-ingress', metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType, nodeOnFirstMessageOnly: true }), ...(DISPATCHER_STATS ? { enable_dispatcher_stats: true } : {}) },
       concurrency: ENVOY_CONCURRENCY,
       extraArgs: EXTRA_FLAGS,
     });
@@ -282,6 +289,7 @@ async function scenario(
     clearInterval(sampler);
     loopDelay.disable();
     const udpDrops = drops.stop();
+    if (DISPATCHER_STATS) log(`${mode} ${name}: Envoy's event loops (µs, interval and cumulative):\n${await (envoy as Envoy).admin('/stats?filter=dispatcher')}`);
     changes.stop();
     await changes.poll();
     await sampleEnvoy();
