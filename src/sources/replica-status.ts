@@ -434,6 +434,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
   }
 
   private onWatchEvent(line: string, epoch: number): void {
+    if (epoch !== this.readEpoch) return;
     let event: { type?: string; object?: { metadata?: ObjectMetadata; code?: number; message?: string } };
     try {
       event = JSON.parse(line);
