@@ -63,7 +63,7 @@ interface Prepared {
  * Headers and Body streams, and parses every answer into typed models; a watch through node-fetch
  * and readline. Under one VirtualService per call (three watch events and one status write per
  * call), those layers were over half of vsxds's main-thread CPU per call. The leader election's
- * Lease requests (one every retry period on the leader, two on the others) go through it too. The informers'
+ * Lease requests (one every retry period on every replica) go through it too. The informers'
  * lists and Events stay on client-node.
  *
  * Credentials come from client-node's KubeConfig (tokens, token files, client certificates, exec

@@ -175,13 +175,15 @@ export class LeaseLeaderElection {
     this.held = undefined;
     if (held && this.leaderNow) {
       // The leader renews the lease as it last wrote it, without reading it first (as client-go
-      // does): one request per retry period. Anyone's write since makes it a conflict, and the
-      // lease is read as a follower would.
+      // does): one request per retry period. Anyone's write since makes it a conflict (a deletion,
+      // not found), and the lease is read as a follower would.
       try {
         this.held = await this.send('PUT', this.path(), { ...held, spec: { ...held.spec, ...spec } });
         return true;
       } catch (err) {
-        if ((err as { code?: number }).code !== 409) throw err;
+        // 404: the lease was deleted; the read path creates it again.
+        const code = (err as { code?: number }).code;
+        if (code !== 409 && code !== 404) throw err;
       }
     }
     const lease = await this.read();

@@ -14,6 +14,10 @@ class SilentWatchApi {
   peer?: { resourceVersion: string; hash: string; payload: string };
   watches = 0;
   lists = 0;
+  /** The peer's object answers 404 when read whole (deleted between the list and the read). */
+  peerGone = false;
+  /** Every watch ends as soon as it starts (a proxy that closes streams). */
+  watchesEndAtOnce = false;
 
   renew(): void {
     if (this.peer) this.peer.resourceVersion = String(++this.resourceVersion);
@@ -29,12 +33,13 @@ class SilentWatchApi {
       const items = this.peer ? [{ metadata: { name: 'vsxds-replica-peer', resourceVersion: this.peer.resourceVersion, annotations: { 'vsxds.l7mp.io/contribution-sha256': this.peer.hash } } }] : null;
       return JSON.stringify({ metadata: { resourceVersion: String(this.resourceVersion) }, items });
     }
-    if (path.endsWith('/vsxds-replica-peer') && this.peer) return JSON.stringify({ data: { 'contribution.json': this.peer.payload } });
+    if (path.endsWith('/vsxds-replica-peer') && this.peer && !this.peerGone) return JSON.stringify({ data: { 'contribution.json': this.peer.payload } });
     throw Object.assign(new Error(`GET ${path}`), { code: 404 });
   }
 
-  watch(): { abort: () => void; answered: Promise<void> } {
+  watch(_path: string, _onLine: unknown, done: (err: unknown) => void): { abort: () => void; answered: Promise<void> } {
     this.watches += 1;
+    if (this.watchesEndAtOnce) setImmediate(() => done(null));
     return { abort: () => undefined, answered: new Promise(() => undefined) };
   }
 }
@@ -65,6 +70,30 @@ describe('replica status reader', () => {
     expect(api.lists).toBe(1);
     expect(api.watches).toBe(1);
     expect(r.peers().size).toBe(0);
+  });
+
+  it('a watch that ends as soon as it starts is started again once an interval, not back to back', async () => {
+    const api = new SilentWatchApi();
+    api.watchesEndAtOnce = true;
+    reader(api);
+    await sleep(1_000);
+    // Ten intervals of 100 ms.
+    expect(api.watches).toBeGreaterThan(3);
+    expect(api.watches).toBeLessThanOrEqual(12);
+  });
+
+  it('an object deleted between the list and its read is no one’s contribution, and the list still counts', async () => {
+    const api = new SilentWatchApi();
+    api.peer = { resourceVersion: '5', hash: 'h1', payload: 'counts' };
+    api.peerGone = true;
+    const lines: string[] = [];
+    const r = reader(api, pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }));
+    await sleep(500);
+    expect(r.peers().size).toBe(0);
+    expect(lines).toEqual([]);
+    // The list was applied: the watch runs from it.
+    expect(api.lists).toBe(1);
+    expect(api.watches).toBe(1);
   });
 
   it('keeps counting a replica that renews while its watch is silent, and starts the watch over', async () => {

@@ -53,6 +53,8 @@ interface Peer {
   readonly payload: string;
   /** The hash of the contribution its writer annotated it with. */
   readonly hash?: string;
+  /** `KubeReplicaStatus.updates` when a watch event last set it (0: a list did). */
+  readonly update: number;
 }
 
 /**
@@ -60,8 +62,8 @@ interface Peer {
  * replica (labelled app.kubernetes.io/component=replica-status) that only that replica writes:
  * no replica talks to another. The writer coalesces (a change after a quiet spell at once, then at
  * most one write per interval, only when the contribution changed) and renews the object every third of the lease duration; the reader
- * (the leader) lists the others' objects' metadata once per interval, reads those whose
- * contribution changed and, as leader election does, judges
+ * (the leader) lists the others' objects' metadata once, then watches them (see `read`), reads
+ * those whose contribution changed and, as leader election does, judges
  * liveness by its own clock only: an object whose resourceVersion it saw unchanged for the lease
  * duration is a dead replica's and no longer counts. A replica deletes its object when it stops,
  * and names its Pod as owner so Kubernetes deletes it when the Pod goes.
@@ -99,7 +101,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
   /** Last failure reported per operation, so each is said once. */
   private readonly reported = new Map<'write' | 'read' | 'watch', string>();
   /** The watch of the others' objects while reading, and the timer that ends it if the API server does not. */
-  private watching?: { readonly abort: () => void; readonly timer: NodeJS.Timeout };
+  private watching?: { readonly abort: () => void; readonly timer: NodeJS.Timeout; readonly startedAt: number };
   /** The resourceVersion to watch from (the last list's, or the last event's); none: list first. */
   private watchFrom?: string;
   /** Local time of the last list. */
@@ -110,6 +112,10 @@ export class KubeReplicaStatus implements ReplicaExchange {
   private turn: Promise<void> = Promise.resolve();
   /** Bumped when reading stops: work of the reading before no longer applies. */
   private readEpoch = 0;
+  /** Peers set by watch events so far: a list requested before one of them does not undo it. */
+  private updates = 0;
+  /** Peers a DELETED event removed, with the update it was: a list requested before does not bring them back. */
+  private readonly deleted = new Map<string, number>();
   writes = 0;
   /** Lists of the others' objects, and watches of them started (for tests and debugging). */
   lists = 0;
@@ -218,6 +224,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
     clearTimeout(this.timer);
     this.readEpoch += 1;
     this.stopWatch();
+    this.watchFrom = undefined;
     await this.running;
     if (this.written === undefined) return;
     try {
@@ -320,6 +327,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
    * starts it over.
    */
   private async read(): Promise<void> {
+    if (this.stopped) return;
     const now = this.now();
     const refused = now < this.watchRefusedUntil;
     const confirm = this.watching !== undefined && now - this.listedAt >= this.intervalMs && this.aboutToExpire(now);
@@ -331,7 +339,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
         this.stopWatch();
       }
     }
-    if (!refused && !this.watching && this.watchFrom !== undefined && this.readingNow) this.startWatch(this.watchFrom);
+    if (!refused && !this.watching && this.watchFrom !== undefined && this.readingNow && !this.stopped) this.startWatch(this.watchFrom);
   }
 
   /** Whether a contribution still counted went unrenewed (as this replica saw it) for half the lease duration. */
@@ -346,6 +354,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
   /** Lists the others' objects (metadata only); true when what it found differs from what was known. */
   private async list(): Promise<boolean> {
     const epoch = this.readEpoch;
+    const requestedAfter = this.updates;
     const list = JSON.parse(await this.http.request('GET', `${this.path()}?labelSelector=${encodeURIComponent(SELECTOR)}`, undefined, PARTIAL_METADATA_LIST)) as PartialMetadataList;
     this.lists += 1;
     // Applied in turn with the watch's events (each may read an object whole).
@@ -354,24 +363,28 @@ export class KubeReplicaStatus implements ReplicaExchange {
       const now = this.now();
       const present = new Set<string>();
       let changed = false;
+      // What a watch event set after the list was requested is newer than the list: kept.
+      const newer = (name: string) => Math.max(this.peersByName.get(name)?.update ?? 0, this.deleted.get(name) ?? 0) > requestedAfter;
       for (const { metadata } of list.items ?? []) {
         if (!metadata?.name || metadata.name === this.name) continue;
         present.add(metadata.name);
-        if (await this.observe(metadata, now, epoch)) changed = true;
+        if (!newer(metadata.name) && (await this.observe(metadata, now, epoch, 0))) changed = true;
       }
       for (const name of this.peersByName.keys()) {
-        if (present.has(name)) continue;
+        if (present.has(name) || newer(name)) continue;
         this.peersByName.delete(name);
         changed = true;
       }
-      if (list.metadata?.resourceVersion) this.watchFrom = list.metadata.resourceVersion;
+      for (const [name, update] of this.deleted) if (update <= requestedAfter) this.deleted.delete(name);
+      // A running watch that missed nothing goes on from where it is; otherwise it starts from the list.
+      if (list.metadata?.resourceVersion && (!this.watching || changed)) this.watchFrom = list.metadata.resourceVersion;
       this.expire();
       return changed;
     });
   }
 
   /** What one object's metadata says: a new resourceVersion renews it, a new hash is read whole. True when the resourceVersion was new. */
-  private async observe(metadata: ObjectMetadata, now: number, epoch: number): Promise<boolean> {
+  private async observe(metadata: ObjectMetadata, now: number, epoch: number, update: number): Promise<boolean> {
     const { name, resourceVersion } = metadata;
     if (!name || !resourceVersion) return false;
     const before = this.peersByName.get(name);
@@ -379,11 +392,19 @@ export class KubeReplicaStatus implements ReplicaExchange {
     const hash = metadata.annotations?.[HASH_ANNOTATION];
     let payload = before?.payload;
     if (!before || hash === undefined || hash !== before.hash) {
-      const cm = JSON.parse(await this.http.request('GET', this.path(name))) as V1ConfigMap;
+      let cm: V1ConfigMap;
+      try {
+        cm = JSON.parse(await this.http.request('GET', this.path(name))) as V1ConfigMap;
+      } catch (err) {
+        if ((err as { code?: number }).code !== 404) throw err;
+        // Deleted since (a replica that stopped): gone, as its DELETED event will say.
+        if (epoch === this.readEpoch) this.peersByName.delete(name);
+        return before !== undefined;
+      }
       payload = cm.data?.[DATA_KEY] ?? '';
     }
     if (epoch !== this.readEpoch) return false;
-    this.peersByName.set(name, { resourceVersion, seenAt: now, payload: payload ?? '', hash });
+    this.peersByName.set(name, { resourceVersion, seenAt: now, payload: payload ?? '', hash, update });
     return true;
   }
 
@@ -411,7 +432,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
         this.stopWatch();
         if (err) this.watchFailed(err);
         else this.watchWorks();
-        this.soon();
+        this.againSoon(current.startedAt);
       },
       PARTIAL_METADATA,
     );
@@ -420,9 +441,18 @@ export class KubeReplicaStatus implements ReplicaExchange {
       this.stopWatch();
       this.soon();
     }, timeoutS * 1250);
-    const current = { abort: watch.abort, timer };
+    const current = { abort: watch.abort, timer, startedAt: this.now() };
     this.watching = current;
     this.watchesStarted += 1;
+  }
+
+  /**
+   * After a watch ended: the next tick at once if it ran for an interval at least, else the
+   * regular one, so a watch the API server (or a proxy) ends as soon as it starts is tried once
+   * an interval, not back to back.
+   */
+  private againSoon(startedAt: number): void {
+    if (this.now() - startedAt >= this.intervalMs) this.soon();
   }
 
   private stopWatch(): void {
@@ -445,10 +475,11 @@ export class KubeReplicaStatus implements ReplicaExchange {
     this.watchWorks();
     if (type === 'ERROR') {
       // Mostly 410 Gone: the resourceVersion is too old to watch from; the next tick lists.
+      const startedAt = this.watching?.startedAt ?? -Infinity;
       this.watchFrom = undefined;
       this.stopWatch();
       this.options.log.debug({ code: object?.code, err: object?.message }, 'replica status: watch ended with an error; listing again');
-      this.soon();
+      this.againSoon(startedAt);
       return;
     }
     const metadata = object?.metadata;
@@ -457,8 +488,14 @@ export class KubeReplicaStatus implements ReplicaExchange {
     const now = this.now();
     void this.inTurn(async () => {
       if (epoch !== this.readEpoch) return;
-      if (type === 'DELETED') this.peersByName.delete(metadata.name!);
-      else await this.observe(metadata, now, epoch);
+      const name = metadata.name!;
+      if (type === 'DELETED') {
+        this.peersByName.delete(name);
+        this.deleted.set(name, ++this.updates);
+      } else {
+        this.deleted.delete(name);
+        await this.observe(metadata, now, epoch, ++this.updates);
+      }
       this.expire();
     }).then(
       () => this.recovered('read'),
@@ -528,7 +565,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
         : `cannot list the replicas' ConfigMaps in ${namespace}: VirtualService status counts only the proxies connected to this replica`;
     const fix =
       code === 403
-        ? ` (403 Forbidden): grant its service account create, list, get, update, patch and delete on configmaps in ${namespace} (the Role in deploy/leader-election-rbac.yaml)`
+        ? ` (403 Forbidden): grant its service account create, list, watch, get, update, patch and delete on configmaps in ${namespace} (the Role in deploy/leader-election-rbac.yaml)`
         : '';
     this.options.log.error({ code, err: message }, `replica status: ${doing}${fix}; everything else keeps working; retrying`);
   }
