@@ -126,6 +126,16 @@ describe('leader election', { timeout: 120_000 }, () => {
     expect(a.http.requests['GET']).toBeGreaterThan(before['GET'] ?? 0);
   });
 
+  it('a leader whose lease is deleted writes it again and stays leader', async () => {
+    const a = elect('vsxds-a', 'deleted');
+    await waitUntil(() => a.election.isLeader, 'vsxds-a leading');
+    await kube.kubectlOk(['delete', 'lease', 'deleted']);
+    await waitUntil(async () => (await kube.kubectl(['get', 'lease', 'deleted', '-o', 'json'])).code === 0, 'the lease written again');
+    const lease = JSON.parse(await kube.kubectlOk(['get', 'lease', 'deleted', '-o', 'json']));
+    expect(lease.spec.holderIdentity).toBe('vsxds-a');
+    expect(a.changes).toEqual([true]);
+  });
+
   it('steps down when its API server stops answering, before its lease expires for the others', async () => {
     const front = await relay(new URL(kube.server));
     cleanup.push(() => front.close());
