@@ -428,11 +428,7 @@ export class KubeReplicaStatus implements ReplicaExchange {
       `${this.path()}?${query}`,
       (line) => this.onWatchEvent(line, epoch),
       (err) => {
-        if (this.watching !== current) return;
-        this.stopWatch();
-        if (err) this.watchFailed(err);
-        else this.watchWorks();
-        this.againSoon(current.startedAt);
+        if (this.watching === current) this.watchEnded(err);
       },
       PARTIAL_METADATA,
     );
@@ -447,11 +443,16 @@ export class KubeReplicaStatus implements ReplicaExchange {
   }
 
   /**
-   * After a watch ended: the next tick at once if it ran for an interval at least, else the
-   * regular one, so a watch the API server (or a proxy) ends as soon as it starts is tried once
-   * an interval, not back to back.
+   * The running watch ended, by the API server's doing (`err` when it failed). The next tick
+   * starts it again: at once if it ran for an interval at least, else the regular one, so a
+   * watch the API server (or a proxy) ends as soon as it starts is tried once an interval, not
+   * back to back.
    */
-  private againSoon(startedAt: number): void {
+  private watchEnded(err: unknown): void {
+    const startedAt = this.watching?.startedAt ?? -Infinity;
+    this.stopWatch();
+    if (err) this.watchFailed(err);
+    else this.recovered('watch');
     if (this.now() - startedAt >= this.intervalMs) this.soon();
   }
 
@@ -472,14 +473,10 @@ export class KubeReplicaStatus implements ReplicaExchange {
       return;
     }
     const { type, object } = event;
-    this.watchWorks();
+    this.recovered('watch');
     if (type === 'ERROR') {
       // Mostly 410 Gone: the resourceVersion is too old to watch from; the next tick lists.
-      const startedAt = this.watching?.startedAt ?? -Infinity;
-      this.watchFrom = undefined;
-      this.stopWatch();
-      this.options.log.debug({ code: object?.code, err: object?.message }, 'replica status: watch ended with an error; listing again');
-      this.againSoon(startedAt);
+      this.watchEnded(Object.assign(new Error(object?.message ?? 'ERROR event'), { code: object?.code }));
       return;
     }
     const metadata = object?.metadata;
@@ -501,12 +498,6 @@ export class KubeReplicaStatus implements ReplicaExchange {
       () => this.recovered('read'),
       (err) => this.failed('read', err),
     );
-  }
-
-  /** A watch answered: if one was refused before, say it works again. */
-  private watchWorks(): void {
-    if (!this.reported.delete('watch')) return;
-    this.options.log.info('replica status: watching ConfigMaps works again');
   }
 
   private watchFailed(err: unknown): void {
@@ -545,10 +536,9 @@ export class KubeReplicaStatus implements ReplicaExchange {
     this.subject.next();
   }
 
-  private recovered(what: 'write' | 'read'): void {
-    if (!this.reported.has(what)) return;
-    this.reported.delete(what);
-    this.options.log.info(`replica status: ${what === 'write' ? 'writing' : 'reading'} ConfigMaps works again`);
+  private recovered(what: 'write' | 'read' | 'watch'): void {
+    if (!this.reported.delete(what)) return;
+    this.options.log.info(`replica status: ${{ write: 'writing', read: 'reading', watch: 'watching' }[what]} ConfigMaps works again`);
   }
 
   private failed(what: 'write' | 'read', err: unknown): void {
