@@ -118,11 +118,12 @@ export class PortPool {
  * The sinks' receive loop, run in a worker thread of its own: with thousands of calls, this
  * process's main thread (every call's sends, the bookkeeping, the API requests) stalls for long
  * enough on a busy machine that the sinks' socket buffers overflowed, and the rig lost datagrams
- * that Envoy had forwarded (B5's "kernel UDP drops" column). The thread only reads its sockets and
- * hands the datagrams to the main thread in batches, stamped with their arrival time, and runs
- * at a higher priority than the processes under test where the OS allows it (worker pods run on
- * other machines, so their receive loops should not queue behind Envoy's). Plain JavaScript in a
- * string, so that it runs the same under vitest and from bench/.build.
+ * that Envoy had forwarded (B5's "kernel UDP drops" column). The thread only reads its sockets,
+ * stamps each datagram with its arrival time and writes it into a ring in shared memory, which
+ * the main thread reads every few milliseconds: no message and no allocation per batch. A ring
+ * full because the main thread stalled spills into an array in the thread, written to the ring
+ * once there is room. B5_SINK_NICE=-10 (say) runs the thread at that nice level (root only).
+ * Plain JavaScript in a string, so that it runs the same under vitest and from bench/.build.
  */
 const SINK_THREAD = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -130,42 +131,45 @@ const dgram = require('node:dgram');
 const fs = require('node:fs');
 const os = require('node:os');
 const now = () => performance.timeOrigin + performance.now();
-try {
-  const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
-  os.setPriority(tid, -10);
-} catch {}
-const { ips, port, payloadBytes, rcvbuf } = workerData;
-const FIELDS = 6;
-const CAP = 2048;
-let batch = new Float64Array(CAP * FIELDS);
-let n = 0;
-let strays = 0;
-let timer;
-function flush() {
-  timer = undefined;
-  if (n === 0 && strays === 0) return;
-  parentPort.postMessage({ batch, n, strays }, [batch.buffer]);
-  batch = new Float64Array(CAP * FIELDS);
-  n = 0;
-  strays = 0;
+const { ips, port, payloadBytes, rcvbuf, nice, ring, fields } = workerData;
+if (nice) {
+  try {
+    os.setPriority(Number(fs.readlinkSync('/proc/thread-self').split('/').pop()), nice);
+  } catch {}
+}
+const head = new Int32Array(ring, 0, 4);
+const data = new Float64Array(ring, 16);
+const cap = data.length / fields;
+const spill = [];
+let written = 0;
+let spillTimer;
+function put(e) {
+  if (((written - Atomics.load(head, 1)) | 0) >= cap) return false;
+  data.set(e, (written & (cap - 1)) * fields);
+  written = (written + 1) | 0;
+  Atomics.store(head, 0, written);
+  return true;
+}
+function unspill() {
+  spillTimer = undefined;
+  let i = 0;
+  while (i < spill.length && put(spill[i])) i++;
+  spill.splice(0, i);
+  if (spill.length > 0) spillTimer = setTimeout(unspill, 5);
 }
 const sockets = ips.map((ip, w) => {
   const socket = dgram.createSocket('udp4');
   socket.on('message', (msg) => {
     const at = now();
-    if (msg.length !== payloadBytes) strays += 1;
-    else {
-      const o = n * FIELDS;
-      batch[o] = w;
-      batch[o + 1] = msg.readUInt32BE(0);
-      batch[o + 2] = msg.readUInt32BE(4);
-      batch[o + 3] = msg.readDoubleBE(8);
-      batch[o + 4] = msg.readUInt8(16);
-      batch[o + 5] = at;
-      n += 1;
+    if (msg.length !== payloadBytes) {
+      Atomics.add(head, 2, 1);
+      return;
     }
-    if (n === CAP) flush();
-    else timer ??= setTimeout(flush, 2);
+    const e = [w, msg.readUInt32BE(0), msg.readUInt32BE(4), msg.readDoubleBE(8), msg.readUInt8(16), at];
+    if (spill.length > 0 || !put(e)) {
+      spill.push(e);
+      spillTimer ??= setTimeout(unspill, 5);
+    }
   });
   socket.on('error', () => undefined);
   return socket;
@@ -177,22 +181,37 @@ Promise.all(sockets.map((socket, w) => new Promise((resolve, reject) => {
     try { socket.setRecvBufferSize(rcvbuf); } catch {}
     resolve();
   });
-}))).then(() => parentPort.postMessage('bound'), (err) => parentPort.postMessage({ error: String(err && err.message || err) }));
+}))).then(() => parentPort.postMessage('bound'), (err) => parentPort.postMessage({ error: String((err && err.message) || err) }));
 parentPort.on('message', (m) => {
   if (m !== 'close') return;
-  clearTimeout(timer);
-  flush();
   let open = sockets.length;
-  for (const s of sockets) s.close(() => { if (--open === 0) parentPort.postMessage('closed'); });
+  const closed = () => {
+    if (spill.length > 0) setTimeout(closed, 5);
+    else parentPort.postMessage('closed');
+  };
+  for (const s of sockets) s.close(() => { if (--open === 0) closed(); });
 });
 `;
+/** Datagrams the ring holds: at 20,000 a second, 3 s of a stalled main thread (3 MB). */
+const RING_ENTRIES = 1 << 16;
+/** Per datagram: worker, call index, sequence, send time, flags, arrival time. */
+const RING_FIELDS = 6;
+const RING_READ_MS = 5;
 
 /** The UDP sinks and TCP health ports of the worker pods. */
 export class WorkerSinks {
   private thread?: Worker;
+  private reader?: NodeJS.Timeout;
   private readonly health = new Map<string, TcpPort>();
+  private readonly ring = new SharedArrayBuffer(16 + RING_ENTRIES * RING_FIELDS * 8);
+  private readonly head = new Int32Array(this.ring, 0, 4);
+  private readonly data = new Float64Array(this.ring, 16);
+  private read = 0;
+  private names: string[] = [];
   /** Datagrams received whose call index is unknown (from another run, say). */
-  strays = 0;
+  get strays(): number {
+    return Atomics.load(this.head, 2);
+  }
   onDatagram: (worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number) => void = () => undefined;
 
   static async start(workers: readonly WorkerSpec[], sinkPort: number, healthPort: number): Promise<WorkerSinks> {
@@ -203,39 +222,57 @@ export class WorkerSinks {
         await health.listen();
         sinks.health.set(w.name, health);
       }
-      const names = workers.map((w) => w.name);
-      // Many calls at 10/s each: do not drop datagrams in the socket buffer (capped by net.core.rmem_max).
-      const thread = new Worker(SINK_THREAD, { eval: true, workerData: { ips: workers.map((w) => w.ip), port: sinkPort, payloadBytes: PAYLOAD_BYTES, rcvbuf: 8 << 20 } });
+      sinks.names = workers.map((w) => w.name);
+      const workerData = {
+        ips: workers.map((w) => w.ip),
+        port: sinkPort,
+        payloadBytes: PAYLOAD_BYTES,
+        // Many calls at 10/s each: do not drop datagrams in the socket buffer (capped by net.core.rmem_max).
+        rcvbuf: 8 << 20,
+        nice: Number(process.env['B5_SINK_NICE'] ?? 0),
+        ring: sinks.ring,
+        fields: RING_FIELDS,
+      };
+      const thread = new Worker(SINK_THREAD, { eval: true, workerData });
       sinks.thread = thread;
       await new Promise<void>((resolve, reject) => {
-        thread.once('error', reject);
-        thread.once('exit', (code) => reject(new Error(`the sinks' thread exited (${code})`)));
-        thread.on('message', function bound(m: unknown) {
+        const failed = (err: Error) => {
+          thread.off('message', onMessage);
+          reject(err);
+        };
+        const exited = (code: number) => failed(new Error(`the sinks' thread exited (${code})`));
+        const onMessage = (m: unknown) => {
           if (m === 'bound') {
-            thread.off('message', bound);
+            thread.off('message', onMessage).off('error', failed).off('exit', exited);
             resolve();
-          } else if (typeof m === 'object' && m !== null && 'error' in m) reject(new Error(`worker sinks: ${(m as { error: string }).error}`));
-        });
+          } else if (typeof m === 'object' && m !== null && 'error' in m) failed(new Error(`worker sinks: ${(m as { error: string }).error}`));
+        };
+        thread.on('message', onMessage).once('error', failed).once('exit', exited);
       });
-      thread.removeAllListeners('error');
-      thread.removeAllListeners('exit');
       thread.on('error', (err) => {
+        // The rig's measurements would be wrong from here on: fail loudly.
         throw err;
       });
-      thread.on('message', (m: { batch?: Float64Array; n?: number; strays?: number }) => {
-        if (!m || typeof m !== 'object' || !(m.batch instanceof Float64Array)) return;
-        sinks.strays += m.strays ?? 0;
-        const b = m.batch;
-        for (let i = 0; i < (m.n ?? 0); i++) {
-          const o = i * 6;
-          sinks.onDatagram(names[b[o] as number] as string, b[o + 1] as number, b[o + 2] as number, b[o + 3] as number, ((b[o + 4] as number) & FLAG_PROBE) !== 0, b[o + 5] as number);
-        }
-      });
+      sinks.reader = setInterval(() => sinks.drain(), RING_READ_MS);
     } catch (err) {
       await sinks.close();
       throw err;
     }
     return sinks;
+  }
+
+  /** Hands every datagram in the ring to onDatagram. */
+  private drain(): void {
+    const written = Atomics.load(this.head, 0);
+    const d = this.data;
+    let r = this.read;
+    while (r !== written) {
+      const o = (r & (RING_ENTRIES - 1)) * RING_FIELDS;
+      this.onDatagram(this.names[d[o] as number] as string, d[o + 1] as number, d[o + 2] as number, d[o + 3] as number, ((d[o + 4] as number) & FLAG_PROBE) !== 0, d[o + 5] as number);
+      r = (r + 1) | 0;
+    }
+    this.read = r;
+    Atomics.store(this.head, 1, r);
   }
 
   /** Stops (false) or starts again (true) answering a worker's health port; its UDP sink keeps receiving. */
@@ -249,15 +286,21 @@ export class WorkerSinks {
     const thread = this.thread;
     this.thread = undefined;
     if (thread) {
-      // Datagrams still batched in the thread are delivered before it says it closed.
+      // The thread says it closed once all it received is in the ring (read on meanwhile).
       await new Promise<void>((resolve) => {
-        const done = () => resolve();
+        const timer = setTimeout(resolve, 5_000);
+        const done = () => {
+          clearTimeout(timer);
+          resolve();
+        };
         thread.once('exit', done);
         thread.on('message', (m) => m === 'closed' && done());
         thread.postMessage('close');
       });
       await thread.terminate();
     }
+    clearInterval(this.reader);
+    this.drain();
     for (const h of this.health.values()) await h.close();
     this.health.clear();
   }
