@@ -36,7 +36,7 @@ import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
-import { CallLoad, now, PortPool, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallSummary } from '../test/support/calls.js';
+import { CallLoad, now, PortPool, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallSummary } from '../test/support/calls.js';
 import { breakdown, type Breakdown } from './calls-breakdown.js';
 import { UdpDropMonitor, type UdpDrops } from './udp-drops.js';
 import { ChangeLog, childPids, cpuSeconds, deleteAllVirtualServices, HEALTH_PORT, kubeGet, PROXY_LABELS, SINK_PORT, sleep, startVsxds, sumMetric, WORKER_LABELS, WORKERS } from './calls-rig.js';
@@ -160,6 +160,8 @@ let nextIndex = 1;
  * late or long while calls waited (they cost Envoy a little CPU; the figures are for without).
  */
 const DISPATCHER_STATS = process.env['B5_ENVOY_DISPATCHER_STATS'] === '1';
+/** How often Envoy's listener gauges are read (its admin walks every stat for a /stats filter: ~20 ms on its main thread with 1,000 listeners). */
+const ENVOY_STATS_EVERY_MS = Number(process.env['B5_ENVOY_STATS_EVERY_MS'] ?? 1000);
 
 /** The rig's event-loop delay is sampled by a timer of this period (ms). */
 const LOOP_DELAY_RESOLUTION_MS = 10;
@@ -260,16 +262,19 @@ async function scenario(
     let drainingMax = 0;
     let activeMax = 0;
     let last = new Map<string, number>();
+    const sampleMs: number[] = [];
     const sampleEnvoy = async () => {
+      const t0 = now();
       try {
         last = parseStats(await (envoy as Envoy).admin('/stats?filter=listener_manager\\.total_listeners'));
         drainingMax = Math.max(drainingMax, last.get('listener_manager.total_listeners_draining') ?? 0);
         activeMax = Math.max(activeMax, last.get('listener_manager.total_listeners_active') ?? 0);
+        sampleMs.push(now() - t0);
       } catch {
         // admin busy: next second
       }
     };
-    const sampler = setInterval(() => void sampleEnvoy(), 1000);
+    const sampler = setInterval(() => void sampleEnvoy(), ENVOY_STATS_EVERY_MS);
     const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
     loopDelay.enable();
     const drops = new UdpDropMonitor(new Set(WORKERS.map((w) => `${w.ip}:${SINK_PORT}`)));
@@ -287,6 +292,7 @@ async function scenario(
     // Let status writes and the last ACKs settle, then read everything once more.
     await sleep(2000);
     clearInterval(sampler);
+    if (process.env['B5_DEBUG'] === '1') log(`${mode} ${name}: Envoy admin /stats poll ms p50 ${quantile(sampleMs, 0.5).toFixed(1)} max ${Math.max(...sampleMs).toFixed(1)} (${sampleMs.length})`);
     loopDelay.disable();
     const udpDrops = drops.stop();
     if (DISPATCHER_STATS) log(`${mode} ${name}: Envoy's event loops (µs, interval and cumulative):\n${await (envoy as Envoy).admin('/stats?filter=dispatcher')}`);
@@ -302,6 +308,10 @@ async function scenario(
       metrics: await metrics(),
       writes: await apiWrites(kube),
     };
+    if (process.env['B5_DEBUG'] === '1') {
+      const lag = (q: string) => ((sumMetric(after.metrics, `vsxds_nodejs_eventloop_lag_${q}_seconds`) - 0.05) * 1000).toFixed(1);
+      log(`${mode} ${name}: vsxds event loop delay beyond its 50 ms sampling timer over the scenario, ms: p50 ${lag('p50')} p99 ${lag('p99')} max ${lag('max')}`);
+    }
     const summary = summarize(load.records, load.poolExhausted);
     const n = Math.max(1, summary.created);
     const cpuS = {

@@ -313,6 +313,21 @@ describe('resolveConflicts', () => {
     ]);
   });
 
+  it('incrementally: a newcomer older than the youngest is added only when its age decides nothing', () => {
+    const at = (name: string, created: string, port: number, cluster = `${name}-c`) => parsed(raw({ name, namespace: 'media', created, listeners: [listener(`${name}-l`, port, edsCluster(cluster))] }));
+    const { state } = resolveConflicts([at('call-2', '2024-01-01T00:00:02Z', 2002)]);
+    // Reached the watch after call-2 but stamped before it: touches nothing call-2 holds.
+    expect(state.addYoungest(at('call-1', '2024-01-01T00:00:01Z', 2001))).toEqual({ keep: [expect.objectContaining({ name: 'call-1-l' })], conflicts: [] });
+    // Older and on a held port, listener name or cluster name: who wins depends on age, so no.
+    expect(state.addYoungest(at('call-0', '2024-01-01T00:00:00Z', 2002))).toBeUndefined();
+    expect(state.addYoungest(at('call-0', '2024-01-01T00:00:00Z', 2000, 'call-2-c'))).toBeUndefined();
+    // A younger one that collides loses, and from then on a conflict is held: an older newcomer
+    // could change whom it lost to, so none is added incrementally.
+    expect(state.addYoungest(at('call-3', '2024-01-01T00:00:03Z', 2001))?.conflicts).toMatchObject([{ vs: 'media/call-3', winner: 'media/call-1', kind: 'Port' }]);
+    expect(state.addYoungest(at('call-00', '2024-01-01T00:00:00Z', 2100))).toBeUndefined();
+    expect(state.addYoungest(at('call-4', '2024-01-01T00:00:04Z', 2100))).toEqual({ keep: [expect.objectContaining({ name: 'call-4-l' })], conflicts: [] });
+  });
+
   it('does not mutate its input', () => {
     const input = [older];
     const before = JSON.stringify(input);

@@ -74,11 +74,17 @@ export class ConflictState {
 
   /**
    * Adds a VirtualService younger than every one added before: its listeners that collide lose.
-   * Returns undefined (and changes nothing) when it is not the youngest.
+   * One that is not the youngest is added only when age decides nothing: no conflict is held
+   * and none of its listener names, ports or cluster names is taken (the API server stamps
+   * creationTimestamp before it stores an object, so two calls created together may reach a
+   * watch out of age order). Returns undefined (and changes nothing) otherwise.
    */
   addYoungest(vs: VirtualService): { readonly keep: ListenerSpec[]; readonly conflicts: Conflict[] } | undefined {
-    if (this.youngest && compareAge(vs, this.youngest) <= 0) return undefined;
-    this.youngest = vs;
+    if (this.youngest && compareAge(vs, this.youngest) <= 0) {
+      if (!this.takesNothingHeld(vs)) return undefined;
+    } else {
+      this.youngest = vs;
+    }
     const key = vsKey(vs);
     const keep: ListenerSpec[] = [];
     const conflicts: Conflict[] = [];
@@ -115,6 +121,23 @@ export class ConflictState {
       else this.byCluster.set(cluster.name, { ...holder, cluster, users: 1 });
     }
     return { keep, conflicts };
+  }
+
+  /** No conflict is held, and `vs`'s listeners touch no held name, port or cluster name, nor one another's. */
+  private takesNothingHeld(vs: VirtualService): boolean {
+    if (this.wins.size > 0) return false;
+    const names = new Set<string>();
+    const ports = new Set<number>();
+    const clusters = new Set<string>();
+    for (const l of vs.spec.listeners) {
+      const cluster = l.udp.cluster.name;
+      if (this.byName.has(l.name) || this.byPort.has(l.udp.port) || this.byCluster.has(cluster)) return false;
+      if (names.has(l.name) || ports.has(l.udp.port) || clusters.has(cluster)) return false;
+      names.add(l.name);
+      ports.add(l.udp.port);
+      clusters.add(cluster);
+    }
+    return true;
   }
 
   /**

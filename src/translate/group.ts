@@ -129,7 +129,11 @@ function translateWhole(group: NodeGroup, selected: readonly VirtualService[], i
       if (!clusters.has(cluster.name)) clusters.set(cluster.name, cluster);
       clusterUsers.set(cluster.name, (clusterUsers.get(cluster.name) ?? 0) + 1);
     }
-    contributions.set(key, contribution(specs, lost.get(key) ?? [], options));
+    const made = contribution(specs, lost.get(key) ?? [], options);
+    // The previous object when nothing in it changed: what reads contributions (the status
+    // reporter) tells a changed one by identity, and a whole translation changes few.
+    const before = previous?.contributions.get(key);
+    contributions.set(key, before && sameContribution(before, made) ? before : made);
   }
   const clusterInputs: ResourceInput[] = [];
   const assignmentInputs: ResourceInput[] = [];
@@ -177,6 +181,26 @@ function contribution(kept: readonly ListenerSpec[], lost: readonly Conflict[], 
     ...(limits.size > 0 ? { sessionLimits: sortedByKey(limits) } : {}),
     conflicts: lost,
   };
+}
+
+function sameContribution(a: Contribution, b: Contribution): boolean {
+  const sameMap = <V>(x: ReadonlyMap<string, V> | undefined, y: ReadonlyMap<string, V> | undefined) => {
+    if (x === undefined || y === undefined) return x === y;
+    if (x.size !== y.size) return false;
+    for (const [k, v] of x) if (y.get(k) !== v) return false;
+    return true;
+  };
+  return (
+    a.listeners.length === b.listeners.length &&
+    a.listeners.every((name, i) => name === b.listeners[i]) &&
+    sameMap(a.clusters, b.clusters) &&
+    sameMap(a.sessionLimits, b.sessionLimits) &&
+    a.conflicts.length === b.conflicts.length &&
+    a.conflicts.every((c, i) => {
+      const d = b.conflicts[i] as Conflict;
+      return c.vs === d.vs && c.listener === d.listener && c.kind === d.kind && c.winner === d.winner && c.message === d.message;
+    })
+  );
 }
 
 function sortedByKey<V>(map: ReadonlyMap<string, V>): Map<string, V> {
