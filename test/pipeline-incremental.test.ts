@@ -82,16 +82,21 @@ function expectFromScratch(groups: readonly NodeGroup[], source: { subject: Beha
   return expected;
 }
 
+/** A started pipeline over a store source, the groups watched, with a random generator seeded by $FUZZ_SEED (else the clock). */
+function fuzzed(groups: readonly NodeGroup[]) {
+  const seed = Number(process.env['FUZZ_SEED'] ?? Date.now() % 2 ** 31);
+  const source = storeSource();
+  const cache = new SnapshotCache();
+  const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
+  for (const g of groups) cache.watch(g, () => {});
+  pipeline.start();
+  return { seed, prng: new Prng(seed), source, cache, pipeline };
+}
+
 describe('incremental pipeline', () => {
   it('after any sequence of VirtualService and pod changes, every group has what a build from scratch gives', () => {
-    const seed = Number(process.env['FUZZ_SEED'] ?? Date.now() % 2 ** 31);
-    const prng = new Prng(seed);
-    const source = storeSource();
-    const cache = new SnapshotCache();
-    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
     const groups = NAMESPACES.flatMap((ns) => GROUP_LABELS.map((labels) => nodeGroup(ns, labels)));
-    for (const g of groups) cache.watch(g, () => {});
-    pipeline.start();
+    const { seed, prng, source, cache, pipeline } = fuzzed(groups);
     const variants = new Map<string, number>();
     let created = 0;
     const step = (): void => {
@@ -127,14 +132,8 @@ describe('incremental pipeline', () => {
   });
 
   it('under per-call churn (each new VirtualService the youngest, random ones deleted), every group has what a build from scratch gives', () => {
-    const seed = Number(process.env['FUZZ_SEED'] ?? Date.now() % 2 ** 31);
-    const prng = new Prng(seed);
-    const source = storeSource();
-    const cache = new SnapshotCache();
-    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
     const groups = GROUP_LABELS.map((labels) => nodeGroup('red', labels));
-    for (const g of groups) cache.watch(g, () => {});
-    pipeline.start();
+    const { seed, prng, source, cache, pipeline } = fuzzed(groups);
     for (let p = 0; p < 6; p++) source.store.setPod(`red/p${p}`, pod('red', p, prng));
     const live: number[] = [];
     let next = 0;
@@ -184,14 +183,8 @@ describe('incremental pipeline', () => {
   });
 
   it('under per-call churn with calls reaching the watch out of age order, every group has what a build from scratch gives, and unchanged calls keep their contributions', () => {
-    const seed = Number(process.env['FUZZ_SEED'] ?? Date.now() % 2 ** 31);
-    const prng = new Prng(seed);
-    const source = storeSource();
-    const cache = new SnapshotCache();
-    const pipeline = new ConfigPipeline({ source, cache, log: pino({ level: 'silent' }), coalesceMs: 1_000_000 });
     const group = nodeGroup('red', { app: 'ingress' });
-    cache.watch(group, () => {});
-    pipeline.start();
+    const { seed, prng, source, cache, pipeline } = fuzzed([group]);
     for (let p = 0; p < 6; p++) source.store.setPod(`red/p${p}`, pod('red', p, prng));
     const live: number[] = [];
     let next = 0;
