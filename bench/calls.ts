@@ -36,7 +36,7 @@ import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
-import { CallLoad, now, PortPool, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallSummary } from '../test/support/calls.js';
+import { CallLoad, now, ownFirstAt, PortPool, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallSummary } from '../test/support/calls.js';
 import { EVENT_LOOP_SAMPLE_S } from '../src/admin/metrics.js';
 import { breakdown, type Breakdown } from './calls-breakdown.js';
 import { UdpDropMonitor, type UdpDrops } from './udp-drops.js';
@@ -363,7 +363,7 @@ async function scenario(
       const file = path.join(tmpdir(), `b5-debug-${mode}-${name.replace(/\W+/g, '_')}.json`);
       const ports = new Set(load.records.map((r) => `:${r.port} `));
       const ss = spawnSync('ss', ['-uanp'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => [...ports].some((p) => l.includes(p)));
-      writeFileSync(file, JSON.stringify({ ss, records: load.records.map((r) => ({ ...r, workers: [...r.workers] })), envoyLog: envoy.logTail(2000), vsxdsLog: vsxds.output() }, null, 1));
+      writeFileSync(file, JSON.stringify({ ss, records: load.records.map((r) => ({ ...r, workers: [...r.workers], sessions: [...r.sessions], ownFirstAt: ownFirstAt(r) })), changes: changes.available ? [...changes.changes.values()] : [], envoyLog: envoy.logTail(2000), vsxdsLog: vsxds.output() }, null, 1));
       log(`debug: ${file}`);
     }
     if (summary.neverConnected > 0 || summary.createErrors > 0) {

@@ -14,6 +14,7 @@ function call(index: number, createSentAt: number, firstAt: number | undefined, 
     ...(firstAt !== undefined ? { firstAt } : {}),
     workers: new Set(Object.keys(byWorker)),
     byWorker,
+    sessions: new Map(),
     seq: 0,
     sentAt: [],
     arrived: [],
@@ -104,5 +105,16 @@ describe('calls summary: loss before and after a call runs on its own listener',
   it('a single lost datagram on a reused port is loss', () => {
     const s = summarize([sending(1, true, 30, [12])]);
     expect(s.established.lost).toBe(1);
+  });
+
+  it('on a reused port, a later Envoy session on the same worker with no silence is the call\'s own listener', () => {
+    // The previous call's listener forwarded seqs 0-3 to w1; the call's own listener took over at
+    // seq 4 on the same worker without a gap: only the new session shows it.
+    const r = { ...sending(1, true, 30, [8]), newSessionAt: 401 };
+    const s = summarize([r]);
+    expect(s.ownSetupMs.p50).toBe(401);
+    expect(s.setupMs.p50).toBe(1);
+    expect(s.established).toEqual({ sent: 25, lost: 1, callsWithLoss: 1 });
+    expect(summarize([{ ...r, newSessionAt: undefined }]).ownSetupMs.p50).toBe(1);
   });
 });

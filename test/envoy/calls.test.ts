@@ -133,6 +133,11 @@ describe('calls at scale through Kubernetes', { timeout: 120_000 }, () => {
         return r.reusedPort && [...r.workers].some((w) => w !== finalWorker(r) && w !== prevWorker);
       });
       expect(strays.length, `reused-port calls on a worker that is neither theirs nor the previous call's: ${show(strays)}`).toBe(0);
+      // Their own listener's first datagram shows as a new Envoy session (source port) on the
+      // worker they end on: what the rig times own-listener setup by.
+      const handedOver = load.records.filter((r) => r.reusedPort && r.workers.size > 1);
+      const unseen = handedOver.filter((r) => r.newSessionAt === undefined || Math.abs(r.newSessionAt - (r.createSentAt + (r.byWorker[finalWorker(r) as string] as { firstMs: number }).firstMs)) > 0.001);
+      expect(unseen.length, `calls handed over to another worker whose own listener's session was not seen there first: ${show(unseen)}`).toBe(0);
       console.log(
         `calls ${apiType}: ${s.splitViaPreviousListener} of ${s.reusedPort.calls} reused-port calls were first forwarded by the previous call's listener to its worker; ` +
           `${s.handoverLoss.calls} calls lost ${s.handoverLoss.lost} datagrams between the previous call's listener and their own; ` +

@@ -9,7 +9,10 @@
  *   receives per call, and a TCP port <ip>:<healthPort> that Envoy's health checks connect to.
  * - `CallLoad`: the calls. Each has its own UDP socket (its own Envoy session) that sends to
  *   127.0.0.1:<port> every 10 ms until the first datagram reaches a worker (every 50 ms once it
- *   has waited 2 s), then every 100 ms;
+ *   has waited 2 s), then every 100 ms. On a reused port the first datagrams may go through the
+ *   previous call's listener, still running: such a call keeps sending every 10 ms until its own
+ *   listener's first datagram arrives (a new Envoy session: a new source port at the worker), or
+ *   for 1 s, so that its own listener's setup is timed to within 10 ms too;
  *   the payload carries the call's index, a sequence number and the send time. Sending stops
  *   100 ms before the VirtualService is deleted. Ports come from a LIFO pool, so a port freed
  *   by a call that ended is the next one handed out.
@@ -45,6 +48,12 @@ const CONNECTING_INTERVAL_MS = 10;
 const SLOW_CONNECTING_AFTER_MS = 2_000;
 const SLOW_CONNECTING_INTERVAL_MS = 50;
 const ESTABLISHED_INTERVAL_MS = 100;
+/**
+ * A call on a reused port sends every CONNECTING_INTERVAL_MS for this long after its first
+ * arrival, until its own listener's first datagram (at 50 calls/s the own listener's session
+ * starts at most ~110 ms after the previous listener's).
+ */
+const HANDOVER_FAST_MS = 300;
 const STOP_BEFORE_DELETE_MS = 100;
 
 export interface WorkerSpec {
@@ -70,6 +79,20 @@ export interface CallRecord {
   readonly workers: Set<string>;
   /** Per worker: datagrams received, and the first and last arrival (ms after the create was sent). */
   readonly byWorker: Record<string, { n: number; firstMs: number; lastMs: number }>;
+  /**
+   * Envoy's sessions that forwarded this call's datagrams (`<worker>:<Envoy's source port>`), by
+   * first arrival. Each listener has sessions of its own.
+   */
+  readonly sessions: Map<string, number>;
+  /** Sequence number of the first datagram that arrived. */
+  firstSeq?: number;
+  /**
+   * On a reused port: the first arrival through a session that began with a datagram sent on a
+   * later beat than the first arrival's (all of a call's sockets send on each beat, so the
+   * sessions of one listener begin on the same beat): the call's own listener, after the
+   * previous call's.
+   */
+  newSessionAt?: number;
   /** Next sequence number to send. */
   seq: number;
   /** Send time of each datagram, by sequence number (probes too). */
@@ -159,13 +182,13 @@ function unspill() {
 }
 const sockets = ips.map((ip, w) => {
   const socket = dgram.createSocket('udp4');
-  socket.on('message', (msg) => {
+  socket.on('message', (msg, rinfo) => {
     const at = now();
     if (msg.length !== payloadBytes) {
       Atomics.add(head, 2, 1);
       return;
     }
-    const e = [w, msg.readUInt32BE(0), msg.readUInt32BE(4), msg.readDoubleBE(8), msg.readUInt8(16), at];
+    const e = [w, msg.readUInt32BE(0), msg.readUInt32BE(4), msg.readDoubleBE(8), msg.readUInt8(16), at, rinfo.port];
     if (spill.length > 0 || !put(e)) {
       spill.push(e);
       spillTimer ??= setTimeout(unspill, 5);
@@ -194,8 +217,8 @@ parentPort.on('message', (m) => {
 `;
 /** Datagrams the ring holds: at 20,000 a second, 3 s of a stalled main thread (3 MB). */
 const RING_ENTRIES = 1 << 16;
-/** Per datagram: worker, call index, sequence, send time, flags, arrival time. */
-const RING_FIELDS = 6;
+/** Per datagram: worker, call index, sequence, send time, flags, arrival time, source port (Envoy's session). */
+const RING_FIELDS = 7;
 const RING_READ_MS = 5;
 
 /** The UDP sinks and TCP health ports of the worker pods. */
@@ -212,7 +235,7 @@ export class WorkerSinks {
   get strays(): number {
     return Atomics.load(this.head, 2);
   }
-  onDatagram: (worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number) => void = () => undefined;
+  onDatagram: (worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number, sourcePort: number) => void = () => undefined;
 
   static async start(workers: readonly WorkerSpec[], sinkPort: number, healthPort: number): Promise<WorkerSinks> {
     const sinks = new WorkerSinks();
@@ -268,7 +291,7 @@ export class WorkerSinks {
     let r = this.read;
     while (r !== written) {
       const o = (r & (RING_ENTRIES - 1)) * RING_FIELDS;
-      this.onDatagram(this.names[d[o] as number] as string, d[o + 1] as number, d[o + 2] as number, d[o + 3] as number, ((d[o + 4] as number) & FLAG_PROBE) !== 0, d[o + 5] as number);
+      this.onDatagram(this.names[d[o] as number] as string, d[o + 1] as number, d[o + 2] as number, d[o + 3] as number, ((d[o + 4] as number) & FLAG_PROBE) !== 0, d[o + 5] as number, d[o + 6] as number);
       r = (r + 1) | 0;
     }
     this.read = r;
@@ -408,7 +431,7 @@ export class CallLoad {
     this.namespace = options.namespace ?? 'default';
     this.pool = options.ports;
     this.nextIndex = options.firstIndex ?? 1;
-    sinks.onDatagram = (worker, index, seq, sentAt, probe, at) => this.receive(worker, index, seq, sentAt, probe, at);
+    sinks.onDatagram = (worker, index, seq, sentAt, probe, at, sourcePort) => this.receive(worker, index, seq, sentAt, probe, at, sourcePort);
   }
 
   get activeCalls(): number {
@@ -420,7 +443,7 @@ export class CallLoad {
   }
 
   /** A datagram a sink received (the sinks call it; loads sharing sinks are handed each datagram, and take only their own calls'). */
-  receive(worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number): void {
+  receive(worker: string, index: number, seq: number, sentAt: number, probe: boolean, at: number, sourcePort: number): void {
     const r = this.byIndex.get(index);
     if (!r) return;
     // Late: after the call ended (its port went to another call), or long after it was sent.
@@ -441,7 +464,16 @@ export class CallLoad {
     const w = (r.byWorker[worker] ??= { n: 0, firstMs: at - r.createSentAt, lastMs: 0 });
     w.n += 1;
     w.lastMs = at - r.createSentAt;
-    r.firstAt ??= at;
+    if (r.firstAt === undefined) {
+      r.firstAt = at;
+      r.firstSeq = seq;
+    }
+    const session = `${worker}:${sourcePort}`;
+    if (!r.sessions.has(session)) {
+      r.sessions.set(session, at);
+      const beat = (q: number) => Math.floor(q / (this.options.socketsPerCall ?? 1));
+      if (r.reusedPort && r.newSessionAt === undefined && beat(seq) > beat(r.firstSeq as number)) r.newSessionAt = at;
+    }
     markArrived(r, seq, at);
   }
 
@@ -464,6 +496,7 @@ export class CallLoad {
       createSentAt: now(),
       workers: new Set(),
       byWorker: {},
+      sessions: new Map(),
       seq: 0,
       sentAt: [],
       arrived: [],
@@ -552,7 +585,13 @@ export class CallLoad {
           r.stopAt = t;
           continue;
         }
-        const interval = connected ? ESTABLISHED_INTERVAL_MS : t - r.createSentAt < SLOW_CONNECTING_AFTER_MS ? CONNECTING_INTERVAL_MS : SLOW_CONNECTING_INTERVAL_MS;
+        const interval = connected
+          ? r.reusedPort && r.newSessionAt === undefined && t - (r.firstAt as number) < HANDOVER_FAST_MS
+            ? CONNECTING_INTERVAL_MS
+            : ESTABLISHED_INTERVAL_MS
+          : t - r.createSentAt < SLOW_CONNECTING_AFTER_MS
+            ? CONNECTING_INTERVAL_MS
+            : SLOW_CONNECTING_INTERVAL_MS;
         if (t - call.lastSentAt >= interval - 1) this.send(call, false);
       } else if (call.state === 'stopped') {
         if (r.deleteSentAt === undefined && t - (r.stopAt as number) >= STOP_BEFORE_DELETE_MS) this.delete(call);
@@ -837,16 +876,18 @@ export function lostBetween(r: CallRecord, from: number): number {
 /**
  * When the call's datagrams started going through its own listener. On a fresh port, the first
  * arrival. On a reused port the previous call's listener may have forwarded the first ones (to
- * its worker, which the hash may or may not make this call's): then the first arrival at the
- * worker the call ended on, or, if later, the first arrival after the last silence of
- * HANDOVER_GAP_MS or more (the previous listener removed, this one not yet running; datagrams
- * sent meanwhile are lost or, buffered in the old socket, arrive in a burst at the takeover).
+ * its worker, which the hash may or may not make this call's): then the latest of the first
+ * arrival through an Envoy session that began later (newSessionAt: a listener of its own has
+ * sessions of its own), the first arrival at the worker the call ended on, and the first arrival
+ * after the last silence of HANDOVER_GAP_MS or more (the previous listener removed, this one not
+ * yet running; datagrams sent meanwhile are lost or, buffered in the old socket, arrive in a burst
+ * at the takeover).
  */
 export function ownFirstAt(r: CallRecord): number | undefined {
   if (r.firstAt === undefined) return undefined;
   if (!r.reusedPort) return r.firstAt;
   const w = finalWorker(r) as string;
-  let own = r.createSentAt + (r.byWorker[w] as { firstMs: number }).firstMs;
+  let own = Math.max(r.createSentAt + (r.byWorker[w] as { firstMs: number }).firstMs, r.newSessionAt ?? 0);
   const end = r.stopSeq ?? r.seq;
   const times: number[] = [];
   for (let seq = 0; seq < end; seq++) {
