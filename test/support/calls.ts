@@ -10,9 +10,10 @@
  * - `CallLoad`: the calls. Each has its own UDP socket (its own Envoy session) that sends to
  *   127.0.0.1:<port> every 10 ms until the first datagram reaches a worker (every 50 ms once it
  *   has waited 2 s), then every 100 ms. On a reused port the first datagrams may go through the
- *   previous call's listener, still running: such a call keeps sending every 10 ms until its own
- *   listener's first datagram arrives (a new Envoy session: a new source port at the worker), or
- *   for 1 s, so that its own listener's setup is timed to within 10 ms too;
+ *   previous call's listener, still running, to the previous call's worker: a call whose first
+ *   datagram arrived there keeps sending every 10 ms until its own listener's first datagram
+ *   arrives (a new Envoy session: a new source port at the worker), for up to HANDOVER_FAST_MS,
+ *   so that its own listener's setup is timed to within 10 ms too;
  *   the payload carries the call's index, a sequence number and the send time. Sending stops
  *   100 ms before the VirtualService is deleted. Ports come from a LIFO pool, so a port freed
  *   by a call that ended is the next one handed out.
@@ -53,7 +54,7 @@ const ESTABLISHED_INTERVAL_MS = 100;
  * arrival, until its own listener's first datagram (at 50 calls/s the own listener's session
  * starts at most ~110 ms after the previous listener's).
  */
-const HANDOVER_FAST_MS = 300;
+export const HANDOVER_FAST_MS = 300;
 const STOP_BEFORE_DELETE_MS = 100;
 
 export interface WorkerSpec {
@@ -87,10 +88,16 @@ export interface CallRecord {
   /** Sequence number of the first datagram that arrived. */
   firstSeq?: number;
   /**
+   * On a reused port: the first datagram reached a worker other than the previous call's (whose
+   * listener hashes everything to its own), so it came through this call's own listener.
+   */
+  firstThroughOwn?: boolean;
+  /**
    * On a reused port: the first arrival through a session that began with a datagram sent on a
    * later beat than the first arrival's (all of a call's sockets send on each beat, so the
-   * sessions of one listener begin on the same beat): the call's own listener, after the
-   * previous call's.
+   * sessions of one listener begin on the same beat), within HANDOVER_FAST_MS of the first
+   * arrival: the call's own listener, after the previous call's. (Later, a new session is a
+   * session moved by a fault, say.)
    */
   newSessionAt?: number;
   /** Next sequence number to send. */
@@ -120,8 +127,8 @@ export interface CallRecord {
 /** Listener ports: the last one is handed out first, and a freed port goes back on top (LIFO). */
 export class PortPool {
   private readonly free: number[];
-  /** Ports a call had and gave back. */
-  readonly used = new Set<number>();
+  /** Ports a call had and gave back, with the last call that had each. */
+  private readonly lastHolder = new Map<number, CallRecord>();
 
   constructor(ports: readonly number[]) {
     this.free = [...ports];
@@ -131,8 +138,18 @@ export class PortPool {
     return this.free.pop();
   }
 
-  give(port: number): void {
-    this.used.add(port);
+  /** Whether a call had this port before. */
+  used(port: number): boolean {
+    return this.lastHolder.has(port);
+  }
+
+  /** The last call that had this port, if any. */
+  lastHolderOf(port: number): CallRecord | undefined {
+    return this.lastHolder.get(port);
+  }
+
+  give(port: number, holder: CallRecord): void {
+    this.lastHolder.set(port, holder);
     this.free.push(port);
   }
 }
@@ -467,12 +484,16 @@ export class CallLoad {
     if (r.firstAt === undefined) {
       r.firstAt = at;
       r.firstSeq = seq;
+      if (r.reusedPort) {
+        const previous = this.pool.lastHolderOf(r.port);
+        r.firstThroughOwn = previous !== undefined && previous.firstAt !== undefined && finalWorker(previous) !== worker;
+      }
     }
     const session = `${worker}:${sourcePort}`;
     if (!r.sessions.has(session)) {
       r.sessions.set(session, at);
       const beat = (q: number) => Math.floor(q / (this.options.socketsPerCall ?? 1));
-      if (r.reusedPort && r.newSessionAt === undefined && beat(seq) > beat(r.firstSeq as number)) r.newSessionAt = at;
+      if (r.reusedPort && r.newSessionAt === undefined && at - r.firstAt <= HANDOVER_FAST_MS && beat(seq) > beat(r.firstSeq as number)) r.newSessionAt = at;
     }
     markArrived(r, seq, at);
   }
@@ -491,7 +512,7 @@ export class CallLoad {
       index,
       name,
       port,
-      reusedPort: this.pool.used.has(port),
+      reusedPort: this.pool.used(port),
       sampled: sampleEvery > 0 && index % sampleEvery === 0,
       createSentAt: now(),
       workers: new Set(),
@@ -586,7 +607,7 @@ export class CallLoad {
           continue;
         }
         const interval = connected
-          ? r.reusedPort && r.newSessionAt === undefined && t - (r.firstAt as number) < HANDOVER_FAST_MS
+          ? r.reusedPort && !r.firstThroughOwn && r.newSessionAt === undefined && t - (r.firstAt as number) < HANDOVER_FAST_MS
             ? CONNECTING_INTERVAL_MS
             : ESTABLISHED_INTERVAL_MS
           : t - r.createSentAt < SLOW_CONNECTING_AFTER_MS
@@ -652,7 +673,7 @@ export class CallLoad {
     const r = call.record;
     r.doneAt = now();
     for (const s of call.sockets) s.close();
-    this.pool.give(r.port);
+    this.pool.give(r.port, r);
     if (this.active.size === 0) {
       clearInterval(this.timer);
       this.timer = undefined;
