@@ -56,6 +56,8 @@ export function breakdown(records: readonly CallRecord[], changes: Iterable<Chan
     // To the first datagram through the call's own listener: on a reused port the previous
     // call's listener may have forwarded earlier ones.
     add('envoy→datagram', c.types?.['Listener']?.ackedAt, ownFirstAt(r));
+    // All of it after the API server: what vsxds and Envoy take, the part the API server's tail is not in.
+    add('watch→datagram', c.receivedAt, ownFirstAt(r));
   }
   const stages: Breakdown['stages'] = {};
   for (const [k, xs] of Object.entries(samples)) stages[k] = { p50: quantile(xs, 0.5), p99: quantile(xs, 0.99), n: xs.length };

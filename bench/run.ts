@@ -595,7 +595,7 @@ function b5Tables(b5: Record<string, any>): string {
       `${r['envoy'].activeEnd} / ${r['envoy'].activeMax}`,
     ];
   });
-  const stages = ['api', 'queue', 'build', 'Cluster push', 'Cluster ack', 'ClusterLoadAssignment push', 'ClusterLoadAssignment ack', 'Listener push', 'Listener ack', 'envoy→datagram'];
+  const stages = ['api', 'queue', 'build', 'Cluster push', 'Cluster ack', 'ClusterLoadAssignment push', 'ClusterLoadAssignment ack', 'Listener push', 'Listener ack', 'envoy→datagram', 'watch→datagram'];
   const bRows = results.map((r) => [
     r['mode'],
     r['name'],

@@ -61,6 +61,7 @@ describe('B5 setup breakdown', () => {
     expect(b.stages['Listener push']?.p50).toBe(499);
     expect(b.stages['Listener ack']?.p50).toBe(19);
     expect(b.stages['envoy→datagram']?.p50).toBe(20);
+    expect(b.stages['watch→datagram']?.p50).toBe(1650 - 1010);
   });
 
   it('times envoy→datagram to the call\'s own worker, leaves out types a change did not alter', () => {
