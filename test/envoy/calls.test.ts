@@ -134,7 +134,8 @@ describe('calls at scale through Kubernetes', { timeout: 120_000 }, () => {
       });
       expect(strays.length, `reused-port calls on a worker that is neither theirs nor the previous call's: ${show(strays)}`).toBe(0);
       // Their own listener's first datagram shows as a new Envoy session (source port) on the
-      // worker they end on: what the rig times own-listener setup by (within HANDOVER_FAST_MS).
+      // worker they end on: what the rig times own-listener setup by (within HANDOVER_FAST_MS;
+      // the Envoy behaviour it rests on is listener-sessions.test.ts's).
       const ownFirst = (r: CallRecord) => r.createSentAt + (r.byWorker[finalWorker(r) as string] as { firstMs: number }).firstMs;
       const handedOver = load.records.filter((r) => r.reusedPort && r.workers.size > 1 && ownFirst(r) - (r.firstAt as number) <= HANDOVER_FAST_MS);
       const unseen = handedOver.filter((r) => r.newSessionAt === undefined || Math.abs(r.newSessionAt - ownFirst(r)) > 0.001);
