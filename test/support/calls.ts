@@ -81,8 +81,9 @@ export interface CallRecord {
   /** Per worker: datagrams received, and the first and last arrival (ms after the create was sent). */
   readonly byWorker: Record<string, { n: number; firstMs: number; lastMs: number }>;
   /**
-   * Envoy's sessions that forwarded this call's datagrams (`<worker>:<Envoy's source port>`), by
-   * first arrival. Each listener has sessions of its own.
+   * On a reused port, while the call waits to tell its own listener (see handingOver): Envoy's
+   * sessions that forwarded its datagrams (`<worker>:<Envoy's source port>`), with their first
+   * arrival. Each listener has sessions of its own.
    */
   readonly sessions: Map<string, number>;
   /** Sequence number of the first datagram that arrived. */
@@ -489,11 +490,13 @@ export class CallLoad {
         r.firstThroughOwn = previous !== undefined && previous.firstAt !== undefined && finalWorker(previous) !== worker;
       }
     }
-    const session = `${worker}:${sourcePort}`;
-    if (!r.sessions.has(session)) {
+    // Only a session first seen in the hand-over window can be the call's own listener's, so
+    // only then is it worth a string and a lookup per datagram.
+    const session = handingOver(r, at) ? `${worker}:${sourcePort}` : undefined;
+    if (session !== undefined && !r.sessions.has(session)) {
       r.sessions.set(session, at);
       const beat = (q: number) => Math.floor(q / (this.options.socketsPerCall ?? 1));
-      if (r.reusedPort && r.newSessionAt === undefined && at - r.firstAt <= HANDOVER_FAST_MS && beat(seq) > beat(r.firstSeq as number)) r.newSessionAt = at;
+      if (beat(seq) > beat(r.firstSeq as number)) r.newSessionAt = at;
     }
     markArrived(r, seq, at);
   }
@@ -606,13 +609,8 @@ export class CallLoad {
           r.stopAt = t;
           continue;
         }
-        const interval = connected
-          ? r.reusedPort && !r.firstThroughOwn && r.newSessionAt === undefined && t - (r.firstAt as number) < HANDOVER_FAST_MS
-            ? CONNECTING_INTERVAL_MS
-            : ESTABLISHED_INTERVAL_MS
-          : t - r.createSentAt < SLOW_CONNECTING_AFTER_MS
-            ? CONNECTING_INTERVAL_MS
-            : SLOW_CONNECTING_INTERVAL_MS;
+        let interval = t - r.createSentAt < SLOW_CONNECTING_AFTER_MS ? CONNECTING_INTERVAL_MS : SLOW_CONNECTING_INTERVAL_MS;
+        if (connected) interval = !r.firstThroughOwn && handingOver(r, t) ? CONNECTING_INTERVAL_MS : ESTABLISHED_INTERVAL_MS;
         if (t - call.lastSentAt >= interval - 1) this.send(call, false);
       } else if (call.state === 'stopped') {
         if (r.deleteSentAt === undefined && t - (r.stopAt as number) >= STOP_BEFORE_DELETE_MS) this.delete(call);
@@ -871,6 +869,15 @@ function arrivedAt(r: CallRecord, seq: number): number {
 
 function hasArrived(r: CallRecord, seq: number): boolean {
   return arrivedAt(r, seq) > 0;
+}
+
+/**
+ * A connected call on a reused port, at time t, whose own listener's session has not been seen and
+ * whose first arrival was at most HANDOVER_FAST_MS ago: the previous call's listener may still be
+ * the one forwarding.
+ */
+function handingOver(r: CallRecord, t: number): boolean {
+  return r.reusedPort && r.firstAt !== undefined && r.newSessionAt === undefined && t - r.firstAt <= HANDOVER_FAST_MS;
 }
 
 /** Arrivals this far apart on a reused port mean the previous call's listener went and the call's own came. */
