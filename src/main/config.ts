@@ -19,7 +19,7 @@ export const OPTIONS = {
   source: { flag: 'source', env: 'VSXDS_SOURCE', help: 'kubernetes | file:DIR (default: kubernetes when a cluster is configured, else file:examples)' },
   xdsAddress: { flag: 'xds-address', env: 'VSXDS_XDS_ADDRESS', help: 'host:port of the ADS gRPC server', default: '0.0.0.0:18000' },
   adminAddress: { flag: 'admin-address', env: 'VSXDS_ADMIN_ADDRESS', help: 'host:port of the admin HTTP server (health, debug)', default: '0.0.0.0:18001' },
-  coalesceMs: { flag: 'coalesce-ms', env: 'VSXDS_COALESCE_MS', help: 'a change after a quiet spell is built at once; the changes that follow within this many ms (or twice the last build, if longer) are built together', default: '20' },
+  coalesceMs: { flag: 'coalesce-ms', env: 'VSXDS_COALESCE_MS', help: 'a change after a quiet spell is built at once; the changes that follow within this many ms (or twice the last build, if longer) are built together', default: '5' },
   coalesceDeletionsMs: { flag: 'coalesce-deletions-ms', env: 'VSXDS_COALESCE_DELETIONS_MS', help: "VirtualService deletions with nothing else to build wait up to this many ms for the next change and are built with it (an ended call rides on the next call's build; until then its listener keeps forwarding, also for a new call given its port); 0 (the default) builds them at once", default: '0' },
   shareClusters: { flag: 'share-clusters', env: 'VSXDS_SHARE_CLUSTERS', help: 'true | false: one Envoy cluster (named vsxds-eds-<hash>) for all clusters of a proxy with the same endpoints and health check', default: 'true' },
   statusMs: { flag: 'status-interval-ms', env: 'VSXDS_STATUS_INTERVAL_MS', help: 'VirtualService status is recomputed at most this often', default: '250' },
