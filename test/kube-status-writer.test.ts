@@ -35,7 +35,8 @@ describe('status writer', () => {
     writer.stop();
   });
 
-  it('a burst of statuses is written a few at a time, each once, however many wait (not all queued in the HTTP agent, where their timeouts run)', async () => {
+  /** Writes `count` statuses at once (forgetting `forget` of them meanwhile); resolves with the names written and the most in flight at once. */
+  async function burst(count: number, forget: readonly string[] = []): Promise<{ written: string[]; most: number }> {
     let inFlight = 0;
     let most = 0;
     const written: string[] = [];
@@ -48,36 +49,27 @@ describe('status writer', () => {
       return '';
     };
     const writer = new KubernetesStatusWriter(patch, pino({ level: 'silent' }));
-    const names = Array.from({ length: 200 }, (_, i) => `vs-${i}`);
-    for (const name of names) writer.write(`default/${name}`, 1, status(1));
+    for (let i = 0; i < count; i++) writer.write(`default/vs-${i}`, 1, status(1));
+    for (const name of forget) writer.forget(`default/${name}`);
+    for (let i = 0; i < 500 && written.length < count - forget.length; i++) await new Promise((r) => setTimeout(r, 5));
+    writer.stop();
+    return { written: written.sort(), most };
+  }
+
+  const names = (count: number) => Array.from({ length: count }, (_, i) => `vs-${i}`).sort();
+
+  it('a burst of statuses is written a few at a time, each once, however many wait (not all queued in the HTTP agent, where their timeouts run)', async () => {
     // Deleted while waiting: never written.
-    writer.forget('default/vs-199');
-    for (let i = 0; i < 500 && written.length < 199; i++) await new Promise((r) => setTimeout(r, 5));
-    expect(written.sort()).toEqual(names.slice(0, 199).sort());
+    const { written, most } = await burst(200, ['vs-199']);
+    expect(written).toEqual(names(199));
     // A backlog: more than two at once, but never more than eight.
     expect(most).toBeGreaterThan(2);
     expect(most).toBeLessThanOrEqual(8);
-    writer.stop();
   });
 
   it('a report-sized burst goes two at a time, not all at once (they would hold up the API server for everyone)', async () => {
-    let inFlight = 0;
-    let most = 0;
-    const written: string[] = [];
-    const patch = async (_namespace: string, name: string) => {
-      inFlight += 1;
-      most = Math.max(most, inFlight);
-      await new Promise((r) => setTimeout(r, 2));
-      inFlight -= 1;
-      written.push(name);
-      return '';
-    };
-    const writer = new KubernetesStatusWriter(patch, pino({ level: 'silent' }));
-    const names = Array.from({ length: 12 }, (_, i) => `vs-${i}`);
-    for (const name of names) writer.write(`default/${name}`, 1, status(1));
-    for (let i = 0; i < 200 && written.length < 12; i++) await new Promise((r) => setTimeout(r, 5));
-    expect(written.sort()).toEqual([...names].sort());
+    const { written, most } = await burst(12);
+    expect(written).toEqual(names(12));
     expect(most).toBe(2);
-    writer.stop();
   });
 });
