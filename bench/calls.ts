@@ -30,11 +30,12 @@
  *   --envoy-concurrency 2      Envoy's worker threads (2: its default on this machine)
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { CallLoad, now, ownFirstAt, PortPool, quantile, runArrivals, runSequential, summarize, WorkerSinks, type CallPlan, type CallSummary } from '../test/support/calls.js';
 import { EVENT_LOOP_SAMPLE_S } from '../src/admin/metrics.js';
@@ -169,6 +170,15 @@ const DISPATCHER_STATS = process.env['B5_ENVOY_DISPATCHER_STATS'] === '1';
  */
 const ENVOY_SAMPLE_MS = 5000;
 
+/**
+ * B5_ENVOY_STATS=example: the ingress Envoy gets examples/envoy/ingress.yaml's stats_config
+ * (without the per-address listener stats), to compare with Envoy's default.
+ */
+const EXAMPLE_STATS_CONFIG: { stats_config?: unknown } =
+  process.env['B5_ENVOY_STATS'] === 'example'
+    ? { stats_config: (parseYaml(readFileSync(new URL('../examples/envoy/ingress.yaml', import.meta.url), 'utf8')) as { stats_config: unknown }).stats_config }
+    : {};
+
 /** B5_DEBUG=1: more in the log (vsxds's loop delay, Envoy's admin time) and a JSON file of every call's record. */
 const DEBUG = process.env['B5_DEBUG'] === '1';
 
@@ -197,7 +207,7 @@ async function scenario(
     const apiType: AdsApiType = mode === 'sotw' ? 'GRPC' : 'DELTA_GRPC';
     envoy = await startEnvoy({
       name: `b5-${mode}`,
-      bootstrap: { ...adsBootstrap({ nodeId: 'default/envoy-ingress', metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType, nodeOnFirstMessageOnly: true }), ...(DISPATCHER_STATS ? { enable_dispatcher_stats: true } : {}) },
+      bootstrap: { ...adsBootstrap({ nodeId: 'default/envoy-ingress', metadata: { namespace: 'default', labels: PROXY_LABELS }, xdsPort: vsxds.xdsPort, apiType, nodeOnFirstMessageOnly: true }), ...(DISPATCHER_STATS ? { enable_dispatcher_stats: true } : {}), ...EXAMPLE_STATS_CONFIG },
       concurrency: ENVOY_CONCURRENCY,
       extraArgs: EXTRA_FLAGS,
     });
