@@ -6,6 +6,7 @@ import { StatusReporter } from '../src/main/status-reporter.js';
 import type { VirtualServiceStatus } from '../src/model/types.js';
 import type { RawObject, SourceState, StatusWriter } from '../src/sources/source.js';
 import { LISTENER_TYPE, nodeGroup, ProxyStatusRegistry, SnapshotCache, type ProxyInfo } from '../src/xds/index.js';
+import { fuzzSeed, Prng } from './support/prng.js';
 
 function vs(name: string, zone: string, port: number): RawObject {
   return {
@@ -127,4 +128,90 @@ describe('status reporter', () => {
     expect(writes).toEqual(['default/call-2']);
     pipeline.stop();
   });
+
+  // A reporter looks again only at the statuses whose inputs may have changed since its last
+  // report; one made afresh looks at every one. After any sequence of changes, builds,
+  // pushes, ACKs and NACKs the two must agree.
+  for (const shareClusters of [false, true]) {
+    it(`computes the same statuses as a fresh reporter after any sequence of changes (${shareClusters ? 'shared' : 'own'} clusters)`, () => {
+      const seed = fuzzSeed();
+      const rng = new Prng(seed);
+      const objects = new Map<string, RawObject>();
+      const subject = new BehaviorSubject<SourceState>({ virtualServices: [], pods: [], synced: true, problems: [] });
+      const cache = new SnapshotCache();
+      const log = pino({ level: 'silent' });
+      const pipeline = new ConfigPipeline({ source: { name: 'test', state$: subject.asObservable(), start: async () => {}, stop: async () => {} }, cache, log, coalesceMs: 2 ** 30, translate: { shareClusters } });
+      const groups = ['a', 'b', 'c'].map((zone) => nodeGroup('default', { zone }));
+      pipeline.start();
+      pipeline.rebuild();
+      const registry = new ProxyStatusRegistry();
+      type Proxy = ProxyInfo & { running?: ReturnType<SnapshotCache['getSnapshot']>; unwatch?: () => void };
+      let streams = 0;
+      const connect = (group: (typeof groups)[number]): Proxy => {
+        const p: Proxy = { streamId: ++streams, nodeId: `n${streams}`, mode: 'delta', peer: 'test', types: new Map(), synced: false };
+        p.runs = (typeUrl, name) => p.running?.resources(typeUrl).get(name)?.version;
+        registry.connected(p);
+        registry.grouped(p, group);
+        // As a stream does: a new snapshot puts the proxy out of step until it ACKs it.
+        p.unwatch = cache.watch(group, (snapshot) => {
+          if (snapshot !== p.running) p.synced = false;
+        });
+        return p;
+      };
+      const proxies: Proxy[] = groups.slice(0, 2).map(connect);
+      const writer: StatusWriter = { write: () => {}, forget: () => {}, writes: 0 };
+      const reporter = new StatusReporter(pipeline, registry, writer, log, 2 ** 30);
+      const strip = (statuses: ReadonlyMap<string, VirtualServiceStatus>) =>
+        Object.fromEntries([...statuses].map(([k, st]) => [k, { ...st, conditions: st.conditions?.map(({ lastTransitionTime: _t, ...c }) => c) }]));
+      let generation = 0;
+      for (let step = 0; step < 1500; step++) {
+        const op = rng.int(10);
+        const names = [...objects.keys()];
+        if (op <= 2 || names.length === 0) {
+          const name = `call-${rng.int(40)}`;
+          const o = vs(name, rng.pick(['a', 'a', 'b', 'c']), 2000 + rng.int(12));
+          // Two endpoint sets: calls with the same one share a cluster when clusters are shared.
+          (o.spec as { listeners: Array<{ udp: { cluster: { endpoints: unknown[] } } }> }).listeners[0]!.udp.cluster.endpoints = [{ host: { address: '127.0.0.1' }, port: 1 + rng.int(2) }];
+          objects.set(name, { ...o, metadata: { ...o.metadata, generation: ++generation } });
+        } else if (op === 3) {
+          objects.delete(rng.pick(names));
+        } else if (op === 4) {
+          // A build, with whatever changed since the last one.
+          subject.next({ ...subject.value, virtualServices: [...objects.values()] });
+          pipeline.rebuild();
+        } else if (proxies.length === 0) {
+          proxies.push(connect(rng.pick(groups)));
+        } else {
+          const p = rng.pick(proxies);
+          const snapshot = p.group ? cache.getSnapshot(p.group.key) : undefined;
+          const version = snapshot?.versions()[LISTENER_TYPE] ?? '';
+          if (op === 5) {
+            p.synced = false;
+          } else if (op === 6) {
+            // It takes the current snapshot; in step, or still waiting for another type.
+            p.running = snapshot;
+            p.synced = rng.chance(0.7);
+            registry.ack(p, LISTENER_TYPE, version);
+          } else if (op === 7 && names.length > 0) {
+            registry.nack(p, LISTENER_TYPE, version, `Error adding/updating listener(s) ${rng.pick(names)}-l: cannot bind`);
+            p.synced = false;
+          } else if (op === 8) {
+            if (proxies.length < 4) proxies.push(connect(rng.pick(groups)));
+          } else if (proxies.length > 0) {
+            // The last proxy of a group leaving takes the group away at the next build.
+            const gone = proxies.splice(rng.int(proxies.length), 1)[0] as Proxy;
+            gone.unwatch?.();
+            registry.disconnected(gone);
+          }
+        }
+        if (rng.chance(0.6)) {
+          reporter.report();
+          const fresh = new StatusReporter(pipeline, registry, undefined, log, 2 ** 30);
+          fresh.report();
+          expect(strip(reporter.current()), `seed ${seed}, step ${step}`).toEqual(strip(fresh.current()));
+        }
+      }
+      pipeline.stop();
+    });
+  }
 });

@@ -21,13 +21,15 @@ import { LocalTallies, PeerTallies, type ProxyTally } from './replica-counts.js'
 export class StatusReporter {
   private readonly statuses = new Map<string, VirtualServiceStatus>();
   /** What each status was last computed from: the local part, and what the other replicas added (as a string). */
-  private readonly inputs = new Map<
-    string,
-    { readonly evaluated: Evaluated; readonly groups: readonly GroupView[]; readonly signature?: string; readonly local: LocalStatus; readonly remote: string }
-  >();
+  private readonly inputs = new Map<string, Inputs>();
   private readonly localTallies: LocalTallies;
   private readonly peers?: PeerTallies;
   private groupViewsByKey = new Map<string, GroupView>();
+  /** Namespaces with groups at the last report. */
+  private namespaces: ReadonlySet<string> = new Set();
+  /** Namespaces that had groups at the report before this one and have none now. */
+  private emptied: ReadonlySet<string> = new Set();
+  private reports = 0;
   /** Positions in its namespace's group list of the groups a VirtualService selects. */
   private readonly selected = new WeakMap<VirtualService, { readonly signature: string; readonly indexes: readonly number[] }>();
   private subscription?: Subscription;
@@ -64,25 +66,36 @@ export class StatusReporter {
   report(view: PipelineView = this.pipeline.current): void {
     const groupsByNamespace = this.groupViews(view);
     this.peers?.refresh();
-    const seen = new Set<string>();
+    const stamp = ++this.reports;
+    const known = this.inputs.size;
+    let visited = 0;
     for (const e of view.evaluated.values()) {
-      seen.add(e.key);
-      // A status depends on the VirtualService, on the groups it selects and on what the other
-      // replicas' proxies say of it: when none of those changed since the last report, neither did the status.
-      const groups = this.groupsOf(e, groupsByNamespace);
       const last = this.inputs.get(e.key);
+      if (last) {
+        last.reported = stamp;
+        visited += 1;
+      }
       const remoteTally = e.accepted && e.vs ? this.peers?.tally(e.key, e.vs, e.generation) : undefined;
       const remote = remoteTally ? JSON.stringify(remoteTally) : '';
       let local = last?.local;
-      if (!local || last?.evaluated !== e || !sameItems(last.groups, groups)) {
-        // A group changes whenever any of its VirtualServices or proxies does: under one
-        // VirtualService per call, every report. What this one's status reads of it may not have.
-        const signature = last?.evaluated === e ? statusInputs(e.key, groups, view) : undefined;
-        if (!local || signature === undefined || signature !== last?.signature) {
-          local = this.localStatusOf(e, view, groups);
-          this.localTallies.set(e.key, e.generation, local.tally);
+      // Under one VirtualService per call every report follows a change of the groups, yet nearly
+      // every status is as it was: that is settled here without looking at its groups one by one.
+      if (!local || !last || last.evaluated !== e || !last.allHave || !this.unchanged(e, groupsByNamespace)) {
+        // A status depends on the VirtualService, on the groups it selects and on what the other
+        // replicas' proxies say of it: when none of those changed since the last report, neither did the status.
+        const groups = this.groupsOf(e, groupsByNamespace);
+        if (!local || last?.evaluated !== e || !sameItems(last.groups, groups)) {
+          // A group changes whenever any of its VirtualServices or proxies does: under one
+          // VirtualService per call, every report. What this one's status reads of it may not have.
+          const signature = last?.evaluated === e ? statusInputs(e.key, groups, view) : undefined;
+          if (!local || signature === undefined || signature !== last?.signature) {
+            local = this.localStatusOf(e, view, groups);
+            this.localTallies.set(e.key, e.generation, local.tally);
+          }
+          this.inputs.set(e.key, { evaluated: e, groups, signature, local, remote, allHave: allHave(local), reported: stamp });
+        } else if (remote !== last.remote) {
+          this.inputs.set(e.key, { ...last, remote });
         }
-        this.inputs.set(e.key, { evaluated: e, groups, signature, local, remote });
       } else if (remote !== last.remote) {
         this.inputs.set(e.key, { ...last, remote });
       }
@@ -97,17 +110,42 @@ export class StatusReporter {
     }
     // Built at most once per write interval of the exchange, and written only when it changed.
     this.replicas?.publish(() => this.localTallies.encode(this.registry.list()));
-    if (seen.size === this.statuses.size && seen.size === this.inputs.size) return;
-    for (const key of [...this.inputs.keys()]) {
-      if (seen.has(key)) continue;
+    if (visited === known) return;
+    // Some VirtualServices are gone. (A status is only ever kept with its inputs.)
+    for (const [key, inputs] of this.inputs) {
+      if (inputs.reported === stamp) continue;
       this.inputs.delete(key);
       this.localTallies.delete(key);
+      if (this.statuses.delete(key)) this.writer?.forget(key);
     }
-    for (const key of [...this.statuses.keys()]) {
-      if (seen.has(key)) continue;
-      this.statuses.delete(key);
-      this.writer?.forget(key);
+  }
+
+  /**
+   * Whether nothing a VirtualService's status reads of its groups changed since the last report,
+   * for one whose Evaluated did not change and all of whose proxies had its configuration then.
+   * It selects the same groups; none of them gained or lost a proxy, a rejection or a build
+   * error; and its contribution to each is the same object. Its listeners and clusters are made
+   * from the VirtualService and its contribution alone, so their versions did not change either,
+   * and a proxy that had them still has them: a proxy runs other versions only on a new stream.
+   */
+  private unchanged(e: Evaluated, byNamespace: ReadonlyMap<string, GroupsOfNamespace>): boolean {
+    const vs = e.vs;
+    if (!e.accepted || !vs) return true;
+    const namespace = vs.metadata.namespace;
+    const ns = byNamespace.get(namespace);
+    if (!ns) return !this.emptied.has(namespace);
+    const selected = this.selected.get(vs);
+    if (!selected || selected.signature !== ns.signature) return false;
+    const key = e.key;
+    for (const i of selected.indexes) {
+      const g = ns.groups[i] as GroupView;
+      const facts = ns.facts[i] as GroupFacts;
+      if (facts.whole) return false;
+      if (g.translation === facts.before) continue;
+      const contribution = g.translation?.contributions.get(key);
+      if (contribution !== facts.before?.contributions.get(key)) return false;
     }
+    return true;
   }
 
   /**
@@ -131,17 +169,28 @@ export class StatusReporter {
       const proxyStates = proxies
         .map((p) => `${p.streamId}${p.synced ? '+' : '-'}${[...p.types.values()].map((t) => `${t.acked ?? ''}\u0002${t.nack?.message ?? ''}`).join('\u0000')}`)
         .join('\u0001');
+      const structure = `${buildError ?? ''}\u0001${proxies.map((p) => `${p.streamId}${[...p.types.values()].some((t) => t.nack) ? '!' : ''}`).join(',')}`;
       const before = this.groupViewsByKey.get(key);
       const current =
         before && before.translation === translation && before.buildError === buildError && before.proxyStates === proxyStates
           ? before
-          : { group, proxies, translation, buildError, proxyStates };
+          : { group, proxies, translation, buildError, proxyStates, structure };
       views.set(key, current);
+      const inStep = proxies.every((p) => p.synced);
+      const facts: GroupFacts = {
+        before: before?.translation,
+        // A proxy out of step has a VirtualService's configuration when it runs its resources'
+        // versions (runsAllOf): known only with a snapshot and what the proxy runs.
+        whole: !before || before.structure !== structure || (!inStep && (!view.translations.get(key)?.snapshot || proxies.some((p) => !p.runs))),
+      };
       let ns = byNamespace.get(group.namespace);
-      if (!ns) byNamespace.set(group.namespace, (ns = { signature: '', groups: [] }));
+      if (!ns) byNamespace.set(group.namespace, (ns = { signature: '', groups: [], facts: [] }));
       ns.groups.push(current);
+      ns.facts.push(facts);
     }
     for (const ns of byNamespace.values()) ns.signature = ns.groups.map((g) => g.group.key).join('\n');
+    this.emptied = new Set([...this.namespaces].filter((namespace) => !byNamespace.has(namespace)));
+    this.namespaces = new Set(byNamespace.keys());
     this.groupViewsByKey = views;
     return byNamespace;
   }
@@ -337,12 +386,42 @@ interface GroupView {
   readonly buildError?: string;
   /** Each proxy's stream, sync state, ACKed versions and NACK messages: what the statuses take from them. */
   readonly proxyStates: string;
+  /** The build error and each proxy's stream and whether it has a rejection: what every status of the group reads. */
+  readonly structure: string;
+}
+
+/** What changed in a group since the last report. */
+interface GroupFacts {
+  /** The group's translation at the last report. */
+  readonly before?: GroupTranslation;
+  /** Every status of the group is to be looked at again: the group is new, a proxy came, went or rejected, a build failed, or what a proxy runs is not known. */
+  readonly whole: boolean;
 }
 
 interface GroupsOfNamespace {
   /** The keys of its groups, in order: the selection of a VirtualService stays valid while this is unchanged. */
   signature: string;
   readonly groups: GroupView[];
+  /** What changed in each of `groups`, by position. */
+  readonly facts: GroupFacts[];
+}
+
+/** What a VirtualService's status was last computed from. */
+interface Inputs {
+  readonly evaluated: Evaluated;
+  readonly groups: readonly GroupView[];
+  readonly signature?: string;
+  readonly local: LocalStatus;
+  /** What the other replicas' proxies add (ProxyTally as JSON). */
+  readonly remote: string;
+  /** Every proxy it matched had its configuration and none rejected it. */
+  readonly allHave: boolean;
+  /** The last report that saw it. */
+  reported: number;
+}
+
+function allHave(local: LocalStatus): boolean {
+  return !local.tally || (local.tally.synced === local.tally.matched && local.tally.nacked === 0);
 }
 
 function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
