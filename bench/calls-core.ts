@@ -10,6 +10,11 @@
  *
  *   node --expose-gc bench/.build/bench/calls-core.js [--mode delta] [--concurrent 1000] [--calls 2000] [--profile out.cpuprofile]
  *
+ * The status reporter (src/main/status-reporter.ts) reports twice per call, timed on its own and
+ * left out of the CPU per call: once while the proxy has the new call's push in flight, once when
+ * it is in step again. (In the server it reports once per window, 250 ms: about 12 calls at 50
+ * calls/s.)
+ *
  * Prints one JSON object. What it leaves out, B5 has: the watch events' JSON and TLS, status
  * writes, gRPC framing, and the status reporter's window.
  */
@@ -19,6 +24,7 @@ import pino from 'pino';
 import { BehaviorSubject } from 'rxjs';
 import { ChangeTracker } from '../src/main/change-tracker.js';
 import { ConfigPipeline } from '../src/main/config-pipeline.js';
+import { StatusReporter } from '../src/main/status-reporter.js';
 import { parsePod } from '../src/model/index.js';
 import { ObjectStore } from '../src/sources/object-store.js';
 import type { RawObject, Source, SourceState } from '../src/sources/source.js';
@@ -144,6 +150,21 @@ ackAll();
 const listenersAtStart = cache.getSnapshot(nodeGroup('default', PROXY_LABELS).key)?.resources(LISTENER_TYPE).names.length ?? 0;
 if (listenersAtStart !== CONCURRENT) throw new Error(`the proxy's group has ${listenersAtStart} listeners, not ${CONCURRENT}`);
 
+// Statuses computed as the leader does, not written anywhere.
+const reporter = new StatusReporter(pipeline, registry, undefined, pino({ level: 'silent' }));
+reporter.report();
+if (reporter.current().size !== CONCURRENT) throw new Error(`${reporter.current().size} statuses for ${CONCURRENT} VirtualServices`);
+const reports: number[] = [];
+let reportCpu = 0;
+/** One status report, timed. */
+function report(): void {
+  const c = cpuMs();
+  const t = performance.now();
+  reporter.report();
+  reports.push(performance.now() - t);
+  reportCpu += cpuMs() - c;
+}
+
 const cpuMs = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -156,6 +177,8 @@ function churn(phases: { build: number; ack: number }): void {
   next++;
   build();
   const b = cpuMs();
+  report();
+  const b2 = cpuMs();
   ackAll();
   const c = cpuMs();
   store.setVirtualService(`default/call-${next - CONCURRENT - 1}`, undefined);
@@ -163,7 +186,8 @@ function churn(phases: { build: number; ack: number }): void {
   const d = cpuMs();
   ackAll();
   phases.build += b - a + (d - c);
-  phases.ack += c - b + (cpuMs() - d);
+  phases.ack += c - b2 + (cpuMs() - d);
+  report();
 }
 
 /** Between calls the event loop turns, as in the server: objects held for the duration of a job (WeakRef targets among them) are let go. */
@@ -176,6 +200,8 @@ for (let i = 0; i < WARMUP; i++) {
 gc();
 responses = 0;
 bytes = 0;
+reports.length = 0;
+reportCpu = 0;
 const profiler = args.profile ? new CpuProfiler() : undefined;
 await profiler?.start();
 const phases = { build: 0, ack: 0 };
@@ -191,7 +217,11 @@ for (let i = 0; i < CALLS; i++) {
   await turn();
   if (i === Math.floor(CALLS / 2)) heapHalfway = heapAt();
 }
-const cpu = cpuMs() - cpu0;
+const cpu = cpuMs() - cpu0 - reportCpu;
+const pending = [...reporter.current().values()].filter((st) => st.conditions?.find((c) => c.type === 'Synced')?.status !== 'True').length;
+if (reporter.current().size !== CONCURRENT || pending !== 0) throw new Error(`${reporter.current().size} statuses for ${CONCURRENT} VirtualServices, ${pending} not Synced`);
+reports.sort((x, y) => x - y);
+const reportAt = (q: number): number => reports[Math.min(reports.length - 1, Math.floor(q * reports.length))] ?? NaN;
 const wall = performance.now() - wall0;
 if (profiler && args.profile) await profiler.stop(args.profile);
 const listenersAtEnd = cache.getSnapshot(nodeGroup('default', PROXY_LABELS).key)?.resources(LISTENER_TYPE).names.length ?? 0;
@@ -208,6 +238,8 @@ console.log(
     buildAndPushMsPerCall: phases.build / CALLS,
     ackMsPerCall: phases.ack / CALLS,
     wallMsPerCall: wall / CALLS,
+    /** One status report of every VirtualService (wall ms; two per call, see the header). */
+    statusReportMs: { p50: reportAt(0.5), p99: reportAt(0.99) },
     responsesPerCall: responses / CALLS,
     bytesPerCall: bytes / CALLS,
     /** After a full collection, halfway and at the end: what stays per call would show as growth. */

@@ -499,11 +499,12 @@ function callsCoreTable(results: Record<string, any>[]): string {
     `${fmt(r['buildAndPushMsPerCall'], 2)} / ${fmt(r['ackMsPerCall'], 2)}`,
     fmt(r['bytesPerCall'] / 1024, 1),
     `${fmt(r['heapMB'].halfway)} / ${fmt(r['heapMB'].end)}`,
+    `${fmt(r['statusReportMs'].p50, 2)} / ${fmt(r['statusReportMs'].p99, 2)}`,
   ]);
   return [
     '## B5 core: one call set up and torn down in vsxds\'s own logic, warm, without API server, gRPC or Envoy (CPU ms of the process; bench/calls-core.ts)',
     '',
-    table(['concurrent calls', 'mode', 'CPU ms per call', 'build + push / ACKs (main thread)', 'KB sent per call', 'heap MB halfway / at the end'], rows),
+    table(['concurrent calls', 'mode', 'CPU ms per call', 'build + push / ACKs (main thread)', 'KB sent per call', 'heap MB halfway / at the end', 'status report ms p50 / p99'], rows),
   ].join('\n');
 }
 

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { startKubeEnv, type KubeEnv } from './support/kube-env.js';
+import { ensureEnvoy } from './support/envoy.js';
 import { INSTALL_TIMEOUT_MS, installedTool, run, runOk } from './support/tools.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -273,6 +274,22 @@ describe('deploy/ and charts/vsxds against a real kube-apiserver', { timeout: 12
       expect(bootstrap.node.id).toBeUndefined();
     }
   });
+
+  it('examples/kubernetes: Envoy accepts the ingress and worker bootstraps of the ConfigMaps', async () => {
+    const envoy = await ensureEnvoy();
+    const dir = await mkdtemp(path.join(tmpdir(), 'vsxds-bootstrap-'));
+    try {
+      for (const file of ['ingress.yaml', 'worker.yaml']) {
+        const text = readFileSync(path.join(ROOT, 'examples', 'kubernetes', file), 'utf8');
+        const bootstrap = path.join(dir, file);
+        await writeFile(bootstrap, documents(text).find((o) => o.kind === 'ConfigMap')!.data['bootstrap.yaml']);
+        const r = await run(envoy, ['--mode', 'validate', '-c', bootstrap, '--service-node', 'default/pod-1', '--service-cluster', 'test']);
+        expect({ code: r.code, ok: /^configuration .* OK$/m.test(r.stdout) }, `${file}: ${r.stderr.slice(-2000)}`).toEqual({ code: 0, ok: true });
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, INSTALL_TIMEOUT_MS);
 
   describe('applied for real (RBAC checked by impersonation)', () => {
     beforeAll(async () => {

@@ -76,7 +76,8 @@ export class StatusReporter {
         visited += 1;
       }
       const remoteTally = e.accepted && e.vs ? this.peers?.tally(e.key, e.vs, e.generation) : undefined;
-      const remote = remoteTally ? JSON.stringify(remoteTally) : '';
+      const remoteSame = sameTally(remoteTally, last?.remote);
+      const remote = remoteSame ? last?.remote : remoteTally;
       let local = last?.local;
       // Under one VirtualService per call every report follows a change of the groups, yet nearly
       // every status is as it was: that is settled here without looking at its groups one by one.
@@ -93,13 +94,13 @@ export class StatusReporter {
             this.localTallies.set(e.key, e.generation, local.tally);
           }
           this.inputs.set(e.key, { evaluated: e, groups, signature, local, remote, allHave: allHave(local), reported: stamp });
-        } else if (remote !== last.remote) {
+        } else if (!remoteSame) {
           this.inputs.set(e.key, { ...last, remote });
         }
-      } else if (remote !== last.remote) {
+      } else if (!remoteSame) {
         this.inputs.set(e.key, { ...last, remote });
       }
-      if (local === last?.local && remote === last.remote) continue;
+      if (local === last?.local && remoteSame) continue;
       const status = completeStatus(e, local, remoteTally);
       const previous = this.statuses.get(e.key);
       const merged = withTransitionTimes(status, previous, this.now().toISOString());
@@ -412,12 +413,16 @@ interface Inputs {
   readonly groups: readonly GroupView[];
   readonly signature?: string;
   readonly local: LocalStatus;
-  /** What the other replicas' proxies add (ProxyTally as JSON). */
-  readonly remote: string;
+  /** What the other replicas' proxies add. */
+  readonly remote?: ProxyTally;
   /** Every proxy it matched had its configuration and none rejected it. */
   readonly allHave: boolean;
   /** The last report that saw it. */
   reported: number;
+}
+
+function sameTally(a: ProxyTally | undefined, b: ProxyTally | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.matched === b.matched && a.synced === b.synced && a.nacked === b.nacked && a.nackMessage === b.nackMessage);
 }
 
 function allHave(local: LocalStatus): boolean {
