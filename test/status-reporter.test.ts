@@ -5,7 +5,9 @@ import { ConfigPipeline } from '../src/main/config-pipeline.js';
 import { StatusReporter } from '../src/main/status-reporter.js';
 import type { VirtualServiceStatus } from '../src/model/types.js';
 import type { RawObject, SourceState, StatusWriter } from '../src/sources/source.js';
-import { LISTENER_TYPE, nodeGroup, ProxyStatusRegistry, SnapshotCache, type ProxyInfo } from '../src/xds/index.js';
+import { CLUSTER_TYPE, LISTENER_TYPE, nodeGroup, ProxyStatusRegistry, SnapshotCache, type ProxyInfo } from '../src/xds/index.js';
+import { nodeFor, RawAdsStream } from './support/ads-client.js';
+import { startAds } from './support/ads-harness.js';
 import { fuzzSeed, Prng } from './support/prng.js';
 
 function vs(name: string, zone: string, port: number): RawObject {
@@ -145,17 +147,24 @@ describe('status reporter', () => {
       pipeline.start();
       pipeline.rebuild();
       const registry = new ProxyStatusRegistry();
-      type Proxy = ProxyInfo & { running?: ReturnType<SnapshotCache['getSnapshot']>; unwatch?: () => void };
+      // `lds`: Envoy subscribes to listeners only once its clusters are ready, so a proxy can be
+      // in step with what it subscribed to (clusters) and run no listener yet; it runs listeners
+      // from its first ACK of them (`ldsAcked`).
+      type Proxy = ProxyInfo & { running?: ReturnType<SnapshotCache['getSnapshot']>; unwatch?: () => void; lds: boolean; ldsAcked?: boolean };
       let streams = 0;
-      const connect = (group: (typeof groups)[number]): Proxy => {
-        const p: Proxy = { streamId: ++streams, nodeId: `n${streams}`, mode: 'delta', peer: 'test', types: new Map(), synced: false };
-        p.runs = (typeUrl, name) => p.running?.resources(typeUrl).get(name)?.version;
-        registry.connected(p);
+      const watch = (p: Proxy, group: (typeof groups)[number]) => {
+        p.unwatch?.();
         registry.grouped(p, group);
         // As a stream does: a new snapshot puts the proxy out of step until it ACKs it.
         p.unwatch = cache.watch(group, (snapshot) => {
           if (snapshot !== p.running) p.synced = false;
         });
+      };
+      const connect = (group: (typeof groups)[number]): Proxy => {
+        const p: Proxy = { streamId: ++streams, nodeId: `n${streams}`, mode: 'delta', peer: 'test', types: new Map(), synced: false, lds: rng.chance(0.5) };
+        p.runs = (typeUrl, name) => (typeUrl === LISTENER_TYPE && !p.ldsAcked ? undefined : p.running?.resources(typeUrl).get(name)?.version);
+        registry.connected(p);
+        watch(p, group);
         return p;
       };
       const proxies: Proxy[] = groups.slice(0, 2).map(connect);
@@ -165,7 +174,7 @@ describe('status reporter', () => {
         Object.fromEntries([...statuses].map(([k, st]) => [k, { ...st, conditions: st.conditions?.map(({ lastTransitionTime: _t, ...c }) => c) }]));
       let generation = 0;
       for (let step = 0; step < 1500; step++) {
-        const op = rng.int(10);
+        const op = rng.int(12);
         const names = [...objects.keys()];
         if (op <= 2 || names.length === 0) {
           const name = `call-${rng.int(40)}`;
@@ -191,12 +200,26 @@ describe('status reporter', () => {
             // It takes the current snapshot; in step, or still waiting for another type.
             p.running = snapshot;
             p.synced = rng.chance(0.7);
-            registry.ack(p, LISTENER_TYPE, version);
+            registry.ack(p, CLUSTER_TYPE, snapshot?.versions()[CLUSTER_TYPE] ?? '');
+            if (p.lds) {
+              p.ldsAcked = true;
+              registry.ack(p, LISTENER_TYPE, version);
+            }
           } else if (op === 7 && names.length > 0) {
             registry.nack(p, LISTENER_TYPE, version, `Error adding/updating listener(s) ${rng.pick(names)}-l: cannot bind`);
             p.synced = false;
           } else if (op === 8) {
             if (proxies.length < 4) proxies.push(connect(rng.pick(groups)));
+          } else if (op === 10) {
+            // Its pod's labels changed: the same stream serves another group, and what the proxy
+            // runs is the old group's until it takes the new one's.
+            watch(p, rng.pick(groups));
+            p.synced = false;
+          } else if (op === 11) {
+            if (!p.lds) {
+              p.lds = true;
+              p.synced = false;
+            }
           } else if (proxies.length > 0) {
             // The last proxy of a group leaving takes the group away at the next build.
             const gone = proxies.splice(rng.int(proxies.length), 1)[0] as Proxy;
@@ -214,4 +237,36 @@ describe('status reporter', () => {
       pipeline.stop();
     });
   }
+
+  it('a proxy in step with its clusters only is Pending for the listener it is then sent (Envoy subscribes to listeners after its clusters)', async () => {
+    const ads = await startAds();
+    const subject = new BehaviorSubject<SourceState>({ virtualServices: [vs('x', 'a', 2000)], pods: [], synced: true, problems: [] });
+    const log = pino({ level: 'silent' });
+    const pipeline = new ConfigPipeline({ source: { name: 'test', state$: subject.asObservable(), start: async () => {}, stop: async () => {} }, cache: ads.cache, log, coalesceMs: 2 ** 30 });
+    pipeline.start();
+    const stream = new RawAdsStream(ads.address, 'delta');
+    const registry = ads.server.status;
+    const proxy = () => registry.list()[0] as ProxyInfo;
+    try {
+      stream.send({ node: nodeFor('default', { zone: 'a' }, 'default/p1'), type_url: CLUSTER_TYPE, initial_resource_versions: {} });
+      await stream.until(() => registry.list().some((p) => p.group), 2000, 'the proxy grouped');
+      pipeline.rebuild();
+      stream.ack(await stream.next());
+      await stream.until(() => proxy().types.get(CLUSTER_TYPE)?.acked !== undefined && proxy().synced, 2000, 'the clusters ACKed');
+      const reporter = new StatusReporter(pipeline, registry, undefined, log, 2 ** 30);
+      const synced = () => reporter.current().get('default/x')?.conditions?.find((c) => c.type === 'Synced');
+      reporter.report();
+      // In step with all it subscribed to: Synced, as the proxy counts go.
+      expect(synced()?.status).toBe('True');
+      stream.send({ type_url: LISTENER_TYPE, initial_resource_versions: {} });
+      await stream.next();
+      await stream.until(() => !proxy().synced, 2000, 'the listener in flight');
+      reporter.report();
+      expect(synced()).toMatchObject({ status: 'False', reason: 'Pending' });
+    } finally {
+      stream.close();
+      pipeline.stop();
+      await ads.stop();
+    }
+  });
 });

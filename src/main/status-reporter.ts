@@ -9,6 +9,7 @@ import { CLUSTER_TYPE, LISTENER_TYPE } from '../xds/type-urls.js';
 import type { GroupTranslation } from '../translate/index.js';
 import type { ConfigPipeline, Evaluated, PipelineView } from './config-pipeline.js';
 import type { ReplicaExchange } from '../sources/source.js';
+import type { Snapshot } from '../xds/snapshot.js';
 import { LocalTallies, PeerTallies, type ProxyTally } from './replica-counts.js';
 
 /**
@@ -81,7 +82,7 @@ export class StatusReporter {
       let local = last?.local;
       // Under one VirtualService per call every report follows a change of the groups, yet nearly
       // every status is as it was: that is settled here without looking at its groups one by one.
-      if (!local || !last || last.evaluated !== e || !last.allHave || !this.unchanged(e, groupsByNamespace)) {
+      if (!local || !last || last.evaluated !== e || !last.allHave || !this.unchanged(e, groupsByNamespace, view)) {
         // A status depends on the VirtualService, on the groups it selects and on what the other
         // replicas' proxies say of it: when none of those changed since the last report, neither did the status.
         const groups = this.groupsOf(e, groupsByNamespace);
@@ -123,13 +124,15 @@ export class StatusReporter {
 
   /**
    * Whether nothing a VirtualService's status reads of its groups changed since the last report,
-   * for one whose Evaluated did not change and all of whose proxies had its configuration then.
-   * It selects the same groups; none of them gained or lost a proxy, a rejection or a build
-   * error; and its contribution to each is the same object. Its listeners and clusters are made
-   * from the VirtualService and its contribution alone, so their versions did not change either,
-   * and a proxy that had them still has them: a proxy runs other versions only on a new stream.
+   * for one whose Evaluated did not change and all of whose proxies had its configuration then:
+   * it selects the same groups; none of them gained or lost a proxy, a rejection or a build
+   * error; its contribution to each is the same object; and every proxy still has its
+   * configuration, read now as a fresh report would (in step, or running its listeners' and
+   * clusters' current versions), not assumed from then: a proxy can lose what it ran on the same
+   * stream (it moves to another group and back, or subscribes to listeners only after its
+   * clusters, as Envoy does).
    */
-  private unchanged(e: Evaluated, byNamespace: ReadonlyMap<string, GroupsOfNamespace>): boolean {
+  private unchanged(e: Evaluated, byNamespace: ReadonlyMap<string, GroupsOfNamespace>, view: PipelineView): boolean {
     const vs = e.vs;
     if (!e.accepted || !vs) return true;
     const namespace = vs.metadata.namespace;
@@ -142,9 +145,8 @@ export class StatusReporter {
       const g = ns.groups[i] as GroupView;
       const facts = ns.facts[i] as GroupFacts;
       if (facts.whole) return false;
-      if (g.translation === facts.before) continue;
-      const contribution = g.translation?.contributions.get(key);
-      if (contribution !== facts.before?.contributions.get(key)) return false;
+      if (g.translation !== facts.before && g.translation?.contributions.get(key) !== facts.before?.contributions.get(key)) return false;
+      for (const p of g.proxies) if (!p.synced && !runsAllOf(p, key, view)) return false;
     }
     return true;
   }
@@ -177,13 +179,7 @@ export class StatusReporter {
           ? before
           : { group, proxies, translation, buildError, proxyStates, structure };
       views.set(key, current);
-      const inStep = proxies.every((p) => p.synced);
-      const facts: GroupFacts = {
-        before: before?.translation,
-        // A proxy out of step has a VirtualService's configuration when it runs its resources'
-        // versions (runsAllOf): known only with a snapshot and what the proxy runs.
-        whole: !before || before.structure !== structure || (!inStep && (!view.translations.get(key)?.snapshot || proxies.some((p) => !p.runs))),
-      };
+      const facts: GroupFacts = { before: before?.translation, whole: !before || before.structure !== structure };
       let ns = byNamespace.get(group.namespace);
       if (!ns) byNamespace.set(group.namespace, (ns = { signature: '', groups: [], facts: [] }));
       ns.groups.push(current);
@@ -370,13 +366,15 @@ function runsAllOf(proxy: ProxyInfo, key: string, view: PipelineView): boolean {
   const contribution = built?.translation.contributions.get(key);
   const snapshot = built?.snapshot;
   if (!contribution || !snapshot || !proxy.runs) return false;
-  const current = (typeUrl: string, name: string) => {
-    const version = snapshot.resources(typeUrl).get(name)?.version;
-    return version !== undefined && proxy.runs?.(typeUrl, name) === version;
-  };
-  for (const name of contribution.listeners) if (!current(LISTENER_TYPE, name)) return false;
-  for (const name of contribution.clusters.values()) if (!current(CLUSTER_TYPE, name)) return false;
+  for (const name of contribution.listeners) if (!runsCurrent(proxy, snapshot, LISTENER_TYPE, name)) return false;
+  for (const name of contribution.clusters.values()) if (!runsCurrent(proxy, snapshot, CLUSTER_TYPE, name)) return false;
   return true;
+}
+
+/** Whether the proxy runs the snapshot's version of a resource. */
+function runsCurrent(proxy: ProxyInfo, snapshot: Snapshot, typeUrl: string, name: string): boolean {
+  const version = snapshot.resources(typeUrl).get(name)?.version;
+  return version !== undefined && proxy.runs?.(typeUrl, name) === version;
 }
 
 /** One node group as a report sees it. */
@@ -395,7 +393,7 @@ interface GroupView {
 interface GroupFacts {
   /** The group's translation at the last report. */
   readonly before?: GroupTranslation;
-  /** Every status of the group is to be looked at again: the group is new, a proxy came, went or rejected, a build failed, or what a proxy runs is not known. */
+  /** Every status of the group is to be looked at again: the group is new, a proxy came, went or rejected, or a build failed or recovered. */
   readonly whole: boolean;
 }
 
