@@ -146,7 +146,7 @@ export class StatusReporter {
       const facts = ns.facts[i] as GroupFacts;
       if (facts.whole) return false;
       if (g.translation !== facts.before && g.translation?.contributions.get(key) !== facts.before?.contributions.get(key)) return false;
-      for (const p of g.proxies) if (!p.synced && !runsAllOf(p, key, view)) return false;
+      for (const p of g.proxies) if (!hasConfigurationOf(p, key, view)) return false;
     }
     return true;
   }
@@ -248,10 +248,9 @@ export class StatusReporter {
     const matched = groups.flatMap((g) => g.proxies);
     const blames = (message: string, p: ProxyInfo) => nackBlames(message, vs, view, p);
     const nackedProxies = matched.filter((p) => [...p.types.values()].some((t) => t.nack && blames(t.nack.message, p)));
-    // A proxy has this VirtualService's configuration when it is in step with its whole group, or
-    // runs this VirtualService's own listeners and clusters at their current versions: busy with
-    // other calls' changes, it still has this one's, and the status does not flip back to Pending.
-    const synced = matched.filter((p) => ![...p.types.values()].some((t) => t.nack) && (p.synced || runsAllOf(p, e.key, view)));
+    // Busy with other calls' changes, a proxy still has this one's (hasConfigurationOf), and the
+    // status does not flip back to Pending.
+    const synced = matched.filter((p) => ![...p.types.values()].some((t) => t.nack) && hasConfigurationOf(p, e.key, view));
     const nackMessage = nackedProxies.flatMap((p) => [...p.types.values()].flatMap((t) => (t.nack && blames(t.nack.message, p) ? [t.nack.message] : [])))[0];
     const buildError = groups.find((g) => g.buildError !== undefined)?.buildError;
     const envoyClusters: Record<string, string> = {};
@@ -354,10 +353,18 @@ function statusInputs(key: string, groups: readonly GroupView[], view: PipelineV
     signature += `${g.group.key}\u0001${id}\u0001${g.buildError ?? ''}\u0001`;
     for (const p of g.proxies) {
       for (const t of p.types.values()) if (t.nack) return undefined;
-      signature += `${p.streamId}${p.synced || runsAllOf(p, key, view) ? '+' : '-'},`;
+      signature += `${p.streamId}${hasConfigurationOf(p, key, view) ? '+' : '-'},`;
     }
   }
   return signature;
+}
+
+/**
+ * Whether the proxy has a VirtualService's configuration: it is in step with its whole group, or
+ * runs the VirtualService's own listeners and clusters at their current versions.
+ */
+function hasConfigurationOf(proxy: ProxyInfo, key: string, view: PipelineView): boolean {
+  return proxy.synced || runsAllOf(proxy, key, view);
 }
 
 /** Whether the proxy runs the listeners and clusters a VirtualService gives its group, at their current versions. */
